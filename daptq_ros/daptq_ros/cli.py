@@ -1,0 +1,42 @@
+"""The `daptq` command: one entry point, one subcommand module per job (see `commands/`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from daptq_ros.errors import DaptqError
+
+# Subcommand modules under daptq_ros.commands, in the order `daptq --help` lists them.
+COMMAND_MODULES = ("quant_demo", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="daptq",
+        description="Drift-aware post-training quantization (DA-PTQ) of VLA policies for "
+        "ROS 2 arms: quantize, evaluate, benchmark and analyse drift.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"daptq_ros.commands.{name}")
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; user errors print one line on stderr and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except DaptqError as error:
+        print(f"daptq {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

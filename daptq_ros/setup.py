@@ -1,0 +1,34 @@
+"""daptq_ros: an ament_python ROS 2 package that is also a pip-installable library and CLI."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "daptq_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/bits", glob("config/bits/*.yaml")),
+    ],
+    # Runtime dependencies are pinned in the repository's requirements.txt (pip) and declared
+    # in package.xml (rosdep); setuptools itself is all ament_python needs here.
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="daptq_ros developers",
+    maintainer_email="daptq-ros@example.com",
+    description="Drift-aware post-training quantization (DA-PTQ) of VLA policies on ROS 2 arms.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "daptq = daptq_ros.cli:main",
+        ],
+    },
+)
