@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from daptq_ros.errors import DaptqError
+# Before torch loads OpenMP: spinning worker threads ran 3x slower on small, shared CPUs.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torchao's CPU wheel logs that its CUDA-only extensions cannot load: noise for a CPU user.
+logging.getLogger("torchao").setLevel(logging.ERROR)
+
+from daptq_ros.errors import DaptqError  # noqa: E402
 
 # Subcommand modules under daptq_ros.commands, in the order `daptq --help` lists them.
-COMMAND_MODULES = ("quant_demo", "bench")
+COMMAND_MODULES = ("quant_demo", "bench", "bags")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -210,7 +210,9 @@ def config_from_dict(data: dict[str, Any], name: str = "custom") -> QuantConfig:
                 f"pattern, {', '.join(_SPEC_KEYS)}",
             )
         overrides.append(LayerOverride(str(entry["pattern"]), changes))
-    values = {k: v for k, v in data.items() if k not in ("overrides", "keep", "method_args")}
+    values = {
+        k: v for k, v in data.items() if k not in ("overrides", "keep", "method_args", "name")
+    }
     return QuantConfig(
         **values,
         keep=tuple(str(p) for p in data.get("keep") or ()),

@@ -44,10 +44,10 @@ class DeployedLinear(nn.Module):
         )
         codes = layer.codes
         if self.kernel == "int4":
-            self.weight = nn.Parameter(
-                kernels.int4_weight(codes, layer.scale, layer.zero, layer.fmt.group_size),
-                requires_grad=False,
-            )
+            self.group_size = layer.fmt.group_size
+            packed, scale_and_zero = kernels.pack_int4(codes, layer.scale, layer.zero)
+            self.register_buffer("weight_int4", packed)
+            self.register_buffer("weight_scale_and_zero", scale_and_zero)
         else:
             # symmetric 8-bit: codes - 128 are the signed int8 values, scale is per row
             signed = (codes.to(torch.int16) - 128).to(torch.int8).contiguous()
@@ -65,12 +65,17 @@ class DeployedLinear(nn.Module):
             x = x * self.inverse_input_scale
         if self.activation_bits:
             x = fake_quantize_activation_per_token(x, self.activation_bits)
-        if self.kernel == "int8_weight_only":
-            y = kernels.int8_weight_only_matmul(
-                x.reshape(-1, self.in_features), self.weight_int8, self.weight_scale
-            ).reshape(*x.shape[:-1], self.out_features)
-            return y if self.bias is None else y + self.bias
-        return F.linear(x, self.weight, self.bias)
+        if self.kernel == "int8_dynamic":
+            return F.linear(x, self.weight, self.bias)
+        rows = x.reshape(-1, self.in_features).contiguous()
+        if self.kernel == "int4":
+            y = kernels.int4_matmul(
+                rows, self.weight_int4, self.group_size, self.weight_scale_and_zero
+            )
+        else:
+            y = kernels.int8_weight_only_matmul(rows, self.weight_int8, self.weight_scale)
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, kernel={self.kernel}"

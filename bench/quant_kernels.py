@@ -1,0 +1,12 @@
+#!/usr/bin/env python3
+"""Kernel benchmark script: the same as `daptq bench --kernels` (see --help)."""
+
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads cost 3x on 2 cores
+
+from daptq_ros.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", "--kernels", *sys.argv[1:]]))
