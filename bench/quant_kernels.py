@@ -6,7 +6,7 @@ import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads cost 3x on 2 cores
 
-from daptq_ros.cli import main  # noqa: E402
+from daptq_ros.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", "--kernels", *sys.argv[1:]]))

@@ -8,7 +8,7 @@ symmetric:  s = max|w| / (2^(b-1) - 1),  z = 2^(b-1)            (zero is exact, 
 asymmetric: s = (max(w, 0) - min(w, 0)) / (2^b - 1),  z = round(-min(w, 0) / s)
 
 Groups run along the input dimension: "tensor" (one group), "channel" (one per output row) or
-"group" (rows split into blocks of `group_size` inputs). Scales are rounded to bfloat16 because
+"group" (rows split into blocks of `group_size` inputs). Scales are rounded up to bfloat16 because
 the deployed kernels (tinygemm int4, int8pack) hold them in bfloat16: the simulated arithmetic is
 then the deployed arithmetic.
 
@@ -85,6 +85,17 @@ def to_bf16_grid(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.bfloat16).to(torch.float32)
 
 
+def bf16_ceil(x: torch.Tensor) -> torch.Tensor:
+    """The smallest bfloat16 value >= x (x > 0), as float32.
+
+    Scales are rounded up, never down, so the quantization grid still covers the group's
+    range and no value is clipped by the rounding.
+    """
+    rounded = x.to(torch.bfloat16)
+    next_up = (rounded.view(torch.int16) + 1).view(torch.bfloat16)
+    return torch.where(rounded.float() < x, next_up, rounded).float()
+
+
 def choose_qparams(w: torch.Tensor, fmt: WeightFormat) -> tuple[torch.Tensor, torch.Tensor]:
     """Min/max scale and zero point per group of an [out, in] weight: ([out, G], [out, G])."""
     g = _grouped(w.detach().float(), fmt)
@@ -100,10 +111,10 @@ def qparams_from_range(
     if fmt.symmetric:
         half = 1 << (fmt.bits - 1)
         scale = torch.maximum(-lo, hi) / (half - 1)
-        scale = to_bf16_grid(scale.clamp(min=_EPS))
+        scale = bf16_ceil(scale.clamp(min=_EPS))
         zero = torch.full_like(scale, float(half))
     else:
-        scale = to_bf16_grid(((hi - lo) / fmt.qmax).clamp(min=_EPS))
+        scale = bf16_ceil(((hi - lo) / fmt.qmax).clamp(min=_EPS))
         zero = torch.round(-lo / scale).clamp(0, fmt.qmax)
     if fmt.granularity == "tensor":
         scale, zero = scale.expand(out_features, 1), zero.expand(out_features, 1)

@@ -1,0 +1,46 @@
+"""rosbag2 episodes without ROS: typestore, reading, writing, message <-> numpy, trajectories."""
+
+from daptq_ros.bags.convert import (
+    JointSample,
+    PoseSample,
+    joint_state_msg,
+    joint_state_to_numpy,
+    ns_to_time,
+    pose_stamped_msg,
+    pose_stamped_to_numpy,
+    sec_to_ns,
+    sec_to_time,
+    time_to_ns,
+    time_to_sec,
+)
+from daptq_ros.bags.reader import BagInfo, BagMessage, BagReader, TopicInfo, bag_dir, bag_info
+from daptq_ros.bags.trajectory import JointTrajectory, PoseTrajectory, Trajectory, read_trajectory
+from daptq_ros.bags.typestore import interface_types, make_typestore
+from daptq_ros.bags.writer import BagWriter
+
+__all__ = [
+    "BagInfo",
+    "BagMessage",
+    "BagReader",
+    "BagWriter",
+    "JointSample",
+    "JointTrajectory",
+    "PoseSample",
+    "PoseTrajectory",
+    "TopicInfo",
+    "Trajectory",
+    "bag_dir",
+    "bag_info",
+    "interface_types",
+    "joint_state_msg",
+    "joint_state_to_numpy",
+    "make_typestore",
+    "ns_to_time",
+    "pose_stamped_msg",
+    "pose_stamped_to_numpy",
+    "read_trajectory",
+    "sec_to_ns",
+    "sec_to_time",
+    "time_to_ns",
+    "time_to_sec",
+]

@@ -1,0 +1,170 @@
+"""Convert the messages drift analysis needs to and from numpy arrays.
+
+Readers take any object with the message's fields (rosbags classes, rclpy messages), so live
+topics and bags share one decode path. Builders take the message classes by type name: a
+mapping such as `BagWriter.types` / `Typestore.types`, or a function such as rclpy's
+`rosidl_runtime_py.utilities.get_message`.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from daptq_ros.errors import BagError
+
+TypeSource = Mapping[str, Any] | Callable[[str], Any]
+
+NS_PER_S = 1_000_000_000
+
+
+class JointSample(NamedTuple):
+    """One sensor_msgs/JointState as arrays; velocities are NaN when the message has none."""
+
+    stamp: float
+    names: tuple[str, ...]
+    positions: NDArray[np.float64]
+    velocities: NDArray[np.float64]
+
+
+class PoseSample(NamedTuple):
+    """One geometry_msgs/PoseStamped as arrays: position [3] and quaternion xyzw [4]."""
+
+    stamp: float
+    position: NDArray[np.float64]
+    quat_xyzw: NDArray[np.float64]
+
+
+def time_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def time_to_sec(stamp: Any) -> float:
+    """builtin_interfaces/Time -> float seconds."""
+    return time_to_ns(stamp) / NS_PER_S
+
+
+def sec_to_ns(seconds: float) -> int:
+    """Float seconds -> integer nanoseconds (rounded to the nearest ns)."""
+    return round(seconds * NS_PER_S)
+
+
+def ns_to_time(types: TypeSource, ns: int) -> Any:
+    """Integer nanoseconds -> builtin_interfaces/Time (nanosec always in [0, 1e9))."""
+    sec, nanosec = divmod(int(ns), NS_PER_S)
+    return _cls(types, "builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
+
+
+def sec_to_time(types: TypeSource, seconds: float) -> Any:
+    """Float seconds -> builtin_interfaces/Time."""
+    return ns_to_time(types, sec_to_ns(seconds))
+
+
+def joint_state_to_numpy(msg: Any) -> JointSample:
+    """sensor_msgs/JointState -> (stamp s, names, positions [J], velocities [J])."""
+    names = tuple(msg.name)
+    positions = np.asarray(msg.position, dtype=np.float64)
+    velocities = np.asarray(msg.velocity, dtype=np.float64)
+    if positions.shape != (len(names),):
+        raise BagError(
+            f"JointState has {len(names)} names but {positions.size} positions; "
+            "the publisher must send one position per joint"
+        )
+    if velocities.size == 0:
+        # ROS allows an empty velocity list; NaN keeps every sample the same shape.
+        velocities = np.full(len(names), np.nan)
+    elif velocities.shape != (len(names),):
+        raise BagError(
+            f"JointState has {len(names)} names but {velocities.size} velocities; "
+            "the publisher must send none or one per joint"
+        )
+    return JointSample(time_to_sec(msg.header.stamp), names, positions, velocities)
+
+
+def pose_stamped_to_numpy(msg: Any) -> PoseSample:
+    """geometry_msgs/PoseStamped -> (stamp s, position [3], quaternion xyzw [4])."""
+    p, o = msg.pose.position, msg.pose.orientation
+    return PoseSample(
+        time_to_sec(msg.header.stamp),
+        np.array([p.x, p.y, p.z], dtype=np.float64),
+        np.array([o.x, o.y, o.z, o.w], dtype=np.float64),
+    )
+
+
+def header(types: TypeSource, stamp_ns: int, frame_id: str = "") -> Any:
+    """A std_msgs/Header with the given stamp and frame."""
+    return _cls(types, "std_msgs/msg/Header")(stamp=ns_to_time(types, stamp_ns), frame_id=frame_id)
+
+
+def joint_state_msg(
+    types: TypeSource,
+    stamp_ns: int,
+    names: Sequence[str],
+    positions: ArrayLike,
+    velocities: ArrayLike | None = None,
+    efforts: ArrayLike | None = None,
+    frame_id: str = "",
+) -> Any:
+    """Build a sensor_msgs/JointState; omitted velocities/efforts are sent empty, as ROS allows."""
+    cls = _cls(types, "sensor_msgs/msg/JointState")
+    columns = {"position": positions, "velocity": velocities, "effort": efforts}
+    fields = {}
+    for field, values in columns.items():
+        column = np.asarray([] if values is None else values, dtype=np.float64).reshape(-1)
+        if values is not None and column.size != len(names):
+            raise BagError(
+                f"JointState {field}: {column.size} values for {len(names)} joints; "
+                "give one per joint"
+            )
+        fields[field] = _float_sequence(cls, column)
+    return cls(header=header(types, stamp_ns, frame_id), name=list(names), **fields)
+
+
+def pose_stamped_msg(
+    types: TypeSource,
+    stamp_ns: int,
+    position: ArrayLike,
+    quat_xyzw: ArrayLike,
+    frame_id: str = "",
+) -> Any:
+    """Build a geometry_msgs/PoseStamped from position [3] and quaternion xyzw [4]."""
+    p = np.asarray(position, dtype=np.float64).reshape(-1)
+    q = np.asarray(quat_xyzw, dtype=np.float64).reshape(-1)
+    if p.shape != (3,) or q.shape != (4,):
+        raise BagError(
+            f"PoseStamped needs a position of 3 and a quaternion of 4 values, got {p.size} and "
+            f"{q.size}; pass xyz and xyzw"
+        )
+    point = _cls(types, "geometry_msgs/msg/Point")(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+    orientation = _cls(types, "geometry_msgs/msg/Quaternion")(
+        x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])
+    )
+    pose = _cls(types, "geometry_msgs/msg/Pose")(position=point, orientation=orientation)
+    return _cls(types, "geometry_msgs/msg/PoseStamped")(
+        header=header(types, stamp_ns, frame_id), pose=pose
+    )
+
+
+def _cls(types: TypeSource, name: str) -> Any:
+    """The message class called `name` from a mapping or a lookup function."""
+    try:
+        return types[name] if isinstance(types, Mapping) else types(name)
+    except (KeyError, AttributeError, ModuleNotFoundError, ValueError) as error:
+        raise BagError(
+            f"message type {name} is not available ({error}); pass the typestore's types "
+            "or an rclpy type lookup"
+        ) from None
+
+
+def _float_sequence(cls: Any, values: NDArray[np.float64]) -> Any:
+    """A float64[] field value in the form this message class accepts."""
+    # rosidl-generated (rclpy) classes have get_fields_and_field_types and validate a float64[]
+    # as array.array or a Python sequence, never an ndarray; rosbags serializes ndarrays.
+    if hasattr(cls, "get_fields_and_field_types"):
+        return array.array("d", values.tolist())
+    return values

@@ -1,0 +1,266 @@
+"""Open a rosbag2 (MCAP or sqlite3), describe it, and iterate its decoded messages."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from rosbags.rosbag2 import Reader
+from rosbags.rosbag2.reader import DirectoryReader
+
+from daptq_ros.bags.typestore import Distro, can_decode, embedded_types, make_typestore
+from daptq_ros.errors import BagError
+
+STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+
+_REINDEX_HINT = "if the recorder was killed, `ros2 bag reindex {path}` may recover it"
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic of a bag: its name, message type, message count and whether we can decode it."""
+
+    name: str
+    msgtype: str
+    count: int
+    decodable: bool
+
+
+@dataclass(frozen=True)
+class BagInfo:
+    """What a bag holds: storage, time span, message counts per topic, custom metadata."""
+
+    path: Path
+    storage: str
+    start_ns: int
+    end_ns: int
+    message_count: int
+    topics: tuple[TopicInfo, ...]
+    custom_data: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from the first to the last message."""
+        return (self.end_ns - self.start_ns) / 1e9
+
+    def topic(self, name: str) -> TopicInfo:
+        """The topic called `name`; a BagError lists the topics the bag has otherwise."""
+        for topic in self.topics:
+            if topic.name == name:
+                return topic
+        have = ", ".join(t.name for t in self.topics) or "none"
+        raise BagError(
+            f"{self.path}: has no topic {name}; its topics are: {have}. "
+            "Pass one of them, or record the missing topic"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (paths as strings, times in ns and seconds)."""
+        return {
+            "path": str(self.path),
+            "storage": self.storage,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "duration_s": self.duration_s,
+            "message_count": self.message_count,
+            "topics": [
+                {"name": t.name, "type": t.msgtype, "count": t.count, "decodable": t.decodable}
+                for t in self.topics
+            ],
+            "custom_data": dict(self.custom_data),
+        }
+
+
+class BagMessage(NamedTuple):
+    """One decoded message with its topic, type and record time (ns since the epoch)."""
+
+    topic: str
+    msgtype: str
+    stamp_ns: int
+    msg: Any
+
+
+def bag_dir(path: str | Path) -> Path:
+    """The rosbag2 folder for `path`: the folder itself, or a .mcap/.db3 file's parent."""
+    bag = Path(path)
+    if not bag.exists():
+        raise BagError(
+            f"{bag}: no such file or folder; pass the folder that `ros2 bag record` wrote "
+            "(it holds metadata.yaml)"
+        )
+    if bag.is_file():
+        if bag.suffix not in STORAGE_SUFFIXES:
+            raise BagError(
+                f"{bag}: not a rosbag2 storage file (expected {' or '.join(STORAGE_SUFFIXES)}); "
+                "pass the bag folder"
+            )
+        bag = bag.parent
+    if not (bag / "metadata.yaml").is_file():
+        raise BagError(
+            f"{bag}: has no metadata.yaml, so it is not a complete rosbag2 folder; "
+            + _REINDEX_HINT.format(path=bag)
+        )
+    return bag
+
+
+class BagReader:
+    """A rosbag2 opened for reading; use as a context manager.
+
+    Decodes with the ROS 2 distro's types, daptq_ros_interfaces and the definitions the bag
+    itself carries, so bags of types we have never seen (test_msgs, vendor messages) decode too.
+    """
+
+    def __init__(self, path: str | Path, *, distro: Distro = "humble") -> None:
+        """Locate the bag (nothing is read until `open`)."""
+        self.path = bag_dir(path)
+        self.distro: Distro = distro
+        self._reader: Reader | None = None
+
+    def open(self) -> None:
+        """Open the storage and build the typestore; a damaged bag raises BagError."""
+        reader = Reader(self.path)
+        # rosbags lets low-level errors (struct, unicode, sqlite, overflow) escape on damaged
+        # files; whatever these calls raise is about the file, so it becomes one BagError.
+        try:
+            reader.open()
+        except Exception as error:
+            raise self._damaged(error) from error
+        self._reader = reader
+        try:
+            self._store = make_typestore(
+                self.distro, embedded_types(reader.connections, str(self.path))
+            )
+        except BagError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the storage files."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def __enter__(self) -> BagReader:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def info(self) -> BagInfo:
+        """Storage, time span, message counts per topic and custom metadata of the bag."""
+        reader = self._open_reader()
+        count = reader.message_count
+        storage = reader.storage
+        assert isinstance(storage, DirectoryReader)  # bag_dir always hands Reader a folder
+        return BagInfo(
+            path=self.path,
+            storage=_storage_name(storage),
+            start_ns=reader.start_time if count else 0,
+            # rosbags' end_time is one past the last message.
+            end_ns=reader.end_time - 1 if count else 0,
+            message_count=count,
+            topics=tuple(
+                TopicInfo(
+                    name,
+                    topic.msgtype or "(several types)",
+                    topic.msgcount,
+                    bool(topic.msgtype) and can_decode(self._store, topic.msgtype),
+                )
+                for name, topic in sorted(reader.topics.items())
+            ),
+            custom_data=dict(storage.metadata.custom or {}),
+        )
+
+    def messages(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        start_ns: int | None = None,
+        stop_ns: int | None = None,
+    ) -> Iterator[BagMessage]:
+        """Decoded messages of `topics` (all when None) in record-time order, in [start, stop)."""
+        reader = self._open_reader()
+        info = self.info
+        wanted = [t.name for t in info.topics] if topics is None else list(topics)
+        if not wanted:
+            return  # rosbags reads every topic when given no connections
+        for name in wanted:
+            topic = info.topic(name)
+            if not topic.decodable:
+                raise BagError(
+                    f"{self.path}: topic {name} has type {topic.msgtype}, whose definition is "
+                    f"neither in the bag nor in ROS 2 {self.distro} or daptq_ros_interfaces; "
+                    "re-record with MCAP storage (it embeds definitions) or with ROS 2 Iron or "
+                    "newer, or add the .msg to daptq_ros_interfaces"
+                )
+        connections = [c for c in reader.connections if c.topic in wanted]
+        counts: Counter[int] = Counter()
+        raw = reader.messages(connections, start=start_ns, stop=stop_ns)
+        for connection, stamp_ns, data in self._guarded(raw):
+            try:
+                msg = self._store.deserialize_cdr(data, connection.msgtype)
+            except Exception as error:  # rosbags' decoders raise several kinds on bad bytes
+                raise BagError(
+                    f"{self.path}: the message at {stamp_ns} ns on {connection.topic} "
+                    f"({connection.msgtype}) cannot be decoded ({error}); the bag is damaged "
+                    "or its type definition does not match the recorded data"
+                ) from error
+            counts[connection.id] += 1
+            yield BagMessage(connection.topic, connection.msgtype, stamp_ns, msg)
+        if start_ns is None and stop_ns is None:
+            self._check_complete(connections, counts)
+
+    def _guarded(self, raw: Iterator[Any]) -> Iterator[Any]:
+        """Pass rosbags' raw messages through, turning a failure mid-file into a BagError."""
+        try:
+            yield from raw
+        except Exception as error:
+            raise self._damaged(error) from error
+
+    def _check_complete(self, connections: Iterable[Any], counts: Counter[int]) -> None:
+        """Refuse a silent partial read: every topic must yield the count its index promises."""
+        for connection in connections:
+            if counts[connection.id] < connection.msgcount:
+                raise BagError(
+                    f"{self.path}: topic {connection.topic} gave {counts[connection.id]} of the "
+                    f"{connection.msgcount} messages its metadata lists; the bag is truncated; "
+                    + _REINDEX_HINT.format(path=self.path)
+                )
+
+    def _open_reader(self) -> Reader:
+        if self._reader is None:
+            raise BagError(f"{self.path}: the reader is not open; use `with BagReader(path)`")
+        return self._reader
+
+    def _damaged(self, error: Exception) -> BagError:
+        detail = str(error) or type(error).__name__
+        if isinstance(error, PermissionError):
+            return BagError(f"{self.path}: no permission to read it ({detail}); fix its mode")
+        return BagError(
+            f"{self.path}: the bag is damaged or truncated and cannot be read ({detail}); "
+            "re-record it, or " + _REINDEX_HINT.format(path=self.path)
+        )
+
+
+def _storage_name(storage: DirectoryReader) -> str:
+    """The storage plugin id (mcap, sqlite3) of an open rosbag2 folder."""
+    plugins = {plugin: name for name, plugin in DirectoryReader.STORAGE_PLUGINS.items()}
+    # A folder whose metadata lists no storage file has nothing to name.
+    return plugins[type(storage.storages[0])] if storage.storages else "none"
+
+
+def bag_info(path: str | Path, *, distro: Distro = "humble") -> BagInfo:
+    """Describe the bag at `path` (folder, or one of its .mcap/.db3 files)."""
+    with BagReader(path, distro=distro) as reader:
+        return reader.info

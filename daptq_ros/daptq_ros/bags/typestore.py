@@ -1,0 +1,115 @@
+"""Build the rosbags typestore: a ROS 2 distro's types, our own .msg files, a bag's own types."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from rosbags.interfaces import MessageDefinitionFormat
+from rosbags.typesys import (
+    Stores,
+    TypesysError,
+    get_types_from_idl,
+    get_types_from_msg,
+    get_typestore,
+)
+
+from daptq_ros.errors import BagError
+
+if TYPE_CHECKING:
+    from rosbags.interfaces import Connection
+    from rosbags.interfaces.typing import Typesdict
+    from rosbags.typesys.store import Typestore
+
+Distro = Literal["humble", "jazzy"]
+
+DISTRO_STORES: dict[str, Stores] = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
+
+INTERFACES_PACKAGE = "daptq_ros_interfaces"
+
+# rosbag2 joins the IDL files of one type with this separator line (same as rosbags expects).
+_IDL_SEPARATOR = "=" * 80 + "\n"
+
+
+def interfaces_msg_dir() -> Path:
+    """The folder of daptq_ros_interfaces' .msg files: the source tree, else an install prefix."""
+    # bags/typestore.py -> bags -> daptq_ros (module) -> daptq_ros (ROS package) -> repo root
+    candidates = [Path(__file__).resolve().parents[3] / INTERFACES_PACKAGE / "msg"]
+    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
+    candidates += [Path(p) / "share" / INTERFACES_PACKAGE / "msg" for p in prefixes if p]
+    for candidate in candidates:
+        if candidate.is_dir() and any(candidate.glob("*.msg")):
+            return candidate
+    searched = ", ".join(str(c) for c in candidates)
+    raise BagError(
+        f"cannot find the {INTERFACES_PACKAGE} message definitions (searched {searched}); "
+        f"run from the source checkout or install {INTERFACES_PACKAGE} (colcon build, then "
+        "source install/setup.bash)"
+    )
+
+
+def interface_types(msg_dir: Path | None = None) -> Typesdict:
+    """Parse every .msg of daptq_ros_interfaces as `daptq_ros_interfaces/msg/<Name>`."""
+    folder = interfaces_msg_dir() if msg_dir is None else msg_dir
+    types: Typesdict = {}
+    for path in sorted(folder.glob("*.msg")):
+        try:
+            types.update(
+                get_types_from_msg(path.read_text(), f"{INTERFACES_PACKAGE}/msg/{path.stem}")
+            )
+        except TypesysError as error:
+            raise BagError(
+                f"{path}: not a valid ROS message definition ({error}); fix the file"
+            ) from None
+    return types
+
+
+def embedded_types(connections: Iterable[Connection], source: str) -> Typesdict:
+    """The message definitions a bag carries (MCAP, sqlite3 since Iron), parsed per type."""
+    types: Typesdict = {}
+    for connection in connections:
+        definition = connection.msgdef
+        try:
+            if definition.format == MessageDefinitionFormat.MSG:
+                types.update(get_types_from_msg(definition.data, connection.msgtype))
+            elif definition.format == MessageDefinitionFormat.IDL:
+                for chunk in definition.data.split(_IDL_SEPARATOR):
+                    # Each chunk of a multi-file definition starts with an "IDL: <name>" line.
+                    idl = chunk.split("\n", 1)[1] if chunk.startswith("IDL: ") else chunk
+                    if idl.strip():
+                        types.update(get_types_from_idl(idl))
+        except (TypesysError, IndexError, ValueError) as error:
+            raise BagError(
+                f"{source}: the embedded definition of {connection.msgtype} (topic "
+                f"{connection.topic}) cannot be parsed ({error}); the file is damaged or was "
+                "written by a broken recorder: re-record it"
+            ) from None
+    return types
+
+
+def make_typestore(distro: Distro = "humble", extra: Typesdict | None = None) -> Typestore:
+    """A typestore of `distro`'s standard types, our interfaces and `extra` (which wins)."""
+    if distro not in DISTRO_STORES:
+        raise BagError(f"unknown ROS 2 distro {distro!r}; use one of {sorted(DISTRO_STORES)}")
+    base = get_typestore(DISTRO_STORES[distro])
+    # A bag's own definitions describe how its bytes were written, so they override the distro's
+    # when a type changed between distros; rebuilding from an empty store allows that override.
+    fielddefs: Typesdict = {**base.fielddefs, **interface_types(), **(extra or {})}
+    store = get_typestore(Stores.EMPTY)
+    try:
+        store.register(fielddefs)
+    except TypesysError as error:
+        raise BagError(f"message types conflict ({error}); check the bag's definitions") from None
+    return store
+
+
+def can_decode(store: Typestore, msgtype: str) -> bool:
+    """Whether `store` knows `msgtype` and every type nested in it."""
+    try:
+        store.get_msgdef(msgtype)
+    except (KeyError, TypesysError):
+        return False
+    return True

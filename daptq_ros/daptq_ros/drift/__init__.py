@@ -1,0 +1,1 @@
+"""Drift of executed robot trajectories against a reference: metrics, monitor, kinematics."""

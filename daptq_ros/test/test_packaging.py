@@ -1,0 +1,176 @@
+"""ROS-free checks of the ROS packaging: package.xml, setup.py, messages, import layering."""
+
+import ast
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import pytest
+from rosbags.typesys import get_types_from_msg
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+REPO = PACKAGE_ROOT.parent
+SOURCE = PACKAGE_ROOT / "daptq_ros"
+INTERFACES = REPO / "daptq_ros_interfaces"
+
+NODE_EXEC_DEPENDS = {
+    "rclpy",
+    "sensor_msgs",
+    "std_msgs",
+    "std_srvs",
+    "trajectory_msgs",
+    "geometry_msgs",
+    "diagnostic_msgs",
+    "cv_bridge",
+    "launch_ros",
+    "daptq_ros_interfaces",
+}
+ROS_ONLY_MODULES = {
+    "rclpy",
+    "cv_bridge",
+    "launch",
+    "launch_ros",
+    "launch_testing",
+    "ament_index_python",
+}
+# Which top-level layers each layer may import (ARCHITECTURE.md, "arrows = may import").
+ALLOWED_LAYER_IMPORTS = {
+    "quant": {"quant", "errors"},
+    "bags": {"bags", "errors"},
+    "control": {"control", "errors"},
+    "drift": {"drift", "bags", "errors"},
+    "policy": {"policy", "quant", "errors"},
+    "sim": {"sim", "policy", "bags", "drift", "errors"},
+}
+NO_TORCH_LAYERS = {"bags", "control", "drift"}
+
+
+def _package_xml(path: Path) -> ET.Element:
+    root = ET.parse(path).getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    return root
+
+
+def test_daptq_ros_package_xml_declares_node_dependencies():
+    root = _package_xml(PACKAGE_ROOT / "package.xml")
+    assert root.findtext("name") == "daptq_ros"
+    exec_depends = {e.text for e in root.findall("exec_depend")}
+    assert exec_depends >= NODE_EXEC_DEPENDS
+    assert root.find("export/build_type").text == "ament_python"
+
+
+def test_interfaces_package_generates_messages():
+    root = _package_xml(INTERFACES / "package.xml")
+    assert root.findtext("name") == "daptq_ros_interfaces"
+    assert root.find("export/build_type").text == "ament_cmake"
+    assert "rosidl_default_generators" in {e.text for e in root.findall("buildtool_depend")}
+    assert root.findtext("member_of_group") == "rosidl_interface_packages"
+    assert "rosidl_generate_interfaces" in (INTERFACES / "CMakeLists.txt").read_text()
+
+
+@pytest.mark.parametrize("msg", sorted(INTERFACES.glob("msg/*.msg")), ids=lambda p: p.name)
+def test_every_message_parses(msg):
+    types = get_types_from_msg(msg.read_text(), f"daptq_ros_interfaces/msg/{msg.stem}")
+    assert f"daptq_ros_interfaces/msg/{msg.stem}" in types
+
+
+def test_drift_report_has_the_architecture_fields():
+    name = "daptq_ros_interfaces/msg/DriftReport"
+    fields = {
+        f[0]
+        for f in get_types_from_msg((INTERFACES / "msg/DriftReport.msg").read_text(), name)[name][1]
+    }
+    assert {
+        "joint_rms_error",
+        "joint_max_error",
+        "joint_final_error",
+        "ee_position_rmse",
+        "ee_rotation_rmse",
+        "dtw_distance",
+        "dtw_lag",
+        "level",
+        "bit_config",
+    } <= fields
+
+
+def test_setup_cfg_puts_scripts_where_ros_finds_them():
+    text = (PACKAGE_ROOT / "setup.cfg").read_text()
+    assert (
+        "script_dir=$base/lib/daptq_ros" in text and "install_scripts=$base/lib/daptq_ros" in text
+    )
+
+
+@pytest.mark.slow
+def test_wheel_installs_resource_marker_package_xml_and_configs(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(PACKAGE_ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("daptq_ros-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    data = [n.split(".data/data/", 1)[1] for n in names if ".data/data/" in n]
+    assert "share/ament_index/resource_index/packages/daptq_ros" in data
+    assert "share/daptq_ros/package.xml" in data
+    shipped_presets = {Path(n).name for n in data if n.startswith("share/daptq_ros/config/bits/")}
+    assert shipped_presets == {p.name for p in (PACKAGE_ROOT / "config/bits").glob("*.yaml")}
+    launch_files = {p.name for p in (PACKAGE_ROOT / "launch").glob("*.py")}
+    assert launch_files == {Path(n).name for n in data if n.startswith("share/daptq_ros/launch/")}
+    assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _modules_outside_nodes():
+    return [p for p in SOURCE.rglob("*.py") if "nodes" not in p.relative_to(SOURCE).parts]
+
+
+def test_no_ros_imports_outside_nodes():
+    offenders = {
+        str(p.relative_to(SOURCE)): sorted(
+            m for m in _imports(p) if m.split(".")[0] in ROS_ONLY_MODULES
+        )
+        for p in _modules_outside_nodes()
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_layers_import_only_downward():
+    violations = []
+    for path in _modules_outside_nodes():
+        layer = path.relative_to(SOURCE).parts[0]
+        if layer not in ALLOWED_LAYER_IMPORTS:
+            continue
+        for module in _imports(path):
+            parts = module.split(".")
+            if (
+                parts[0] == "daptq_ros"
+                and len(parts) > 1
+                and parts[1] not in ALLOWED_LAYER_IMPORTS[layer]
+            ):
+                violations.append(f"{path.relative_to(SOURCE)} imports {module}")
+            if layer in NO_TORCH_LAYERS and parts[0] in {"torch", "torchao", "transformers"}:
+                violations.append(f"{path.relative_to(SOURCE)} imports {module}")
+    assert violations == []

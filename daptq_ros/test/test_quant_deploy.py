@@ -1,0 +1,112 @@
+"""Deployed mode: packed weights on real kernels agree with the simulated arithmetic.
+
+Tolerance (documented in README): relative output error <= 3e-2 between deployed and
+simulated layers. The deployed path computes in bfloat16 (8 significant bits) and rounds the
+int4 zero offset to bfloat16; simulated mode computes the same codes in float32.
+"""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from daptq_ros.errors import DaptqError
+from daptq_ros.quant import deploy, load_config, quantize, weight_bytes
+from daptq_ros.quant.config import config_from_dict
+from daptq_ros.quant.deploy import DeployedLinear
+
+TOLERANCE = 3e-2
+
+
+def _model(width: int = 256) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize(
+    ("preset", "kernel"),
+    [
+        ("w4a16", "int4"),
+        ("w4a8", "int4"),
+        ("w3a16", "int4"),
+        ("w8a16", "int8_weight_only"),
+        ("w8a8", "int8_dynamic"),
+    ],
+)
+def test_deployed_matches_simulated(preset, kernel):
+    simulated = quantize(_model(), load_config(preset))
+    deployed = deploy(copy.deepcopy(simulated))
+    assert deployed[0].kernel == kernel and isinstance(deployed[2], DeployedLinear)
+    x = torch.randn(4, 10, 256)
+    with torch.no_grad():
+        expected = simulated(x.bfloat16().float())
+        actual = deployed(x.bfloat16())
+    assert actual.dtype == torch.bfloat16 and actual.shape == expected.shape
+    assert _relative_error(actual, expected) < TOLERANCE
+
+
+def test_smoothed_and_awq_layers_deploy_with_their_input_scale():
+    calibration = [torch.randn(32, 256) * torch.linspace(0.1, 20, 256) for _ in range(4)]
+    for preset in ("smoothquant_w8a8", "awq_w4"):
+        simulated = quantize(_model(), load_config(preset), calibration)
+        assert simulated[0].input_scale is not None
+        deployed = deploy(copy.deepcopy(simulated))
+        x = calibration[0]
+        with torch.no_grad():
+            assert (
+                _relative_error(deployed(x.bfloat16()), simulated(x.bfloat16().float())) < TOLERANCE
+            )
+
+
+def test_mixed_map_deploys_each_layer_to_its_own_kernel():
+    config = config_from_dict(
+        {
+            "weight_bits": 4,
+            "keep": ["2"],
+            "overrides": [
+                {"pattern": "0", "weight_bits": 8, "symmetric": True, "granularity": "channel"}
+            ],
+        }
+    )
+    model = nn.Sequential(
+        nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256)
+    )
+    torch.manual_seed(0)
+    simulated = quantize(model, config)
+    deployed = deploy(copy.deepcopy(simulated))
+    assert deployed[0].kernel == "int8_weight_only"
+    assert isinstance(deployed[2], nn.Linear) and deployed[2].weight.dtype == torch.bfloat16
+    assert deployed[4].kernel == "int4"
+    x = torch.randn(8, 256)
+    with torch.no_grad():
+        assert _relative_error(deployed(x.bfloat16()), simulated(x.bfloat16().float())) < TOLERANCE
+
+
+def test_weight_bytes_shrink_with_bits():
+    fp32 = weight_bytes(_model(1024))
+    int8 = weight_bytes(quantize(_model(1024), load_config("w8a16"), deployed=True))
+    int4 = weight_bytes(quantize(_model(1024), load_config("w4a16"), deployed=True))
+    assert int8 <= 0.26 * fp32
+    assert int4 <= 0.14 * fp32
+
+
+def test_format_without_kernel_names_layer_and_fix():
+    simulated = quantize(_model(), config_from_dict({"weight_bits": 4, "granularity": "channel"}))
+    with pytest.raises(DaptqError, match=r"layer '0': no deployed kernel for W4 asym channel"):
+        deploy(simulated)
+
+
+def test_asymmetric_int8_has_no_kernel():
+    simulated = quantize(_model(), config_from_dict({"weight_bits": 8, "granularity": "channel"}))
+    with pytest.raises(DaptqError, match="8-bit weights need symmetric per-channel"):
+        deploy(simulated)
+
+
+def test_cuda_deploy_is_refused_clearly():
+    with pytest.raises(DaptqError, match="deploy on 'cpu'"):
+        deploy(quantize(_model(), load_config("w4a16")), device="cuda")
