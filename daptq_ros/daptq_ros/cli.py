@@ -17,7 +17,7 @@ logging.getLogger("torchao").setLevel(logging.ERROR)
 from daptq_ros.errors import DaptqError  # noqa: E402
 
 # Subcommand modules under daptq_ros.commands, in the order `daptq --help` lists them.
-COMMAND_MODULES = ("quant_demo", "bench", "bags")
+COMMAND_MODULES = ("quant_demo", "bench", "bags", "drift")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,110 @@
+"""`daptq drift`: kinematic drift of recorded runs against a reference, as a report with plots."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `daptq drift`."""
+    parser = subparsers.add_parser(
+        "drift",
+        help="compare recorded runs with a reference run: drift metrics, plots, report",
+        description="Read rosbag2 episodes (MCAP or sqlite3) of one or more runs (e.g. quantized "
+        "policies) and of a reference (e.g. the full-precision policy), pair the episodes, "
+        "compute joint and end-effector errors, cumulative drift, DTW distance and lag, "
+        "path-length ratio and jerk, and write report.md, metrics.json and PNG plots. Episodes "
+        "are paired by the bag metadata daptq.task/daptq.seed/daptq.episode when every bag has "
+        "it, else in sorted order; runs are grouped by the metadata daptq.bit_config, else by "
+        "the run folder's name.",
+    )
+    parser.add_argument(
+        "--run",
+        nargs="+",
+        required=True,
+        metavar="BAG_OR_DIR",
+        help="one or more runs: each a bag folder (or its .mcap/.db3 file), or a folder "
+        "holding one bag folder per episode",
+    )
+    parser.add_argument(
+        "--reference",
+        required=True,
+        metavar="BAG_OR_DIR",
+        help="the reference episodes: a bag folder or a folder of bag folders",
+    )
+    parser.add_argument(
+        "--urdf",
+        metavar="PATH_OR_ARM_NAME",
+        help="compute end-effector poses by forward kinematics for bags without the pose topic: "
+        "a URDF file (needs --ee-frame) or an arm name (panda, ur5, so101, xarm7); without "
+        "it such bags give joint-space metrics only",
+    )
+    parser.add_argument(
+        "--ee-frame",
+        metavar="NAME",
+        help="the URDF frame to treat as the end effector (default for a named arm: its tool "
+        "frame, e.g. panda_hand_tcp)",
+    )
+    parser.add_argument(
+        "--joint-topic",
+        default="/joint_states",
+        metavar="TOPIC",
+        help="sensor_msgs/JointState topic every bag must have (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ee-topic",
+        default="/ee_pose",
+        metavar="TOPIC",
+        help="geometry_msgs/PoseStamped end-effector topic, used in the bags that have it "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dtw-window",
+        type=float,
+        default=0.25,
+        metavar="S",
+        help="half-width in seconds of the DTW band; lags longer than this are not recovered "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="REPORT_DIR",
+        help="folder to write report.md, metrics.json and the PNG plots into (created)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print metrics.json (every episode and the per-configuration summaries) instead "
+        "of the summary table",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse the runs, write the report, print a summary (or JSON)."""
+    # Imported here: numpy, scipy and matplotlib would slow down every `daptq --help`.
+    from tqdm import tqdm
+
+    from daptq_ros.drift.analysis import Sources, analyze, load_kinematics
+    from daptq_ros.drift.report import summary_table, write_report
+    from daptq_ros.errors import DriftError
+
+    if not args.dtw_window > 0:
+        raise DriftError(f"--dtw-window {args.dtw_window}: need a number of seconds > 0")
+    kinematics = None if args.urdf is None else load_kinematics(args.urdf, args.ee_frame)
+    analysis = analyze(
+        args.run,
+        args.reference,
+        Sources(args.joint_topic, args.ee_topic, kinematics),
+        dtw_window_s=args.dtw_window,
+        # disable=None: no bar when stderr is not a terminal (logs, CI, --json pipes).
+        progress=lambda jobs: tqdm(jobs, desc="episodes", unit="ep", disable=None),
+    )
+    files = write_report(analysis, args.out)
+    if args.json:
+        print(files[1].read_text(), end="")
+    else:
+        print(summary_table(analysis))
+        print(f"\nreport: {files[0]}")
+    return 0

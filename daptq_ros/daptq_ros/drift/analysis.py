@@ -1,0 +1,408 @@
+"""Offline drift analysis: pair run episodes with reference episodes from bags and score them.
+
+A *run* is one `--run` path: a bag folder, or a folder whose sub-folders are bags (one bag per
+episode). The *reference* is the same for the full-precision policy. Each bag becomes a drift
+`Trajectory` on its own time base (seconds since its first sample), run episodes are paired
+with reference episodes, every pair is scored with `compute_metrics`, and the episodes are
+grouped by bit configuration into means with 95 % Student-t confidence intervals.
+numpy, scipy, bags and drift only (pinocchio only when poses come from forward kinematics).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import stats
+
+from daptq_ros.bags import BagInfo, PoseTrajectory, bag_dir, bag_info, read_trajectory
+from daptq_ros.drift.metrics import (
+    AlignedPair,
+    Trajectory,
+    TrajectoryMetrics,
+    align,
+    check_stamps,
+    compute_metrics,
+    interpolate_linear,
+    interpolate_rotations,
+)
+from daptq_ros.errors import BagError, DaptqError, DriftError
+
+if TYPE_CHECKING:
+    from daptq_ros.drift.kinematics import Kinematics
+
+# Episode metadata: keys of a rosbag2's metadata.yaml custom_data that say what an episode is.
+# Whoever records an episode (the simulator, a ROS recorder) writes them as strings with
+# BagWriter.set_custom_data; the analysis pairs a run episode with the reference episode of the
+# same (task, seed, episode) and groups runs by bit configuration.
+META_TASK = "daptq.task"  # task name, e.g. "pick-place-v3"
+META_SEED = "daptq.seed"  # seed of the episode's initial state, e.g. "7"
+META_EPISODE = "daptq.episode"  # episode index within (task, seed), e.g. "0"
+META_BIT_CONFIG = "daptq.bit_config"  # bit-config preset or file stem, e.g. "gptq_w4"
+META_MODEL = "daptq.model"  # model directory or name the policy was loaded from
+EPISODE_KEYS = (META_TASK, META_SEED, META_EPISODE)
+
+DEFAULT_JOINT_TOPIC = "/joint_states"
+DEFAULT_EE_TOPIC = "/ee_pose"
+
+# Metrics that are one number per episode (the per-joint tuples are aggregated per joint).
+SCALAR_METRICS = (
+    "ee_position_rmse",
+    "ee_position_max_error",
+    "ee_position_final_error",
+    "ee_rotation_rmse",
+    "cumulative_drift",
+    "drift_growth_rate",
+    "dtw_distance",
+    "dtw_lag",
+    "path_length_ratio",
+    "ee_jerk_rms",
+)
+JOINT_METRICS = ("joint_rms_error", "joint_max_error", "joint_final_error")
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where trajectories come from: the topics, and the kinematics for bags without poses."""
+
+    joint_topic: str = DEFAULT_JOINT_TOPIC
+    ee_topic: str = DEFAULT_EE_TOPIC
+    kinematics: Kinematics | None = None
+
+
+@dataclass(frozen=True)
+class BagEntry:
+    """A bag found on disk with its description (topics, custom_data); nothing decoded yet."""
+
+    path: Path
+    info: BagInfo
+
+    @property
+    def key(self) -> tuple[str, ...] | None:
+        """(task, seed, episode) from the metadata, or None when any of them is missing."""
+        meta = self.info.custom_data
+        return (
+            tuple(meta[k] for k in EPISODE_KEYS) if all(k in meta for k in EPISODE_KEYS) else None
+        )
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One bag as a drift trajectory (stamps in s since its first sample)."""
+
+    bag: Path
+    trajectory: Trajectory
+    ee_source: str  # "topic /ee_pose", "fk panda_hand_tcp (<urdf>)" or "none"
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """A scored pair: the run episode, its reference, the aligned samples and the metrics."""
+
+    config: str
+    paired_by: str  # "metadata" or "order"
+    run: Episode
+    reference: Episode
+    pair: AlignedPair
+    metrics: TrajectoryMetrics
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record of this episode."""
+        return {
+            "config": self.config,
+            "paired_by": self.paired_by,
+            "run_bag": str(self.run.bag),
+            "reference_bag": str(self.reference.bag),
+            "run_ee_source": self.run.ee_source,
+            "reference_ee_source": self.reference.ee_source,
+            "metadata": dict(self.run.metadata),
+            "metrics": self.metrics.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean of a metric over n episodes with its 95 % confidence interval (None when n < 2)."""
+
+    mean: float
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+    @property
+    def half_width(self) -> float | None:
+        """Half the width of the confidence interval."""
+        return None if self.ci_high is None else self.ci_high - self.mean
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything `daptq drift` found: inputs, per-episode results, per-configuration summaries."""
+
+    reference: Path
+    runs: tuple[Path, ...]
+    dtw_window_s: float
+    episodes: tuple[EpisodeResult, ...]
+    summaries: dict[str, dict[str, Summary]]
+
+    @property
+    def configs(self) -> list[str]:
+        """Bit configurations in the order they were first met."""
+        return list(dict.fromkeys(result.config for result in self.episodes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: inputs, every episode, and the summaries per configuration."""
+        return {
+            "reference": str(self.reference),
+            "runs": [str(run) for run in self.runs],
+            "dtw_window_s": self.dtw_window_s,
+            "metadata_keys": {"pair_on": list(EPISODE_KEYS), "group_on": META_BIT_CONFIG},
+            "episodes": [result.to_dict() for result in self.episodes],
+            "configurations": {
+                config: {name: s.to_dict() for name, s in summary.items()}
+                for config, summary in self.summaries.items()
+            },
+        }
+
+
+def find_bags(path: str | Path) -> list[BagEntry]:
+    """The bags at `path`: the bag itself, or the bag sub-folders of a folder, sorted by name."""
+    root = Path(path)
+    if root.is_file() or (root / "metadata.yaml").is_file() or not root.is_dir():
+        folders = [bag_dir(root)]  # bag_dir names the problem when `path` is not a bag
+    else:
+        folders = sorted(p for p in root.iterdir() if (p / "metadata.yaml").is_file())
+    if not folders:
+        raise BagError(
+            f"{root}: neither a rosbag2 folder (no metadata.yaml) nor a folder of them; "
+            "pass a bag folder or the folder that holds one bag folder per episode"
+        )
+    return [BagEntry(folder, bag_info(folder)) for folder in folders]
+
+
+def load_kinematics(urdf: str, ee_frame: str | None) -> Kinematics:
+    """Kinematics of a named arm (panda, ur5, so101, xarm7) or of a URDF file and its ee frame."""
+    from daptq_ros.drift.kinematics import ARMS, Kinematics  # pinocchio only when asked for
+
+    if urdf in ARMS:
+        return Kinematics.from_robot_name(urdf, ee_frame)
+    if ee_frame is None:
+        raise DriftError(
+            f"{urdf}: a URDF file needs the end-effector frame; pass --ee-frame NAME "
+            f"(or one of the arm names {', '.join(sorted(ARMS))})"
+        )
+    return Kinematics.from_urdf(urdf, ee_frame)
+
+
+@contextmanager
+def _naming(where: str) -> Iterator[None]:
+    """Prefix a DriftError (or kinematics error) with the bag and topic it concerns."""
+    try:
+        yield
+    except BagError:
+        raise
+    except DaptqError as error:
+        raise DriftError(f"{where}: {error}") from None
+
+
+def load_episode(entry: BagEntry, sources: Sources) -> Episode:
+    """Read a bag's joints and poses (topic, else FK, else none) into a drift Trajectory."""
+    has_ee = any(t.name == sources.ee_topic for t in entry.info.topics)
+    recorded = read_trajectory(
+        entry.path, sources.joint_topic, sources.ee_topic if has_ee else None
+    )
+    joints = recorded.joints
+    with _naming(f"{entry.path}: {sources.joint_topic}"):
+        stamps = check_stamps(joints.stamps, "joint stamps")
+    positions = quats = None
+    ee_source = "none"
+    if recorded.ee is not None:
+        with _naming(f"{entry.path}: {sources.ee_topic}"):
+            stamps, positions, quats = _resample_poses(stamps, recorded.ee)
+        ee_source = f"topic {sources.ee_topic}"
+    elif (kin := sources.kinematics) is not None:
+        with _naming(f"{entry.path}: {sources.joint_topic}"):
+            positions, quats = kin.fk_batch(kin.q_from_joint_state(joints.names, joints.positions))
+        ee_source = f"fk {kin.ee_frame} ({kin.source})"
+    keep = np.isin(joints.stamps, stamps)
+    with _naming(f"{entry.path}: {sources.joint_topic}"):
+        trajectory = Trajectory(
+            stamps - stamps[0], joints.positions[keep], joints.names, positions, quats
+        )
+    return Episode(entry.path, trajectory, ee_source, dict(entry.info.custom_data))
+
+
+def _resample_poses(
+    stamps: np.ndarray, ee: PoseTrajectory
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The joint stamps inside the pose stream's span, with the poses interpolated at them."""
+    t_ee = check_stamps(ee.stamps, "pose stamps")
+    inside = stamps[(stamps >= t_ee[0]) & (stamps <= t_ee[-1])]
+    if len(inside) < 2 or len(t_ee) < 2:
+        raise DriftError(
+            "the joint states and the poses overlap in fewer than 2 samples; record both "
+            "topics over the whole episode"
+        )
+    return (
+        inside,
+        interpolate_linear(t_ee, ee.positions, inside),
+        interpolate_rotations(t_ee, ee.quats, inside),
+    )
+
+
+def pair_entries(
+    runs: Sequence[BagEntry], references: Sequence[BagEntry]
+) -> tuple[list[tuple[BagEntry, BagEntry]], str]:
+    """Pair run bags with reference bags by (task, seed, episode) when all have it, else in order.
+
+    Returns the pairs and "metadata" or "order". Order pairing needs equal counts.
+    """
+    if all(e.key is not None for e in [*runs, *references]):
+        return _pair_by_metadata(runs, references), "metadata"
+    if len(runs) != len(references):
+        run_dir, ref_dir = runs[0].path.parent, references[0].path.parent
+        raise DriftError(
+            f"{run_dir}: {len(runs)} run episodes but {len(references)} reference episodes in "
+            f"{ref_dir}; without the metadata {', '.join(EPISODE_KEYS)} on every bag, episodes "
+            "are paired in sorted order and the counts must match"
+        )
+    return list(zip(runs, references, strict=True)), "order"
+
+
+def _pair_by_metadata(
+    runs: Sequence[BagEntry], references: Sequence[BagEntry]
+) -> list[tuple[BagEntry, BagEntry]]:
+    by_key: dict[tuple[str, ...] | None, BagEntry] = {}
+    for ref in references:
+        if (other := by_key.setdefault(ref.key, ref)) is not ref:
+            raise DriftError(
+                f"{ref.path} and {other.path}: two reference episodes with the same "
+                f"{'/'.join(EPISODE_KEYS)} = {'/'.join(ref.key or ())}; keep one per episode"
+            )
+    pairs = []
+    for run in runs:
+        if run.key not in by_key:
+            raise DriftError(
+                f"{run.path}: no reference episode has its {'/'.join(EPISODE_KEYS)} = "
+                f"{'/'.join(run.key or ())}; record that reference episode or drop the run"
+            )
+        pairs.append((run, by_key[run.key]))
+    return pairs
+
+
+def run_name(path: str | Path) -> str:
+    """The name of a `--run` path: its folder's name (a bag's, or the folder of bags')."""
+    run = Path(path).resolve()
+    return (run.parent if run.is_file() else run).name
+
+
+def config_name(entry: BagEntry, run: str) -> str:
+    """The bit configuration of a run bag: its daptq.bit_config metadata, else the run's name."""
+    return entry.info.custom_data.get(META_BIT_CONFIG) or run
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    """Mean and 95 % Student-t interval: mean ± t_{0.975, n-1} s / sqrt(n), s the sample std."""
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return Summary(mean, None, None, len(x))
+    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return Summary(mean, mean - half, mean + half, len(x))
+
+
+def episode_values(metrics: TrajectoryMetrics) -> dict[str, float]:
+    """The metrics of one episode as flat numbers: scalars, and 'joint_rms_error/<joint>' etc."""
+    values = {
+        name: float(v) for name in SCALAR_METRICS if (v := getattr(metrics, name)) is not None
+    }
+    names = metrics.joint_names
+    for name in JOINT_METRICS:
+        per_joint = getattr(metrics, name)
+        if per_joint is not None:
+            labels = names or [str(i) for i in range(len(per_joint))]
+            values |= {f"{name}/{j}": float(v) for j, v in zip(labels, per_joint, strict=True)}
+    return values
+
+
+def aggregate(results: Iterable[EpisodeResult]) -> dict[str, dict[str, Summary]]:
+    """Per configuration, each metric's Summary over the episodes that have it."""
+    grouped: dict[str, dict[str, list[float]]] = {}
+    for result in results:
+        metrics = grouped.setdefault(result.config, {})
+        for name, value in episode_values(result.metrics).items():
+            metrics.setdefault(name, []).append(value)
+    return {
+        config: {name: summarize(values) for name, values in metrics.items()}
+        for config, metrics in grouped.items()
+    }
+
+
+def score(
+    config: str,
+    paired_by: str,
+    run: Episode,
+    reference: Episode,
+    *,
+    joint_topic: str = DEFAULT_JOINT_TOPIC,
+    dtw_window_s: float = 0.25,
+) -> EpisodeResult:
+    """All metrics of one run episode against its reference episode."""
+    with _naming(f"{run.bag}: {joint_topic} against the reference {reference.bag}"):
+        pair = align(run.trajectory, reference.trajectory)
+        metrics = compute_metrics(run.trajectory, reference.trajectory, dtw_window_s=dtw_window_s)
+    return EpisodeResult(config, paired_by, run, reference, pair, metrics)
+
+
+def analyze(
+    runs: Sequence[str | Path],
+    reference: str | Path,
+    sources: Sources | None = None,
+    *,
+    dtw_window_s: float = 0.25,
+    progress: Callable[[list[Any]], Iterable[Any]] = iter,
+) -> Analysis:
+    """Load, pair and score every run episode against the reference; summarise per config.
+
+    `progress` wraps the list of episode pairs (e.g. tqdm) while they are read and scored.
+    """
+    sources = sources or Sources()
+    references = find_bags(reference)
+    jobs = []
+    for run in runs:
+        entries = find_bags(run)
+        for entry in [*entries, *references]:  # fail before any bag is decoded
+            entry.info.topic(sources.joint_topic)
+        pairs, paired_by = pair_entries(entries, references)
+        jobs += [(config_name(r, run_name(run)), paired_by, r, ref) for r, ref in pairs]
+    loaded: dict[Path, Episode] = {}
+
+    def episode(entry: BagEntry) -> Episode:
+        if entry.path not in loaded:
+            loaded[entry.path] = load_episode(entry, sources)
+        return loaded[entry.path]
+
+    results = tuple(
+        score(
+            config,
+            paired_by,
+            episode(r),
+            episode(ref),
+            joint_topic=sources.joint_topic,
+            dtw_window_s=dtw_window_s,
+        )
+        for config, paired_by, r, ref in progress(jobs)
+    )
+    return Analysis(
+        Path(reference), tuple(Path(r) for r in runs), dtw_window_s, results, aggregate(results)
+    )

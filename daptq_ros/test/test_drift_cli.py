@@ -1,0 +1,142 @@
+"""`daptq drift` end to end: known offset and lag recovered, report files, FK, real-bag errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from drift_episodes import write_episode
+
+from daptq_ros.cli import COMMAND_MODULES, main
+from daptq_ros.commands import drift
+from daptq_ros.drift.analysis import META_BIT_CONFIG
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ros2_bags"
+LATER_NS = 1_800_000_000_000_000_000
+OFFSET = 0.02  # m, along z: perpendicular to the (horizontal) motion
+LAG = 0.2  # s
+PLOTS = ("ee_paths.png", "deviation.png", "joint_error.png", "cumulative_drift.png")
+
+
+def run_json(
+    capsys: pytest.CaptureFixture[str], runs: list[Path], reference: Path, *options: str
+) -> dict:
+    """Run `daptq drift --run RUNS --reference REFERENCE OPTIONS --json`, parse what it prints."""
+    argv = ["drift", "--run", *map(str, runs), "--reference", str(reference), *options]
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_recovers_a_known_offset_and_lag(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A reference at 100 Hz and a 50 Hz copy 0.2 s late and 2 cm higher: both recovered.
+
+    The arm moves in a horizontal plane along a non-repeating curve, so the 2 cm offset is
+    perpendicular to every motion direction: the closest reference sample to a run sample is
+    still its own time-shifted twin, DTW keeps the true warping, and it recovers the lag
+    (median of t_run - t_ref) and the offset (mean cost per step) from the one combined copy;
+    the final error (both at rest at the end) is the offset too. An offset along the motion
+    would bias DTW (it could trade offset for lag), so the offset-only RMSE comes from a second,
+    offset-only copy.
+    """
+    write_episode(tmp_path / "ref", rate_hz=100.0)
+    later = {"rate_hz": 50.0, "offset": (0.0, 0.0, OFFSET), "start_ns": LATER_NS}
+    write_episode(tmp_path / "both", lag=LAG, **later)
+    write_episode(tmp_path / "offset", **later)
+    report = run_json(
+        capsys,
+        [tmp_path / "both", tmp_path / "offset"],
+        tmp_path / "ref",
+        *("--dtw-window", "0.5", "--out", str(tmp_path / "out")),
+    )
+    both, offset = (episode["metrics"] for episode in report["episodes"])
+    assert both["dtw_space"] == "ee_position"
+    assert both["dtw_lag"] == pytest.approx(LAG, rel=0.05)
+    assert both["dtw_distance"] == pytest.approx(OFFSET, rel=0.05)
+    assert both["ee_position_final_error"] == pytest.approx(OFFSET, rel=0.05)
+    assert offset["ee_position_rmse"] == pytest.approx(OFFSET, rel=0.05)
+    assert offset["ee_position_max_error"] == pytest.approx(OFFSET, rel=0.05)
+    assert offset["dtw_lag"] == pytest.approx(0.0, abs=0.05 * LAG)
+    assert report["configurations"]["both"]["dtw_lag"]["mean"] == pytest.approx(LAG, rel=0.05)
+
+
+def test_writes_report_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    for k in range(2):
+        write_episode(tmp_path / "ref" / f"ep{k}", episode=k)
+        write_episode(tmp_path / "w4" / f"ep{k}", episode=k, lag=0.1, offset=(0, 0, 0.01 * k))
+        write_episode(tmp_path / "w8" / f"ep{k}", episode=k, metadata={META_BIT_CONFIG: "gptq_w8"})
+    out = tmp_path / "report"
+    argv = ["drift", "--run", str(tmp_path / "w4"), str(tmp_path / "w8")]
+    assert main([*argv, "--reference", str(tmp_path / "ref"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split()[:3] == ["config", "n", "ee"]
+    assert any(line.split()[:2] == ["gptq_w8", "2"] for line in printed.splitlines())
+    assert f"report: {out / 'report.md'}" in printed
+    for name in ("report.md", "metrics.json", *PLOTS):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "ee_paths.png").read_bytes()[:4] == b"\x89PNG"
+    text = (out / "report.md").read_text()
+    for expected in ("## Configuration `w4` (2 episode(s))", "## Configuration `gptq_w8`"):
+        assert expected in text
+    assert "| end-effector position RMSE | m |" in text and "## Episodes" in text
+    assert all(f"]({name})" in text for name in PLOTS)
+    record = json.loads((out / "metrics.json").read_text())
+    assert set(record["configurations"]) == {"w4", "gptq_w8"}
+    assert len(record["episodes"]) == 4 and record["plots"] == list(PLOTS)
+
+
+def test_forward_kinematics_from_an_arm_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    pytest.importorskip("pinocchio")
+    from daptq_ros.drift.kinematics import available_arms
+
+    if "panda" not in available_arms():
+        pytest.skip("example-robot-data is not installed")
+    write_episode(tmp_path / "ref", poses=False)
+    write_episode(tmp_path / "run", rate_hz=50.0, lag=LAG, poses=False, start_ns=LATER_NS)
+    report = run_json(
+        capsys,
+        [tmp_path / "run"],
+        tmp_path / "ref",
+        *("--urdf", "panda", "--dtw-window", "0.5", "--out", str(tmp_path / "out")),
+    )
+    (episode,) = report["episodes"]
+    assert episode["run_ee_source"].startswith("fk panda_hand_tcp")
+    assert episode["metrics"]["dtw_space"] == "ee_position"
+    assert episode["metrics"]["dtw_lag"] == pytest.approx(LAG, rel=0.05)
+    assert (tmp_path / "out" / "ee_paths.png").stat().st_size > 0
+
+
+def test_real_ros2_bag_without_joint_states(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    bag = tmp_path / "mcap_cdr_test"
+    shutil.copytree(FIXTURES / "mcap_cdr_test", bag)
+    for path in [bag, *bag.iterdir()]:  # the shared originals are read-only
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    write_episode(tmp_path / "ref")
+    argv = ["drift", "--run", str(bag), "--reference", str(tmp_path / "ref")]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"daptq drift: error: {bag}: has no topic /joint_states")
+
+
+def test_bad_dtw_window_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    argv = ["drift", "--run", "r", "--reference", "f", "--dtw-window", "0"]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "daptq drift: error: --dtw-window 0.0: need a number of seconds > 0"
+    )
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]):
+    parser = argparse.ArgumentParser(prog="daptq")
+    drift.add_parser(parser.add_subparsers(dest="command", required=True))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["drift", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--run", "--reference", "--urdf", "--ee-frame", "--joint-topic", "--ee-topic"):
+        assert option in out
+    assert "--dtw-window" in out and "--out" in out and "--json" in out
+    assert "daptq.bit_config" in out and "daptq.episode" in out
+    assert "drift" in COMMAND_MODULES
