@@ -140,3 +140,31 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]):
     assert "--dtw-window" in out and "--out" in out and "--json" in out
     assert "daptq.bit_config" in out and "daptq.episode" in out
     assert "drift" in COMMAND_MODULES
+
+
+def _zero_header_copy(source: Path, target: Path) -> None:
+    """Rewrite a bag with every header stamp zeroed (record times kept), as some drivers do."""
+    from daptq_ros.bags import BagReader, BagWriter, joint_state_msg, joint_state_to_numpy
+
+    with BagReader(source) as reader, BagWriter(target) as writer:
+        writer.add_topic("/joint_states", "sensor_msgs/msg/JointState")
+        for message in reader.messages(["/joint_states"]):
+            sample = joint_state_to_numpy(message.msg)
+            msg = joint_state_msg(writer.types, 0, sample.names, sample.positions)
+            writer.write("/joint_states", msg, message.stamp_ns)
+
+
+def test_stamp_source_bag_reads_zero_header_stamps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    write_episode(tmp_path / "ref", poses=False)
+    write_episode(tmp_path / "run_src", poses=False, lag=0.1)
+    _zero_header_copy(tmp_path / "run_src", tmp_path / "run")
+    _zero_header_copy(tmp_path / "ref", tmp_path / "ref0")
+    args = ["drift", "--run", str(tmp_path / "run"), "--reference", str(tmp_path / "ref0")]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "--stamp-source bag" in capsys.readouterr().err
+    out = str(tmp_path / "b")
+    assert main([*args, "--stamp-source", "bag", "--out", out, "--json"]) == 0
+    (episode,) = json.loads(capsys.readouterr().out)["episodes"]
+    assert episode["metrics"]["dtw_lag"] == pytest.approx(0.1, rel=0.05)

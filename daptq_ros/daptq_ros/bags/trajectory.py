@@ -170,6 +170,7 @@ def _stamps(bag: Path, topic: str, stamps: list[float], use_header: bool) -> NDA
     if use_header and (zeros := int(np.count_nonzero(array == 0.0))):
         raise BagError(
             f"{bag}: {zeros} messages on {topic} have a zero header stamp; "
-            "pass stamp_source='bag' to use the record times instead"
+            "pass stamp_source='bag' (daptq drift --stamp-source bag) to use the record "
+            "times instead"
         )
     return array

@@ -67,6 +67,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--stamp-source",
+        choices=("header", "bag"),
+        default="header",
+        help="time of each sample: the message header stamp (when it was measured) or the "
+        "bag's record time (for publishers that leave header stamps at zero) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--out",
         required=True,
         metavar="REPORT_DIR",
@@ -96,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     analysis = analyze(
         args.run,
         args.reference,
-        Sources(args.joint_topic, args.ee_topic, kinematics),
+        Sources(args.joint_topic, args.ee_topic, kinematics, args.stamp_source),
         dtw_window_s=args.dtw_window,
         # disable=None: no bar when stderr is not a terminal (logs, CI, --json pipes).
         progress=lambda jobs: tqdm(jobs, desc="episodes", unit="ep", disable=None),

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import stats
 
 from daptq_ros.bags import BagInfo, PoseTrajectory, bag_dir, bag_info, read_trajectory
+from daptq_ros.bags.trajectory import StampSource
 from daptq_ros.drift.metrics import (
     AlignedPair,
     Trajectory,
@@ -73,6 +74,7 @@ class Sources:
     joint_topic: str = DEFAULT_JOINT_TOPIC
     ee_topic: str = DEFAULT_EE_TOPIC
     kinematics: Kinematics | None = None
+    stamp_source: StampSource = "header"
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,10 @@ def load_episode(entry: BagEntry, sources: Sources) -> Episode:
     """Read a bag's joints and poses (topic, else FK, else none) into a drift Trajectory."""
     has_ee = any(t.name == sources.ee_topic for t in entry.info.topics)
     recorded = read_trajectory(
-        entry.path, sources.joint_topic, sources.ee_topic if has_ee else None
+        entry.path,
+        sources.joint_topic,
+        sources.ee_topic if has_ee else None,
+        stamp_source=sources.stamp_source,
     )
     joints = recorded.joints
     with _naming(f"{entry.path}: {sources.joint_topic}"):
