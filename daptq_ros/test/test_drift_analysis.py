@@ -19,8 +19,8 @@ from daptq_ros.drift.analysis import (
     analyze,
     find_bags,
     load_episode,
-    summarize,
 )
+from daptq_ros.drift.stats import success_rate, summarize
 from daptq_ros.errors import BagError, DriftError
 
 LATER_NS = 1_800_000_000_000_000_000  # runs are recorded long after the reference
@@ -169,3 +169,14 @@ def test_a_urdf_file_needs_the_ee_frame(tmp_path: Path) -> None:
     pytest.importorskip("pinocchio")
     with pytest.raises(DriftError, match=r"robot\.urdf: a URDF file needs the end-effector frame"):
         analysis.load_kinematics(str(tmp_path / "robot.urdf"), None)
+
+
+def test_success_rate_is_the_wilson_interval() -> None:
+    # k = 7 of n = 10, z = 1.96: centre = (0.7 + 0.19208) / 1.38415 = 0.64450,
+    # half = 1.96 / 1.38415 * sqrt(0.021 + 0.0096040) = 0.24772 -> [0.3968, 0.8922]
+    rate = success_rate(7, 10)
+    assert rate.mean == 0.7 and rate.n == 10
+    assert rate.ci_low == pytest.approx(0.3968, abs=1e-3)
+    assert rate.ci_high == pytest.approx(0.8922, abs=1e-3)
+    perfect = success_rate(10, 10)
+    assert perfect.ci_high == pytest.approx(1.0) and perfect.ci_low == pytest.approx(0.7225, abs=1e-3)

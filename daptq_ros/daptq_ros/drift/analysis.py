@@ -10,7 +10,6 @@ numpy, scipy, bags and drift only (pinocchio only when poses come from forward k
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats
 
 from daptq_ros.bags import BagInfo, PoseTrajectory, bag_dir, bag_info, read_trajectory
 from daptq_ros.bags.trajectory import StampSource
@@ -32,6 +30,7 @@ from daptq_ros.drift.metrics import (
     interpolate_linear,
     interpolate_rotations,
 )
+from daptq_ros.drift.stats import Summary, summarize
 from daptq_ros.errors import BagError, DaptqError, DriftError
 
 if TYPE_CHECKING:
@@ -126,25 +125,6 @@ class EpisodeResult:
             "metadata": dict(self.run.metadata),
             "metrics": self.metrics.to_dict(),
         }
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Mean of a metric over n episodes with its 95 % confidence interval (None when n < 2)."""
-
-    mean: float
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-
-    @property
-    def half_width(self) -> float | None:
-        """Half the width of the confidence interval."""
-        return None if self.ci_high is None else self.ci_high - self.mean
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {"mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n}
 
 
 @dataclass(frozen=True)
@@ -314,16 +294,6 @@ def run_name(path: str | Path) -> str:
 def config_name(entry: BagEntry, run: str) -> str:
     """The bit configuration of a run bag: its daptq.bit_config metadata, else the run's name."""
     return entry.info.custom_data.get(META_BIT_CONFIG) or run
-
-
-def summarize(values: Sequence[float]) -> Summary:
-    """Mean and 95 % Student-t interval: mean ± t_{0.975, n-1} s / sqrt(n), s the sample std."""
-    x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return Summary(mean, None, None, len(x))
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return Summary(mean, mean - half, mean + half, len(x))
 
 
 def episode_values(metrics: TrajectoryMetrics) -> dict[str, float]:

@@ -16,9 +16,9 @@ from daptq_ros.drift.analysis import (
     SCALAR_METRICS,
     Analysis,
     EpisodeResult,
-    Summary,
 )
 from daptq_ros.drift.metrics import AlignedPair, cumulative_drift, position_deviation
+from daptq_ros.drift.stats import Summary
 
 # What each scalar metric is called in the report, and its unit.
 METRIC_LABELS: dict[str, tuple[str, str]] = {
