@@ -11,13 +11,15 @@ from collections.abc import Sequence
 
 # Before torch loads OpenMP: spinning worker threads ran 3x slower on small, shared CPUs.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# torchao's CPU wheel logs that its CUDA-only extensions cannot load: noise for a CPU user.
-logging.getLogger("torchao").setLevel(logging.ERROR)
+# torchao's CPU wheel logs that its CUDA-only extensions cannot load, and torch logs enum
+# registrations when torchao imports: noise for a CLI user.
+for _noisy in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 from daptq_ros.errors import DaptqError  # noqa: E402
 
 # Subcommand modules under daptq_ros.commands, in the order `daptq --help` lists them.
-COMMAND_MODULES = ("quant_demo", "bench", "bags", "drift")
+COMMAND_MODULES = ("quant_demo", "bench", "bags", "drift", "collect")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,3 +19,11 @@ class ModelError(DaptqError):
 
 class DriftError(DaptqError):
     """Trajectories or monitor input that cannot be compared (bad stamps, shapes or names)."""
+
+
+class PolicyError(DaptqError):
+    """Images, states, actions or demonstrations that break the Policy contract."""
+
+
+class SimError(DaptqError):
+    """A simulator task, seed, action or setting that cannot be used, or a broken renderer."""

@@ -127,6 +127,24 @@ def test_existing_path_is_refused(tmp_path: Path) -> None:
         BagWriter(tmp_path)
 
 
+def test_compressed_mcap_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "bag"
+    positions = np.zeros((50, 3))
+    with BagWriter(path, compress=True) as writer:
+        writer.add_topic("/joint_states", "sensor_msgs/msg/JointState")
+        for i, q in enumerate(positions):
+            writer.write("/joint_states", joint_state_msg(writer.types, T0 + i, NAMES, q), T0 + i)
+    (mcap,) = path.glob("*.mcap")
+    assert b"zstd" in mcap.read_bytes()
+    with BagReader(path) as reader:
+        assert len(list(reader.messages())) == 50
+
+
+def test_sqlite3_cannot_be_compressed(tmp_path: Path) -> None:
+    with pytest.raises(BagError, match="only mcap storage can be compressed"):
+        BagWriter(tmp_path / "bag", storage="sqlite3", compress=True)
+
+
 def test_unknown_storage(tmp_path: Path) -> None:
     with pytest.raises(BagError, match="unknown storage 'rosbag1'"):
         BagWriter(tmp_path / "bag", storage="rosbag1")  # type: ignore[arg-type]

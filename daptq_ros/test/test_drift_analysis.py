@@ -179,4 +179,6 @@ def test_success_rate_is_the_wilson_interval() -> None:
     assert rate.ci_low == pytest.approx(0.3968, abs=1e-3)
     assert rate.ci_high == pytest.approx(0.8922, abs=1e-3)
     perfect = success_rate(10, 10)
-    assert perfect.ci_high == pytest.approx(1.0) and perfect.ci_low == pytest.approx(0.7225, abs=1e-3)
+    assert perfect.ci_high == pytest.approx(1.0) and perfect.ci_low == pytest.approx(
+        0.7225, abs=1e-3
+    )

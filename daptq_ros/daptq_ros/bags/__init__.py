@@ -3,6 +3,8 @@
 from daptq_ros.bags.convert import (
     JointSample,
     PoseSample,
+    image_msg,
+    image_to_numpy,
     joint_state_msg,
     joint_state_to_numpy,
     ns_to_time,
@@ -13,6 +15,7 @@ from daptq_ros.bags.convert import (
     time_to_ns,
     time_to_sec,
 )
+from daptq_ros.bags.episode import EpisodeData, EpisodeMeta, EpisodeWriter, read_episode
 from daptq_ros.bags.reader import BagInfo, BagMessage, BagReader, TopicInfo, bag_dir, bag_info
 from daptq_ros.bags.trajectory import JointTrajectory, PoseTrajectory, Trajectory, read_trajectory
 from daptq_ros.bags.typestore import interface_types, make_typestore
@@ -23,6 +26,9 @@ __all__ = [
     "BagMessage",
     "BagReader",
     "BagWriter",
+    "EpisodeData",
+    "EpisodeMeta",
+    "EpisodeWriter",
     "JointSample",
     "JointTrajectory",
     "PoseSample",
@@ -31,6 +37,8 @@ __all__ = [
     "Trajectory",
     "bag_dir",
     "bag_info",
+    "image_msg",
+    "image_to_numpy",
     "interface_types",
     "joint_state_msg",
     "joint_state_to_numpy",
@@ -38,6 +46,7 @@ __all__ = [
     "ns_to_time",
     "pose_stamped_msg",
     "pose_stamped_to_numpy",
+    "read_episode",
     "read_trajectory",
     "sec_to_ns",
     "sec_to_time",

@@ -1,4 +1,4 @@
-"""Convert the messages drift analysis needs to and from numpy arrays.
+"""Convert the messages drift analysis and episodes need to and from numpy arrays.
 
 Readers take any object with the message's fields (rosbags classes, rclpy messages), so live
 topics and bags share one decode path. Builders take the message classes by type name: a
@@ -20,6 +20,20 @@ from daptq_ros.errors import BagError
 TypeSource = Mapping[str, Any] | Callable[[str], Any]
 
 NS_PER_S = 1_000_000_000
+
+# sensor_msgs/Image encodings we read: channels, bytes per channel, channel indices that give RGB.
+IMAGE_ENCODINGS: dict[str, tuple[int, int, tuple[int, int, int]]] = {
+    "rgb8": (3, 1, (0, 1, 2)),
+    "bgr8": (3, 1, (2, 1, 0)),
+    "rgba8": (4, 1, (0, 1, 2)),
+    "bgra8": (4, 1, (2, 1, 0)),
+    "mono8": (1, 1, (0, 0, 0)),
+    "rgb16": (3, 2, (0, 1, 2)),
+    "bgr16": (3, 2, (2, 1, 0)),
+    "rgba16": (4, 2, (0, 1, 2)),
+    "bgra16": (4, 2, (2, 1, 0)),
+    "mono16": (1, 2, (0, 0, 0)),
+}
 
 
 class JointSample(NamedTuple):
@@ -150,6 +164,68 @@ def pose_stamped_msg(
     )
 
 
+def image_msg(types: TypeSource, stamp_ns: int, rgb: ArrayLike, frame_id: str = "") -> Any:
+    """Build a sensor_msgs/Image, encoding rgb8 with packed rows, from an [H, W, 3] uint8 array."""
+    pixels = np.asarray(rgb)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise BagError(
+            f"an rgb8 image needs an [H, W, 3] uint8 array, got {pixels.dtype} {pixels.shape}; "
+            "convert it with np.asarray(image, dtype=np.uint8)"
+        )
+    height, width, _ = pixels.shape
+    cls = _cls(types, "sensor_msgs/msg/Image")
+    data = np.ascontiguousarray(pixels).reshape(-1)
+    return cls(
+        header=header(types, stamp_ns, frame_id),
+        height=height,
+        width=width,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=3 * width,
+        data=array.array("B", data.tobytes()) if _is_rclpy(cls) else data,
+    )
+
+
+def image_to_numpy(msg: Any) -> NDArray[np.uint8]:
+    """sensor_msgs/Image -> [H, W, 3] uint8 RGB, honouring step (row padding) and byte order.
+
+    Reads the encodings of IMAGE_ENCODINGS: alpha is dropped, mono is repeated into three
+    channels and 16-bit channels keep their high byte.
+    """
+    encoding = str(msg.encoding)
+    if encoding not in IMAGE_ENCODINGS:
+        raise BagError(
+            f"image encoding {encoding!r} is not supported; publish one of "
+            f"{', '.join(IMAGE_ENCODINGS)}"
+        )
+    channels, depth, rgb = IMAGE_ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * channels * depth
+    data = _bytes(msg.data)
+    if step < row_bytes or data.size != height * step:
+        raise BagError(
+            f"{encoding} image of {height}x{width} has step {step} and {data.size} data bytes; "
+            f"a row needs step >= {row_bytes} and the data height * step bytes"
+        )
+    rows = data.reshape(height, step)[:, :row_bytes]
+    if depth == 2:
+        order = ">u2" if msg.is_bigendian else "<u2"
+        rows = (np.ascontiguousarray(rows).view(order) >> 8).astype(np.uint8)
+    return np.ascontiguousarray(rows.reshape(height, width, channels)[:, :, list(rgb)])
+
+
+def _bytes(data: Any) -> NDArray[np.uint8]:
+    """A uint8[] field as a flat uint8 array: numpy (rosbags), array.array or bytes (rclpy)."""
+    if isinstance(data, bytes | bytearray | memoryview | array.array):
+        return np.frombuffer(data, dtype=np.uint8)
+    return np.asarray(data, dtype=np.uint8).reshape(-1)
+
+
+def _is_rclpy(cls: Any) -> bool:
+    """Whether `cls` is a rosidl-generated (rclpy) message class rather than a rosbags one."""
+    return hasattr(cls, "get_fields_and_field_types")
+
+
 def _cls(types: TypeSource, name: str) -> Any:
     """The message class called `name` from a mapping or a lookup function."""
     try:
@@ -163,8 +239,8 @@ def _cls(types: TypeSource, name: str) -> Any:
 
 def _float_sequence(cls: Any, values: NDArray[np.float64]) -> Any:
     """A float64[] field value in the form this message class accepts."""
-    # rosidl-generated (rclpy) classes have get_fields_and_field_types and validate a float64[]
-    # as array.array or a Python sequence, never an ndarray; rosbags serializes ndarrays.
-    if hasattr(cls, "get_fields_and_field_types"):
+    # rosidl-generated (rclpy) classes validate a float64[] as array.array or a Python sequence,
+    # never an ndarray; rosbags serializes ndarrays.
+    if _is_rclpy(cls):
         return array.array("d", values.tolist())
     return values

@@ -7,7 +7,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+from rosbags.rosbag2 import (
+    CompressionFormat,
+    CompressionMode,
+    StoragePlugin,
+    Writer,
+    WriterError,
+)
 
 from daptq_ros.bags.typestore import Distro, can_decode, make_typestore
 from daptq_ros.errors import BagError
@@ -40,8 +46,13 @@ class BagWriter:
         storage: Storage = "mcap",
         distro: Distro = "humble",
         version: Literal[8, 9] = BAG_VERSION,
+        compress: bool = False,
     ) -> None:
-        """Prepare to write a new bag folder at `path` (it must not exist yet)."""
+        """Prepare to write a new bag folder at `path` (it must not exist yet).
+
+        `compress` zstd-compresses the chunks inside the MCAP file, as rosbag2's `zstd_fast`
+        storage preset does; rosbag2, rosbags and the mcap tools read them (sqlite3 cannot).
+        """
         self.path = Path(path)
         if storage not in STORAGE_PLUGINS:
             raise BagError(
@@ -54,6 +65,10 @@ class BagWriter:
             )
         self.typestore = make_typestore(distro)
         self._writer = Writer(self.path, version=version, storage_plugin=STORAGE_PLUGINS[storage])
+        if compress:
+            if storage != "mcap":
+                raise BagError(f"{self.path}: only mcap storage can be compressed; use mcap")
+            self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
         self._connections: dict[str, Connection] = {}
 
     @property
