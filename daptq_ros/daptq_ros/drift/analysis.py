@@ -19,6 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from daptq_ros.bags import BagInfo, PoseTrajectory, bag_dir, bag_info, read_trajectory
+from daptq_ros.bags.episode import (
+    EE_POSE_TOPIC,
+    JOINT_STATES_TOPIC,
+    META_BIT_CONFIG,
+    META_EPISODE,
+    META_SEED,
+    META_TASK,
+)
 from daptq_ros.bags.trajectory import StampSource
 from daptq_ros.drift.metrics import (
     AlignedPair,
@@ -36,19 +44,12 @@ from daptq_ros.errors import BagError, DaptqError, DriftError
 if TYPE_CHECKING:
     from daptq_ros.drift.kinematics import Kinematics
 
-# Episode metadata: keys of a rosbag2's metadata.yaml custom_data that say what an episode is.
-# Whoever records an episode (the simulator, a ROS recorder) writes them as strings with
-# BagWriter.set_custom_data; the analysis pairs a run episode with the reference episode of the
-# same (task, seed, episode) and groups runs by bit configuration.
-META_TASK = "daptq.task"  # task name, e.g. "pick-place-v3"
-META_SEED = "daptq.seed"  # seed of the episode's initial state, e.g. "7"
-META_EPISODE = "daptq.episode"  # episode index within (task, seed), e.g. "0"
-META_BIT_CONFIG = "daptq.bit_config"  # bit-config preset or file stem, e.g. "gptq_w4"
-META_MODEL = "daptq.model"  # model directory or name the policy was loaded from
+# A run episode is paired with the reference episode of the same (task, seed, episode), read
+# from the bag's custom_data (the Episode contract of bags.episode); runs group by bit config.
 EPISODE_KEYS = (META_TASK, META_SEED, META_EPISODE)
 
-DEFAULT_JOINT_TOPIC = "/joint_states"
-DEFAULT_EE_TOPIC = "/ee_pose"
+DEFAULT_JOINT_TOPIC = JOINT_STATES_TOPIC
+DEFAULT_EE_TOPIC = EE_POSE_TOPIC
 
 # Metrics that are one number per episode (the per-joint tuples are aggregated per joint).
 SCALAR_METRICS = (
