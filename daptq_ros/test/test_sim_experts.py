@@ -36,14 +36,14 @@ class Recording:
 @pytest.mark.parametrize("task", DEFAULT_TASKS)
 def test_expert_solves_the_task(task: str) -> None:
     # Aliased rendering: the expert reads the privileged state, and it halves the test's time.
-    with SimEnv(task, image_size=32, antialias=False) as env:
+    with SimEnv(task, image_size=32) as env:
         result = run_episode(env, ScriptedExpert(env.spec), seed=11)
     assert result.success and result.steps < env.max_steps
 
 
 def test_noise_changes_the_executed_action_not_the_label_and_repeats() -> None:
     runs = []
-    with SimEnv("reach", image_size=32, antialias=False) as env:
+    with SimEnv("reach", image_size=32) as env:
         for _ in range(2):
             actor = Recording(ScriptedExpert(env.spec, noise=0.2))
             run_episode(env, actor, seed=2)
