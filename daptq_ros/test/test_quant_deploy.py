@@ -47,6 +47,8 @@ def test_deployed_matches_simulated(preset, kernel):
         expected = simulated(x.bfloat16().float())
         actual = deployed(x.bfloat16())
     assert actual.dtype == torch.bfloat16 and actual.shape == expected.shape
+    with torch.no_grad():
+        assert deployed(x).dtype == torch.float32  # any input dtype in, the same dtype out
     assert _relative_error(actual, expected) < TOLERANCE
 
 
@@ -80,7 +82,7 @@ def test_mixed_map_deploys_each_layer_to_its_own_kernel():
     simulated = quantize(model, config)
     deployed = deploy(copy.deepcopy(simulated))
     assert deployed[0].kernel == "int8_weight_only"
-    assert isinstance(deployed[2], nn.Linear) and deployed[2].weight.dtype == torch.bfloat16
+    assert deployed[2].kernel == "bf16" and deployed[2].weight.dtype == torch.bfloat16
     assert deployed[4].kernel == "int4"
     x = torch.randn(8, 256)
     with torch.no_grad():
@@ -110,3 +112,15 @@ def test_asymmetric_int8_has_no_kernel():
 def test_cuda_deploy_is_refused_clearly():
     with pytest.raises(DaptqError, match="deploy on 'cpu'"):
         deploy(quantize(_model(), load_config("w4a16")), device="cuda")
+
+
+def test_deploy_changes_only_linear_layers():
+    model = nn.Sequential(
+        nn.Conv1d(4, 4, 1), nn.Flatten(), nn.Linear(4 * 256, 256), nn.LayerNorm(256)
+    )
+    simulated = quantize(model, load_config("w4a16"))
+    deployed = deploy(copy.deepcopy(simulated))
+    assert deployed[0].weight.dtype == torch.float32 and deployed[3].weight.dtype == torch.float32
+    x = torch.randn(2, 4, 256)
+    with torch.no_grad():
+        assert _relative_error(deployed(x), simulated(x)) < TOLERANCE

@@ -1,17 +1,20 @@
-"""Deployed mode: turn simulated QuantLinear layers into packed weights run by real kernels.
+"""Deployed mode: every Linear runs on a packed low-bit kernel or in bfloat16.
 
-Per layer format (see kernels.py for the kernels):
+Per layer (see kernels.py for the kernels):
 
-| weight                          | activations | deployed as                              |
-|---------------------------------|-------------|------------------------------------------|
-| 2-4 bit, group 32/64/128        | none / 8    | int4 tinygemm (8: per-token int8 q-dq first) |
-| 8 bit, symmetric, per channel   | none        | int8 weight-only (_weight_int8pack_mm)   |
-| 8 bit, symmetric, per channel   | 8           | torchao int8 dynamic (W8A8)              |
+| simulated layer                       | activations | deployed kernel                        |
+|---------------------------------------|-------------|----------------------------------------|
+| QuantLinear 2-4 bit, group 32/64/128  | none / 8    | int4 tinygemm (8: int8 q-dq first)     |
+| QuantLinear 8 bit, symmetric, channel | none        | int8 weight-only (_weight_int8pack_mm) |
+| QuantLinear 8 bit, symmetric, channel | 8           | torchao int8 dynamic (W8A8)            |
+| nn.Linear (kept / 16-bit layers)      | -           | bfloat16 matmul                        |
 
-Everything else (kept layers, norms, embeddings) runs in bfloat16. Other formats are valid for
-simulation but have no kernel here; deploying them fails with an error naming the layer.
-This CPU's torchao build has no int8-activation x int4-weight kernel, so W4A8 quantizes the
-activations exactly as simulated and then runs the int4 kernel in bfloat16.
+A deployed Linear takes activations of any float dtype and returns that dtype (its matmul runs
+in bfloat16), so the rest of the model (convolutions, norms, embeddings, samplers) is left as it
+was: deployment changes exactly the layers the bit config talks about. Other integer formats are
+valid for simulation but have no kernel here; deploying them fails with an error naming the
+layer. This CPU's torchao build has no int8-activation x int4-weight kernel, so W4A8 quantizes
+the activations exactly as simulated and then runs the int4 kernel.
 """
 
 from __future__ import annotations
@@ -30,43 +33,51 @@ DEPLOY_DTYPE = torch.bfloat16
 
 
 class DeployedLinear(nn.Module):
-    """A Linear whose weight is packed for a real low-bit kernel (one per format, see above)."""
+    """A Linear on a real kernel: packed int4 / int8 weights, or a bfloat16 weight."""
 
-    def __init__(self, layer: QuantLinear, dtype: torch.dtype = DEPLOY_DTYPE) -> None:
+    def __init__(self, layer: QuantLinear | nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features
         self.kernel = kernel_name(layer)
-        self.activation_bits = layer.activation_bits if self.kernel != "int8_dynamic" else None
-        inverse = None if layer.input_scale is None else (1.0 / layer.input_scale).to(dtype)
-        self.register_buffer("inverse_input_scale", inverse)
-        self.bias = (
-            None if layer.bias is None else nn.Parameter(layer.bias.to(dtype), requires_grad=False)
-        )
-        codes = layer.codes
+        self.activation_bits = None
+        self.bias = None
+        if layer.bias is not None:
+            self.bias = nn.Parameter(layer.bias.detach().to(DEPLOY_DTYPE), requires_grad=False)
+        self.register_buffer("inverse_input_scale", None)
+        if isinstance(layer, QuantLinear):
+            self._pack(layer)
+        else:
+            self.weight = nn.Parameter(layer.weight.detach().to(DEPLOY_DTYPE), requires_grad=False)
+
+    def _pack(self, layer: QuantLinear) -> None:
+        if self.kernel != "int8_dynamic":  # torchao quantizes W8A8 activations itself
+            self.activation_bits = layer.activation_bits
+        if layer.input_scale is not None:
+            self.inverse_input_scale = (1.0 / layer.input_scale).to(DEPLOY_DTYPE)
         if self.kernel == "int4":
             self.group_size = layer.fmt.group_size
-            packed, scale_and_zero = kernels.pack_int4(codes, layer.scale, layer.zero)
+            packed, scale_and_zero = kernels.pack_int4(layer.codes, layer.scale, layer.zero)
             self.register_buffer("weight_int4", packed)
             self.register_buffer("weight_scale_and_zero", scale_and_zero)
+            return
+        # symmetric 8-bit: codes - 128 are the signed int8 values, the scale is per row
+        signed = (layer.codes.to(torch.int16) - 128).to(torch.int8).contiguous()
+        if self.kernel == "int8_dynamic":
+            weight = kernels.int8_dynamic_weight(signed, layer.scale[:, 0], DEPLOY_DTYPE)
+            self.weight = nn.Parameter(weight, requires_grad=False)
         else:
-            # symmetric 8-bit: codes - 128 are the signed int8 values, scale is per row
-            signed = (codes.to(torch.int16) - 128).to(torch.int8).contiguous()
-            if self.kernel == "int8_dynamic":
-                self.weight = nn.Parameter(
-                    kernels.int8_dynamic_weight(signed, layer.scale[:, 0], dtype),
-                    requires_grad=False,
-                )
-            else:
-                self.register_buffer("weight_int8", signed)
-                self.register_buffer("weight_scale", layer.scale[:, 0].to(dtype))
+            self.register_buffer("weight_int8", signed)
+            self.register_buffer("weight_scale", layer.scale[:, 0].to(DEPLOY_DTYPE))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.to(DEPLOY_DTYPE)
         if self.inverse_input_scale is not None:
             x = x * self.inverse_input_scale
         if self.activation_bits:
             x = fake_quantize_activation_per_token(x, self.activation_bits)
-        if self.kernel == "int8_dynamic":
-            return F.linear(x, self.weight, self.bias)
+        if self.kernel in ("int8_dynamic", "bf16"):
+            return F.linear(x, self.weight, self.bias).to(dtype)
         rows = x.reshape(-1, self.in_features).contiguous()
         if self.kernel == "int4":
             y = kernels.int4_matmul(
@@ -75,14 +86,16 @@ class DeployedLinear(nn.Module):
         else:
             y = kernels.int8_weight_only_matmul(rows, self.weight_int8, self.weight_scale)
         y = y.reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+        return (y if self.bias is None else y + self.bias).to(dtype)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, kernel={self.kernel}"
 
 
-def kernel_name(layer: QuantLinear) -> str:
-    """Which kernel a simulated layer deploys to, or a DaptqError saying why none fits."""
+def kernel_name(layer: QuantLinear | nn.Linear) -> str:
+    """Which kernel a layer deploys to, or a DaptqError saying why none fits."""
+    if not isinstance(layer, QuantLinear):
+        return "bf16"
     fmt = layer.fmt
     if fmt.bits <= 4 and fmt.granularity == "group" and fmt.group_size in INT4_GROUP_SIZES:
         return "int4"
@@ -96,32 +109,16 @@ def kernel_name(layer: QuantLinear) -> str:
 
 
 def deploy(model: nn.Module, device: str = "cpu") -> nn.Module:
-    """Replace every QuantLinear with its packed kernel layer and cast the rest to bfloat16."""
+    """Replace every QuantLinear and nn.Linear with its DeployedLinear; the rest is unchanged."""
     if device != "cpu":
         raise DaptqError(f"deploying to '{device}' is not supported yet; deploy on 'cpu'")
     for name, module in list(model.named_modules()):
-        if isinstance(module, QuantLinear):
+        if isinstance(module, (QuantLinear, nn.Linear)):
             try:
                 replacement = DeployedLinear(module)
             except DaptqError as error:
                 raise DaptqError(f"layer '{name}': {error}") from None
             _set_submodule(model, name, replacement)
-    for module in model.modules():
-        if not isinstance(module, DeployedLinear):
-            for key, param in module.named_parameters(recurse=False):
-                if param.is_floating_point():
-                    setattr(
-                        module,
-                        key,
-                        nn.Parameter(param.detach().to(DEPLOY_DTYPE), requires_grad=False),
-                    )
-            for key, buf in module.named_buffers(recurse=False):
-                if buf is not None and buf.is_floating_point():
-                    module.register_buffer(
-                        key,
-                        buf.to(DEPLOY_DTYPE),
-                        persistent=key not in module._non_persistent_buffers_set,
-                    )
     return model.eval()
 
 
