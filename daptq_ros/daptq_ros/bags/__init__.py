@@ -16,7 +16,15 @@ from daptq_ros.bags.convert import (
     time_to_sec,
 )
 from daptq_ros.bags.episode import EpisodeData, EpisodeMeta, EpisodeWriter, read_episode
-from daptq_ros.bags.reader import BagInfo, BagMessage, BagReader, TopicInfo, bag_dir, bag_info
+from daptq_ros.bags.reader import (
+    BagInfo,
+    BagMessage,
+    BagReader,
+    TopicInfo,
+    bag_dir,
+    bag_info,
+    find_bag_dirs,
+)
 from daptq_ros.bags.trajectory import JointTrajectory, PoseTrajectory, Trajectory, read_trajectory
 from daptq_ros.bags.typestore import interface_types, make_typestore
 from daptq_ros.bags.writer import BagWriter
@@ -37,6 +45,7 @@ __all__ = [
     "Trajectory",
     "bag_dir",
     "bag_info",
+    "find_bag_dirs",
     "image_msg",
     "image_to_numpy",
     "interface_types",

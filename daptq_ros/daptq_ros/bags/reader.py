@@ -107,6 +107,20 @@ def bag_dir(path: str | Path) -> Path:
     return bag
 
 
+def find_bag_dirs(path: str | Path) -> list[Path]:
+    """The bag at `path`, or every bag folder anywhere below the folder `path`, sorted."""
+    root = Path(path)
+    if root.is_file() or (root / "metadata.yaml").is_file() or not root.is_dir():
+        return [bag_dir(root)]  # bag_dir names the problem when `path` is not a bag
+    folders = sorted(p.parent for p in root.rglob("metadata.yaml"))
+    if not folders:
+        raise BagError(
+            f"{root}: neither a rosbag2 folder (no metadata.yaml) nor a folder holding any; "
+            "pass a bag folder or a folder with bag folders below it"
+        )
+    return folders
+
+
 class BagReader:
     """A rosbag2 opened for reading; use as a context manager.
 

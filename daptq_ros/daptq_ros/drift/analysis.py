@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from daptq_ros.bags import BagInfo, PoseTrajectory, bag_dir, bag_info, read_trajectory
+from daptq_ros.bags import BagInfo, PoseTrajectory, bag_info, find_bag_dirs, read_trajectory
 from daptq_ros.bags.episode import (
     EE_POSE_TOPIC,
     JOINT_STATES_TOPIC,
@@ -159,18 +159,8 @@ class Analysis:
 
 
 def find_bags(path: str | Path) -> list[BagEntry]:
-    """The bags at `path`: the bag itself, or the bag sub-folders of a folder, sorted by name."""
-    root = Path(path)
-    if root.is_file() or (root / "metadata.yaml").is_file() or not root.is_dir():
-        folders = [bag_dir(root)]  # bag_dir names the problem when `path` is not a bag
-    else:
-        folders = sorted(p for p in root.iterdir() if (p / "metadata.yaml").is_file())
-    if not folders:
-        raise BagError(
-            f"{root}: neither a rosbag2 folder (no metadata.yaml) nor a folder of them; "
-            "pass a bag folder or the folder that holds one bag folder per episode"
-        )
-    return [BagEntry(folder, bag_info(folder)) for folder in folders]
+    """The bags at `path`: the bag itself, or every bag folder below it, sorted by path."""
+    return [BagEntry(folder, bag_info(folder)) for folder in find_bag_dirs(path)]
 
 
 def load_kinematics(urdf: str, ee_frame: str | None) -> Kinematics:

@@ -131,3 +131,6 @@ def get_task(name: str) -> TaskSpec:
         return TASKS[name]
     except KeyError:
         raise SimError(f"unknown task {name!r}; choose from {', '.join(TASKS)}") from None
+
+# Held-out seeds: demonstrations use small seeds (0..~2000), evaluation starts far above them.
+DEFAULT_EVAL_SEED = 100_000
