@@ -1,6 +1,7 @@
 """daptq_ros: an ament_python ROS 2 package that is also a pip-installable library and CLI."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -16,6 +17,14 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/bits", glob("config/bits/*.yaml")),
+        # the embedded default models (model directories: safetensors, tokenizer, manifest)
+        *[
+            (
+                f"share/{PACKAGE}/models/{model.name}",
+                sorted(str(f) for f in model.iterdir() if f.is_file()),
+            )
+            for model in sorted(Path("models").glob("*_default"))
+        ],
     ],
     # Runtime dependencies are pinned in the repository's requirements.txt (pip) and declared
     # in package.xml (rosdep); setuptools itself is all ament_python needs here.

@@ -10,4 +10,4 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet -r requirements.txt
 .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e daptq_ros
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1
-.venv/bin/daptq quant-demo --out out/quant_demo
+.venv/bin/daptq demo --out out/demo

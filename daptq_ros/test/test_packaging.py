@@ -127,6 +127,12 @@ def test_wheel_installs_resource_marker_package_xml_and_configs(tmp_path):
     assert "share/daptq_ros/package.xml" in data
     shipped_presets = {Path(n).name for n in data if n.startswith("share/daptq_ros/config/bits/")}
     assert shipped_presets == {p.name for p in (PACKAGE_ROOT / "config/bits").glob("*.yaml")}
+    shipped_models = {
+        f"share/daptq_ros/models/{f.parent.name}/{f.name}"
+        for f in (PACKAGE_ROOT / "models").glob("*_default/*")
+        if f.is_file()
+    }
+    assert shipped_models <= set(data)
     launch_files = {p.name for p in (PACKAGE_ROOT / "launch").glob("*.py")}
     assert launch_files == {Path(n).name for n in data if n.startswith("share/daptq_ros/launch/")}
     assert any(n.endswith("entry_points.txt") for n in names)

@@ -132,5 +132,6 @@ def get_task(name: str) -> TaskSpec:
     except KeyError:
         raise SimError(f"unknown task {name!r}; choose from {', '.join(TASKS)}") from None
 
+
 # Held-out seeds: demonstrations use small seeds (0..~2000), evaluation starts far above them.
 DEFAULT_EVAL_SEED = 100_000

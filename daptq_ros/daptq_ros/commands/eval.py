@@ -1,0 +1,104 @@
+"""`daptq eval`: closed-loop success of a policy in the simulator, full precision or quantized."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+MODES = ("deployed", "simulated")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `daptq eval`."""
+    from daptq_ros.sim.tasks import DEFAULT_EVAL_SEED, DEFAULT_TASKS, TASKS
+
+    parser = subparsers.add_parser(
+        "eval",
+        help="closed-loop evaluation of a policy in the simulator (success, bags, latency)",
+        description="Roll the policy out on each task for seeds SEED..SEED+N-1 (the same seeds "
+        "give the same scenes for every model, so runs of different bit configs are paired), "
+        "write one episode bag per rollout under RUN_DIR/<task>/, and report success per task "
+        "with 95 %% Wilson intervals and the inference latency per action chunk.",
+    )
+    parser.add_argument("--model", required=True, metavar="DIR", help="model directory to load")
+    parser.add_argument(
+        "--bits",
+        metavar="CONFIG",
+        help="bit config (preset name or YAML) to quantize the model with; default: full precision",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="deployed",
+        help="with --bits: run packed low-bit kernels (deployed) or exact fake-quant arithmetic "
+        "(simulated) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(DEFAULT_TASKS),
+        choices=list(TASKS),
+        metavar="TASK",
+        help=f"tasks to evaluate, from: {', '.join(TASKS)} (default: the five default tasks)",
+    )
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per task (default: 10)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_EVAL_SEED,
+        help="first seed; held out from demonstrations by default (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--execute-steps",
+        type=int,
+        default=4,
+        help="actions of each predicted chunk executed before predicting again (default: 4)",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="RUN_DIR", help="folder for bags and eval.json"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch intra-op threads (default: 2)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load (and quantize) the policy, evaluate it, print the table or JSON."""
+    import torch
+
+    from daptq_ros.errors import ConfigError
+    from daptq_ros.policy import load_policy
+    from daptq_ros.policy.quantize import needs_calibration, quantize_policy
+    from daptq_ros.quant import load_config
+    from daptq_ros.sim.evaluate import EvalConfig, evaluate, format_summary
+
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.model)
+    bit_config = ""
+    if args.bits:
+        config = load_config(args.bits)
+        if needs_calibration(config):
+            raise ConfigError(
+                f"bit config '{config.name}' uses {config.method}, which needs calibration "
+                "data; quantize with an RTN config here (e.g. w8a8, w4a16)"
+            )
+        quantize_policy(policy, config, deployed=args.mode == "deployed")
+        bit_config = config.name
+    summary = evaluate(
+        policy,
+        EvalConfig(
+            out=Path(args.out),
+            tasks=tuple(args.tasks),
+            episodes=args.episodes,
+            seed=args.seed,
+            image_size=policy.loaded.meta.image_size[0],
+            execute_steps=args.execute_steps,
+            model=str(args.model),
+            bit_config=bit_config,
+        ),
+    )
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0

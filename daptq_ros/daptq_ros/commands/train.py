@@ -1,0 +1,142 @@
+"""`daptq train`: behaviour cloning of a VLA family from episode bags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `daptq train`."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a VLA policy (behaviour cloning) from episode bags",
+        description="Behaviour cloning from demonstration bags (e.g. written by `daptq collect`): "
+        "each step's image, instruction and state -> the chunk of the next H commanded actions. "
+        "Deterministic for a seed, resumable from the checkpoint in MODEL_DIR/checkpoint, "
+        "exports the EMA weights as a model directory (safetensors).",
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="episode bags, or folders searched recursively for them (folders with metadata.yaml)",
+    )
+    parser.add_argument(
+        "--family", required=True, choices=("cogact", "pi0"), help="VLA family to train"
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="MODEL_DIR", help="model directory to write"
+    )
+    parser.add_argument(
+        "--size",
+        default="default",
+        help="model size preset of the family: 'default' (the embedded model) or 'tiny' "
+        "(smoke tests) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=10_000, help="optimiser steps (default: 10000)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    parser.add_argument(
+        "--lr", type=float, help="peak learning rate (default: the training default, 1e-3)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of init, batches, noise (default: 0)"
+    )
+    parser.add_argument(
+        "--only-successful",
+        action="store_true",
+        help="skip episodes whose metadata marks them failed",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from MODEL_DIR's checkpoint if one exists"
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: 500)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch intra-op threads (default: 2)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the training result as JSON")
+    return parser
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the episodes, train, and print where the model went."""
+    import torch
+    from tqdm import tqdm
+
+    from daptq_ros.bags import find_bag_dirs, read_episode
+    from daptq_ros.policy import TrainConfig, train
+
+    torch.set_num_threads(args.threads)
+    bags = [bag for root in args.data for bag in find_bag_dirs(root)]
+    episodes = [read_episode(p) for p in tqdm(bags, desc="read episodes", unit="bag")]
+    if args.only_successful:
+        episodes = [e for e in episodes if e.meta.success]
+    first = episodes[0]
+    config = TrainConfig(
+        family=args.family,
+        dt=first.chunk_dt,
+        action_names=first.action_names,
+        action_space=first.action_space,
+        size=args.size,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        **({} if args.lr is None else {"lr": args.lr}),
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+    provenance = {
+        "command": " ".join(["daptq", *sys.argv[1:]]),
+        "data": [str(d) for d in args.data],
+        "episodes": len(episodes),
+        "git_revision": _git_revision(),
+    }
+    demonstrations = [
+        _Demonstration(
+            e.images, e.instruction, e.states.astype("float32"), e.labels.astype("float32")
+        )
+        for e in episodes
+    ]
+    result = train(demonstrations, args.out, config, resume=args.resume, provenance=provenance)
+    report = {
+        "model_dir": str(result.model_dir),
+        "step": result.step,
+        "seconds_per_step": result.seconds_per_step,
+        "final_loss": sum(result.losses[-100:]) / max(1, len(result.losses[-100:])),
+        "episodes": len(episodes),
+    }
+    print(json.dumps(report, indent=2) if args.json else f"model written to {result.model_dir}")
+    return 0
+
+
+@dataclass(frozen=True)
+class _Demonstration:
+    """The arrays of one episode that behaviour cloning reads (policy.training.Demonstration)."""
+
+    images: Any
+    instruction: str
+    states: Any
+    actions: Any

@@ -1,0 +1,147 @@
+"""What every VLA family provides: build, training loss, sampler, and its DA-PTQ layer names.
+
+A family adapter is stateless; the model it builds is a plain nn.Module whose `config` holds
+the family config (the JSON of config.json). Batches are normalised tensors (see `Batch`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from daptq_ros.errors import ModelError
+
+
+@dataclass
+class Batch:
+    """One model input batch; actions and their mask only when training."""
+
+    images: torch.Tensor  # [B, 3, H, V*W] float in [0, 1]: V camera views tiled horizontally
+    input_ids: torch.Tensor  # [B, L] int64 instruction tokens
+    attention_mask: torch.Tensor  # [B, L] int64, 1 = real token
+    state: torch.Tensor  # [B, S] normalised
+    actions: torch.Tensor | None = None  # [B, H, D] normalised to [-1, 1]
+    action_mask: torch.Tensor | None = None  # [B, H] bool, False where the chunk was padded
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on `device`."""
+        moved = {
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+            for f in fields(self)
+        }
+        return Batch(**moved)
+
+
+def trim_padding(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the trailing padding columns no row uses (tokens are right-padded).
+
+    Instructions are short and padded to a fixed length; trimming saves backbone work. Both
+    families give positions from the mask's cumulative sum, so the outputs do not change.
+    """
+    length = max(1, int(attention_mask.sum(dim=1).max()))
+    return input_ids[:, :length], attention_mask[:, :length]
+
+
+def weighted_mse(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dim_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L = mean over valid (b, h) of (1/D) sum_j s_j (pred_j - target_j)^2 (METHOD.md §4.2).
+
+    With s_j = 1 (dim_weights None) this is the plain MSE; DA-PTQ passes drift scores s_j
+    normalised to mean 1, so the loss keeps its scale.
+    """
+    squared = (prediction - target).pow(2)  # [B, H, D]
+    if dim_weights is not None:
+        squared = squared * dim_weights.to(squared)
+    per_step = squared.mean(dim=-1)  # [B, H]
+    if mask is None:
+        return per_step.mean()
+    mask = mask.to(per_step)
+    return (per_step * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class FamilyAdapter(ABC):
+    """Build / loss / sample / layer names for one family of VLA models."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def default_config(
+        self,
+        *,
+        size: str,
+        vocab_size: int,
+        max_text_length: int,
+        state_dim: int,
+        action_dim: int,
+        horizon: int,
+        image_size: tuple[int, int],
+        num_views: int,
+        overrides: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The family config (config.json) of a new model: preset `size` plus `overrides`."""
+
+    @abstractmethod
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        """A freshly initialised model from a family config."""
+
+    @abstractmethod
+    def loss(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        dim_weights: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The action head's training loss, each action dimension j weighted by s_j."""
+
+    @abstractmethod
+    def sample(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        num_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Normalised action chunks [B, H, D] from `num_steps` denoising steps."""
+
+    @abstractmethod
+    def interface_layers(self, model: nn.Module) -> list[str]:
+        """Names of the nn.Linear layers that carry the conditioning latent z (CSRC targets)."""
+
+    @abstractmethod
+    def action_head_layers(self, model: nn.Module) -> list[str]:
+        """Names of the action head's nn.Linear layers, in forward order."""
+
+
+def preset(
+    sizes: dict[str, dict[str, Any]], family: str, size: str, overrides: dict | None
+) -> dict:
+    """Preset `size` of a family's SIZES with `overrides` (keys of the preset only) applied."""
+    if size not in sizes:
+        raise ModelError(f"{family} has no size {size!r}; choose one of {', '.join(sizes)}")
+    unknown = sorted(set(overrides or {}) - set(sizes[size]))
+    if unknown:
+        raise ModelError(
+            f"{family}: unknown model setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(sizes[size]))}"
+        )
+    return {**sizes[size], **(overrides or {})}
+
+
+def linear_names(model: nn.Module, prefix: str) -> list[str]:
+    """Names of every nn.Linear under module `prefix` ("" = the whole model), in order."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and (not prefix or name.startswith(prefix + "."))
+    ]

@@ -1,0 +1,77 @@
+"""VlaPolicy: the Policy contract over a model directory (preprocess, sample, unnormalise)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from daptq_ros.policy.contract import ActionChunk, check_image, check_instruction, check_state
+from daptq_ros.policy.families import Batch
+from daptq_ros.policy.model_dir import LoadedModel, load_model_dir
+from daptq_ros.policy.preprocess import make_batch, resize_image
+
+
+class VlaPolicy:
+    """Image + instruction + state -> ActionChunk, deterministic for a given seed."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        device: str | torch.device = "cpu",
+        num_steps: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.loaded = loaded
+        self.device = torch.device(device)
+        self.num_steps = num_steps
+        self.seed = seed
+        loaded.model.to(self.device).eval()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The underlying nn.Module (quantize it in place, or swap it, between calls)."""
+        return self.loaded.model
+
+    @property
+    def state_dim(self) -> int:
+        """Length of the state vector predict() expects."""
+        return self.loaded.meta.normalizer.state_dim
+
+    def preprocess(self, image: np.ndarray, instruction: str, state: np.ndarray) -> Batch:
+        """Validate one observation and turn it into a model batch of one, on the device."""
+        meta = self.loaded.meta
+        image = resize_image(check_image(image), meta.image_size)
+        batch = make_batch(
+            image[None],
+            [check_instruction(instruction)],
+            check_state(state, self.state_dim)[None],
+            self.loaded.tokenizer,
+            meta.normalizer,
+        )
+        return batch.to(self.device)
+
+    def predict(
+        self, image: np.ndarray, instruction: str, state: np.ndarray, seed: int | None = None
+    ) -> ActionChunk:
+        """The next action chunk; the same inputs and seed always give the same chunk."""
+        batch = self.preprocess(image, instruction, state)
+        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        with torch.inference_mode():
+            normalised = self.loaded.adapter.sample(
+                self.loaded.model, batch, self.num_steps, generator
+            )
+        meta = self.loaded.meta
+        actions = meta.normalizer.unnormalize_actions(normalised[0].float().cpu().numpy())
+        return ActionChunk(actions, meta.dt, meta.action_space, meta.action_names)
+
+
+def load_policy(
+    model_dir: str | Path,
+    device: str | torch.device = "cpu",
+    num_steps: int | None = None,
+    seed: int = 0,
+) -> VlaPolicy:
+    """A VlaPolicy over the model directory `model_dir`."""
+    return VlaPolicy(load_model_dir(model_dir, device), device, num_steps, seed)

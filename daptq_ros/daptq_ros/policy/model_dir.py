@@ -1,0 +1,213 @@
+"""The model directory: save and load a VLA with its tokenizer, normalisation and provenance.
+
+Layout (Hugging Face style, ARCHITECTURE.md "Model directory"):
+
+    config.json        the family config (for pi0: a transformers PI0Config)
+    model.safetensors  the weights; never a pickle
+    tokenizer.json     the instruction tokenizer (`tokenizers` format)
+    daptq.json         family, action space and names, horizon, dt, image size, views,
+                       normalisation statistics, provenance (command, data seed, git revision,
+                       metrics)
+
+Loading reads safetensors only: a directory that holds a pickle checkpoint (*.bin, *.pt, ...)
+instead is refused, since unpickling can run arbitrary code. Nothing here contacts the
+Hugging Face Hub, so HF_HUB_OFFLINE=1 holds trivially; remote code is never executed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from daptq_ros.errors import ModelError
+from daptq_ros.policy.contract import ACTION_SPACES
+from daptq_ros.policy.families import FamilyAdapter, get_family
+from daptq_ros.policy.normalize import Normalizer
+from daptq_ros.policy.tokenizer import InstructionTokenizer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "daptq.json"
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, META_FILE)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """The content of daptq.json."""
+
+    family: str
+    action_space: str
+    action_names: tuple[str, ...]
+    horizon: int
+    dt: float
+    image_size: tuple[int, int]  # (H, V*W): the model's input, V views tiled horizontally
+    num_views: int
+    normalizer: Normalizer
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action_names", tuple(self.action_names))
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        if self.action_space not in ACTION_SPACES:
+            raise ModelError(
+                f"daptq.json: action_space {self.action_space!r} is not one of "
+                f"{', '.join(ACTION_SPACES)}"
+            )
+        if len(self.action_names) != self.normalizer.action_dim:
+            raise ModelError(
+                f"daptq.json: {len(self.action_names)} action names but normalisation "
+                f"statistics for {self.normalizer.action_dim} action dimensions"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "family": self.family,
+            "action_space": self.action_space,
+            "action_names": list(self.action_names),
+            "horizon": self.horizon,
+            "dt": self.dt,
+            "image_size": list(self.image_size),
+            "num_views": self.num_views,
+            "normalization": self.normalizer.to_dict(),
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
+        """Inverse of to_dict; a ModelError names what is missing."""
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ModelError(
+                f"daptq.json has format_version {data.get('format_version')!r}; this version "
+                f"reads {FORMAT_VERSION}: re-export the model with this daptq_ros"
+            )
+        try:
+            return cls(
+                family=data["family"],
+                action_space=data["action_space"],
+                action_names=data["action_names"],
+                horizon=int(data["horizon"]),
+                dt=float(data["dt"]),
+                image_size=data["image_size"],
+                num_views=int(data["num_views"]),
+                normalizer=Normalizer.from_dict(data["normalization"]),
+                provenance=data.get("provenance", {}),
+            )
+        except KeyError as error:
+            raise ModelError(f"daptq.json lacks the key {error}") from None
+
+
+@dataclass
+class LoadedModel:
+    """A model with everything needed to run it."""
+
+    model: nn.Module
+    adapter: FamilyAdapter
+    config: dict[str, Any]
+    tokenizer: InstructionTokenizer
+    meta: ModelMeta
+
+
+def save_model_dir(
+    directory: str | Path,
+    model: nn.Module,
+    config: dict[str, Any],
+    tokenizer: InstructionTokenizer,
+    meta: ModelMeta,
+) -> Path:
+    """Write the four files of a model directory (weights as safetensors)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # save_model (not save_file): it drops duplicates of tied tensors instead of failing.
+    save_model(
+        model, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "family": meta.family}
+    )
+    tokenizer.save(directory / TOKENIZER_FILE)
+    (directory / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+    return directory
+
+
+def check_model_dir(directory: str | Path) -> Path:
+    """The directory, if it holds every required file; else a ModelError naming the first gap."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelError(
+            f"{directory}: model directory does not exist; train one with `daptq train` "
+            "or pass the path of an exported model"
+        )
+    if not (directory / WEIGHTS_FILE).is_file():
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise ModelError(
+                f"{directory}: holds the pickle checkpoint {pickles[0]} instead of {WEIGHTS_FILE}; "
+                "pickles are never loaded (they can run code): convert the weights to "
+                "safetensors (safetensors.torch.save_model) in a trusted environment"
+            )
+    for name in REQUIRED_FILES:
+        if not (directory / name).is_file():
+            raise ModelError(
+                f"{directory}: {name} is missing; a model directory needs "
+                f"{', '.join(REQUIRED_FILES)} (re-export it with `daptq train`)"
+            )
+    return directory
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model from config.json, load model.safetensors, eval mode, on `device`."""
+    directory = check_model_dir(directory)
+    meta = ModelMeta.from_dict(_read_json(directory / META_FILE))
+    config = _read_json(directory / CONFIG_FILE)
+    adapter = get_family(meta.family)
+    model = adapter.build(config)
+    weights = directory / WEIGHTS_FILE
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ModelError(
+            f"{weights}: cannot be loaded into the model of config.json ({error})"
+        ) from None
+    if missing or unexpected:
+        raise ModelError(
+            f"{weights} does not match config.json: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}; the files come from different models"
+        )
+    tokenizer = InstructionTokenizer.load(directory / TOKENIZER_FILE)
+    return LoadedModel(model.to(device).eval(), adapter, config, tokenizer, meta)
+
+
+def default_model_dir(family: str) -> Path:
+    """The embedded default model of a family (source tree, or the installed share/ folder)."""
+    import sys
+
+    name = f"{family}_default"
+    source = Path(__file__).resolve().parents[2] / "models" / name
+    installed = Path(sys.prefix) / "share" / "daptq_ros" / "models" / name
+    for candidate in (source, installed):
+        if (candidate / "daptq.json").is_file():
+            return candidate
+    raise ModelError(
+        f"no embedded default model '{name}' (looked in {source} and {installed}); "
+        "retrain it with scripts/train_default_models.sh or pass --model DIR"
+    )

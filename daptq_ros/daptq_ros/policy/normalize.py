@@ -1,0 +1,115 @@
+"""Per-dimension normalisation of states and actions, fitted on demonstrations, kept with the model.
+
+- State: z-score, (s - mean) / std. The std is floored at STD_FLOOR so that a dimension that
+  was constant in the demonstrations cannot blow up when it varies at run time.
+- Actions: min/max to [-1, 1], the convention of diffusion policies. Both action heads start
+  from unit Gaussian noise, so targets in [-1, 1] keep noise and data on one scale, and the
+  DDIM sampler can clip its clean-action estimate to the demonstrated range. Unnormalising clips
+  to [-1, 1] first: a policy never commands more than the demonstrations did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from daptq_ros.errors import ModelError
+
+STD_FLOOR = 1e-2
+RANGE_FLOOR = 1e-6
+
+
+def _vector(values: Any, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim != 1 or not np.isfinite(array).all():
+        raise ModelError(f"normalisation statistic {name!r} must be a finite vector, got {values}")
+    return array
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """State mean/std and action min/max, one value per dimension."""
+
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    action_min: np.ndarray
+    action_max: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("state_mean", "state_std", "action_min", "action_max"):
+            object.__setattr__(self, name, _vector(getattr(self, name), name))
+        if self.state_mean.shape != self.state_std.shape:
+            raise ModelError("normalisation: state_mean and state_std differ in length")
+        if self.action_min.shape != self.action_max.shape:
+            raise ModelError("normalisation: action_min and action_max differ in length")
+        if (self.state_std <= 0).any() or (self.action_max < self.action_min).any():
+            raise ModelError("normalisation: a state std is <= 0 or an action max is below its min")
+
+    @classmethod
+    def fit(cls, states: np.ndarray, actions: np.ndarray) -> Normalizer:
+        """Statistics over all rows of states [N, S] and actions [N, D]."""
+        states = np.asarray(states, dtype=np.float64)
+        actions = np.asarray(actions, dtype=np.float64)
+        return cls(
+            state_mean=states.mean(axis=0),
+            state_std=np.maximum(states.std(axis=0), STD_FLOOR),
+            action_min=actions.min(axis=0),
+            action_max=actions.max(axis=0),
+        )
+
+    @property
+    def state_dim(self) -> int:
+        """Number of state dimensions."""
+        return int(self.state_mean.shape[0])
+
+    @property
+    def action_dim(self) -> int:
+        """Number of action dimensions."""
+        return int(self.action_min.shape[0])
+
+    def _action_range(self) -> np.ndarray:
+        return np.maximum(self.action_max - self.action_min, RANGE_FLOOR)
+
+    def normalize_state(self, state: np.ndarray) -> np.ndarray:
+        """States in data units -> z-scores (any leading shape)."""
+        return ((state - self.state_mean) / self.state_std).astype(np.float32)
+
+    def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Actions in data units -> [-1, 1] (any leading shape)."""
+        return (2.0 * (actions - self.action_min) / self._action_range() - 1.0).astype(np.float32)
+
+    def unnormalize_actions(self, actions: np.ndarray) -> np.ndarray:
+        """[-1, 1] model outputs -> actions in data units, clipped to the demonstrated range."""
+        unit = (np.clip(actions, -1.0, 1.0) + 1.0) / 2.0
+        return (unit * self._action_range() + self.action_min).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form stored in daptq.json."""
+        return {
+            "state": {
+                "mode": "mean_std",
+                "mean": self.state_mean.tolist(),
+                "std": self.state_std.tolist(),
+            },
+            "action": {
+                "mode": "min_max",
+                "min": self.action_min.tolist(),
+                "max": self.action_max.tolist(),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalizer:
+        """Inverse of to_dict; a ModelError names a missing or malformed entry."""
+        try:
+            state, action = data["state"], data["action"]
+            if state["mode"] != "mean_std" or action["mode"] != "min_max":
+                raise ModelError(
+                    f"normalisation modes {state['mode']!r}/{action['mode']!r} are not supported; "
+                    "expected mean_std for the state and min_max for actions"
+                )
+            return cls(state["mean"], state["std"], action["min"], action["max"])
+        except (KeyError, TypeError) as error:
+            raise ModelError(f"normalisation statistics lack the entry {error}") from None

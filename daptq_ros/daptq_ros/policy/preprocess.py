@@ -1,0 +1,43 @@
+"""Observation arrays -> model tensors: the one preprocessing path of training and inference."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from daptq_ros.policy.families.base import Batch
+from daptq_ros.policy.normalize import Normalizer
+from daptq_ros.policy.tokenizer import InstructionTokenizer
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An HxWx3 uint8 image at (height, width) = size; INTER_AREA when shrinking (no aliasing)."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def image_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 images [B, H, W, 3] -> float [B, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def make_batch(
+    images: np.ndarray,
+    instructions: list[str],
+    states: np.ndarray,
+    tokenizer: InstructionTokenizer,
+    normalizer: Normalizer,
+) -> Batch:
+    """A model Batch from uint8 images [B, H, W, 3], instruction strings and raw states [B, S]."""
+    ids, mask = tokenizer.encode(instructions)
+    return Batch(
+        images=image_tensor(images),
+        input_ids=torch.from_numpy(ids),
+        attention_mask=torch.from_numpy(mask),
+        state=torch.from_numpy(normalizer.normalize_state(np.asarray(states, dtype=np.float32))),
+    )

@@ -1,0 +1,114 @@
+"""Training: export to a model directory, loss goes down, resume reproduces an unbroken run."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from policy_data import ACTION_DIM, HORIZON, STATE_DIM, synthetic_episodes
+from safetensors.torch import load_file
+
+from daptq_ros.errors import ModelError, PolicyError
+from daptq_ros.policy import TrainConfig, load_model_dir, train
+from daptq_ros.policy.model_dir import WEIGHTS_FILE
+from daptq_ros.policy.normalize import Normalizer
+from daptq_ros.policy.tokenizer import InstructionTokenizer
+from daptq_ros.policy.training import ChunkSampler, learning_rate
+
+CONFIG = TrainConfig(
+    family="cogact",
+    dt=0.05,
+    action_names=("dx", "gripper"),
+    size="tiny",
+    horizon=HORIZON,
+    steps=6,
+    batch_size=8,
+    lr=1e-3,
+    warmup_steps=2,
+    checkpoint_every=2,
+    max_text_length=6,
+)
+
+
+@pytest.mark.parametrize("family", ["cogact", "pi0"])
+def test_train_exports_a_loadable_model_directory(tmp_path, family):
+    config = dataclasses.replace(CONFIG, family=family)
+    result = train(
+        synthetic_episodes(),
+        tmp_path / "model",
+        config,
+        provenance={"data_seed": 7},
+        progress=False,
+    )
+    assert result.step == 6 and len(result.losses) == 6 and np.isfinite(result.losses).all()
+    loaded = load_model_dir(result.model_dir)
+    assert loaded.meta.family == family and loaded.meta.horizon == HORIZON
+    provenance = json.loads((result.model_dir / "daptq.json").read_text())["provenance"]
+    assert provenance["data_seed"] == 7 and provenance["training"]["steps"] == 6
+    assert provenance["metrics"]["steps"] == 6
+
+
+def test_training_loss_decreases(tmp_path):
+    config = dataclasses.replace(CONFIG, steps=40, lr=3e-3, checkpoint_every=100, shift_pixels=0)
+    losses = train(synthetic_episodes(), tmp_path / "m", config, progress=False).losses
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    episodes = synthetic_episodes()
+    whole = train(episodes, tmp_path / "whole", CONFIG, progress=False)
+    first = train(episodes, tmp_path / "split", CONFIG, stop_at=3, progress=False)
+    assert first.model_dir is None and first.step == 3
+    second = train(episodes, tmp_path / "split", CONFIG, resume=True, progress=False)
+    assert second.step == 6 and len(second.losses) == 3
+    assert second.losses == whole.losses[3:]
+    a = load_file(str(whole.model_dir / WEIGHTS_FILE))
+    b = load_file(str(second.model_dir / WEIGHTS_FILE))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_refuses_other_settings_or_a_missing_checkpoint(tmp_path):
+    episodes = synthetic_episodes()
+    train(episodes, tmp_path / "m", CONFIG, stop_at=2, progress=False)
+    with pytest.raises(ModelError, match=r"other training settings \(lr\)"):
+        train(episodes, tmp_path / "m", dataclasses.replace(CONFIG, lr=1.0), resume=True)
+    longer = train(
+        episodes, tmp_path / "m", dataclasses.replace(CONFIG, steps=8), resume=True, progress=False
+    )
+    assert longer.step == 8 and len(longer.losses) == 6
+    with pytest.raises(ModelError, match="no checkpoint"):
+        train(episodes, tmp_path / "new", CONFIG, resume=True, progress=False)
+
+
+def test_bad_demonstrations_are_named():
+    episodes = synthetic_episodes(2)
+    episodes[1].states = episodes[1].states[:-1]
+    with pytest.raises(PolicyError, match="demonstration 1"):
+        train(episodes, "unused", CONFIG, progress=False)
+    episodes = synthetic_episodes(1)
+    episodes[0].images = episodes[0].images.astype(np.float32)
+    with pytest.raises(PolicyError, match="uint8"):
+        train(episodes, "unused", CONFIG, progress=False)
+
+
+def test_chunks_repeat_the_last_action_and_mask_it():
+    episodes = synthetic_episodes(1, length=3)
+    tokenizer = InstructionTokenizer.train([episodes[0].instruction], 6)
+    normalizer = Normalizer.fit(episodes[0].states, episodes[0].actions)
+    sampler = ChunkSampler(episodes, tokenizer, normalizer, horizon=4, num_views=2)
+    batch = sampler.sample(np.random.default_rng(0), 16, shift_pixels=4)
+    assert batch.images.shape == (16, 3, 16, 32) and batch.state.shape == (16, STATE_DIM)
+    assert batch.actions.shape == (16, 4, ACTION_DIM)
+    for row in range(16):
+        valid = int(batch.action_mask[row].sum())
+        assert valid in (1, 2, 3)
+        assert (batch.actions[row, valid:] == batch.actions[row, valid - 1]).all()
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    assert learning_rate(CONFIG, 0) == pytest.approx(CONFIG.lr / 2)
+    assert learning_rate(CONFIG, 2) == pytest.approx(CONFIG.lr)
+    assert learning_rate(CONFIG, 6) == pytest.approx(0.0)

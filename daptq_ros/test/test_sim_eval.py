@@ -1,0 +1,182 @@
+"""`daptq train` + `daptq eval`: demonstrations -> tiny model -> paired closed-loop runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+pytest.importorskip("metaworld")
+
+from daptq_ros.bags import find_bag_dirs, read_episode
+from daptq_ros.cli import main
+from daptq_ros.errors import SimError
+from daptq_ros.policy.contract import ActionChunk
+from daptq_ros.sim.env import Observation
+from daptq_ros.sim.evaluate import PolicyActor
+
+IMAGE = 32
+
+
+class _CountingPolicy:
+    """Returns chunk rows [k, k, k, k] for the k-th call, so executed rows are traceable."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, image, instruction, state, seed=None) -> ActionChunk:
+        self.calls += 1
+        rows = np.stack([np.full(4, self.calls + 0.1 * row) for row in range(8)]) / 100
+        return ActionChunk(rows.astype(np.float32), 0.0125, "ee_delta", ("dx", "dy", "dz", "g"))
+
+
+def _observation() -> Observation:
+    return Observation(
+        image=np.zeros((IMAGE, 2 * IMAGE, 3), np.uint8),
+        instruction="reach the goal",
+        state=np.zeros(4),
+        joint_names=(),
+        joint_positions=np.zeros(0),
+        ee_position=np.zeros(3),
+        ee_quat_xyzw=np.array([0, 0, 0, 1.0]),
+        time=0.0,
+        privileged=np.zeros(39),
+    )
+
+
+def test_policy_actor_executes_the_first_rows_then_replans():
+    policy = _CountingPolicy()
+    actor = PolicyActor(policy, execute_steps=3, model="m", bit_config="")
+    actor.reset(0)
+    decisions = [actor.act(_observation()) for _ in range(7)]
+    assert policy.calls == 3  # steps 0, 3, 6 predict
+    assert [d.chunk is not None for d in decisions] == [True, False, False] * 2 + [True]
+    np.testing.assert_allclose(decisions[1].executed, np.full(4, 0.011))
+    np.testing.assert_allclose(decisions[3].executed, np.full(4, 0.02))
+    assert len(actor.latencies) == 3
+
+
+def test_policy_actor_needs_one_executed_step():
+    with pytest.raises(SimError, match="execute at least one"):
+        PolicyActor(_CountingPolicy(), execute_steps=0, model="m", bit_config="")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, sim_renders: None) -> Path:
+    """Two reach demonstrations at 32 px and a tiny cogact trained on them for a few steps."""
+    root = tmp_path_factory.mktemp("eval")
+    demos, model = root / "demos", root / "model"
+    assert (
+        main(
+            [
+                "collect",
+                "--tasks",
+                "reach",
+                "--episodes",
+                "2",
+                "--image-size",
+                str(IMAGE),
+                "--out",
+                str(demos),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(demos),
+                "--family",
+                "cogact",
+                "--size",
+                "tiny",
+                "--steps",
+                "4",
+                "--batch-size",
+                "4",
+                "--out",
+                str(model),
+            ]
+        )
+        == 0
+    )
+    return model
+
+
+@pytest.mark.sim
+def test_train_reads_every_demonstration(tiny_model: Path):
+    meta = json.loads((tiny_model / "daptq.json").read_text())
+    assert meta["family"] == "cogact"
+    assert meta["provenance"]["episodes"] == 2
+
+
+@pytest.mark.sim
+def test_eval_full_precision_and_quantized_runs_are_paired(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    common = ["eval", "--model", str(tiny_model), "--tasks", "reach", "--episodes", "2", "--json"]
+    assert main([*common, "--out", str(tmp_path / "fp32")]) == 0
+    fp32 = json.loads(capsys.readouterr().out)
+    assert main([*common, "--bits", "w8a8", "--out", str(tmp_path / "w8a8")]) == 0
+    w8a8 = json.loads(capsys.readouterr().out)
+    assert w8a8["bit_config"] == "w8a8" and fp32["bit_config"] == ""
+    assert fp32["overall"]["episodes"] == 2 and fp32["overall"]["ci95"][0] >= 0.0
+    assert fp32["inference_ms"]["calls"] > 0
+    fp_bags, q_bags = find_bag_dirs(tmp_path / "fp32"), find_bag_dirs(tmp_path / "w8a8")
+    assert (
+        [b.name for b in fp_bags]
+        == [b.name for b in q_bags]
+        == ["reach_seed100000", "reach_seed100001"]
+    )
+    first_fp, first_q = read_episode(fp_bags[0]), read_episode(q_bags[0])
+    np.testing.assert_array_equal(first_fp.images[0], first_q.images[0])  # same scene
+    assert first_q.meta.bit_config == "w8a8" and len(first_q.chunks) > 0
+    assert (
+        main(
+            [
+                "drift",
+                "--run",
+                str(tmp_path / "w8a8"),
+                "--reference",
+                str(tmp_path / "fp32"),
+                "--out",
+                str(tmp_path / "drift"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["episodes"]) == 2
+
+
+@pytest.mark.sim
+def test_eval_refuses_methods_that_need_calibration(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    args = ["eval", "--model", str(tiny_model), "--bits", "gptq_w4", "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "needs calibration" in capsys.readouterr().err
+
+
+@pytest.mark.sim
+def test_demo_writes_the_table_and_report(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    out = tmp_path / "demo"
+    args = ["demo", "--model", str(tiny_model), "--tasks", "reach", "--episodes", "1"]
+    assert main([*args, "--presets", "w8a8", "w4a16", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["bits"] for row in report["rows"]] == ["fp32", "w8a8", "w4a16"]
+    fp32, w8a8, w4 = report["rows"]
+    assert fp32["ee_rmse_vs_fp32_m"] is None and w8a8["ee_rmse_vs_fp32_m"] >= 0.0
+    assert w4["weight_mb"] < fp32["weight_mb"]
+    markdown = (out / "demo.md").read_text()
+    assert "| w4a16 |" in markdown and (out / "drift" / "ee_paths.png").stat().st_size > 0
+    assert main([*args, "--out", str(out)]) == 0  # a rerun replaces its own earlier output
+    assert main([*args, "--out", str(tmp_path)]) == 2  # but never a folder it did not write
