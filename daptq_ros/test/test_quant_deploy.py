@@ -124,3 +124,9 @@ def test_deploy_changes_only_linear_layers():
     x = torch.randn(2, 4, 256)
     with torch.no_grad():
         assert _relative_error(deployed(x), simulated(x)) < TOLERANCE
+
+
+def test_int4_layer_with_too_few_output_rows_names_the_fix():
+    simulated = quantize(nn.Sequential(nn.Linear(256, 4)), load_config("w4a16"))
+    with pytest.raises(DaptqError, match="out_features divisible by 16, this layer has 4"):
+        deploy(simulated)

@@ -10,23 +10,25 @@ from torch import nn
 
 from daptq_ros.quant import QuantConfig, quantize
 from daptq_ros.quant.api import METHOD_MODULES
+from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE
 
 
-def keep_ungroupable_layers(model: nn.Module, config: QuantConfig) -> QuantConfig:
-    """The config plus keep entries for Linears whose input width no group size divides.
+def keep_narrow_layers(model: nn.Module, config: QuantConfig) -> QuantConfig:
+    """The config plus keep entries for Linears too narrow for their group format's kernel.
 
-    A VLA has tiny input projections (a 4-D state or action, a timestep embedding) that no
-    per-group format can cover; they hold a negligible share of the weights and stay in bf16.
+    A VLA has tiny projections (a 4-D state or action in, a 4-D action out) that no per-group
+    int4 format covers: the group must divide the input width and the int4 kernel packs output
+    rows in tiles of 16. They hold a negligible share of the weights and stay in bf16.
     """
     narrow = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             spec = config.spec_for(name)
-            if (
-                spec.is_integer
-                and spec.granularity == "group"
-                and module.in_features % spec.group_size
-            ):
+            grouped = spec.is_integer and spec.granularity == "group"
+            too_narrow = (
+                module.in_features % spec.group_size or module.out_features % INT4_ROWS_MULTIPLE
+            )
+            if grouped and too_narrow:
                 narrow.append(name)
     return replace(config, keep=(*config.keep, *narrow)) if narrow else config
 
@@ -35,7 +37,7 @@ def quantize_policy(
     policy: Any, config: QuantConfig, deployed: bool, calibration: Iterable[Any] | None = None
 ) -> QuantConfig:
     """Quantize `policy.model` in place; returns the config as applied (with kept layers)."""
-    applied = keep_ungroupable_layers(policy.model, config)
+    applied = keep_narrow_layers(policy.model, config)
     quantize(policy.model, applied, calibration, deployed=deployed)  # replaces layers in place
     return applied
 

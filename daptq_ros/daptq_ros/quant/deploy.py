@@ -29,6 +29,7 @@ from daptq_ros.quant.formats import fake_quantize_activation_per_token
 from daptq_ros.quant.layers import QuantLinear
 
 INT4_GROUP_SIZES = (32, 64, 128)
+INT4_ROWS_MULTIPLE = 16  # the int4 packing lays out output rows in tiles of 16
 DEPLOY_DTYPE = torch.bfloat16
 
 
@@ -98,6 +99,11 @@ def kernel_name(layer: QuantLinear | nn.Linear) -> str:
         return "bf16"
     fmt = layer.fmt
     if fmt.bits <= 4 and fmt.granularity == "group" and fmt.group_size in INT4_GROUP_SIZES:
+        if layer.out_features % INT4_ROWS_MULTIPLE:
+            raise DaptqError(
+                f"the int4 kernel needs out_features divisible by {INT4_ROWS_MULTIPLE}, this layer "
+                f"has {layer.out_features}; keep it in high precision (keep: [...]) or use 8 bits"
+            )
         return "int4"
     if fmt.bits == 8 and fmt.symmetric and fmt.granularity == "channel":
         return "int8_dynamic" if layer.activation_bits == 8 else "int8_weight_only"

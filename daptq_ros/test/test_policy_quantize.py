@@ -1,0 +1,43 @@
+"""Quantizing a policy: layers too narrow for their group format's kernel stay in bf16."""
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from daptq_ros.policy.quantize import keep_narrow_layers, needs_calibration, quantize_policy
+from daptq_ros.quant import load_config
+from daptq_ros.quant.deploy import DeployedLinear
+
+
+def _policy() -> SimpleNamespace:
+    torch.manual_seed(0)
+    model = nn.ModuleDict(
+        {
+            "state_in": nn.Linear(4, 128),
+            "body": nn.Linear(128, 128),
+            "action_out": nn.Linear(128, 4),
+        }
+    )
+    return SimpleNamespace(model=model)
+
+
+def test_narrow_input_and_output_layers_are_kept():
+    applied = keep_narrow_layers(_policy().model, load_config("w4a16"))
+    assert set(applied.keep) == {"state_in", "action_out"}
+    assert keep_narrow_layers(_policy().model, load_config("w8a8")).keep == ()
+
+
+def test_deployed_policy_quantizes_what_fits_and_runs():
+    policy = _policy()
+    applied = quantize_policy(policy, load_config("w4a16"), deployed=True)
+    kernels = {name: m.kernel for name, m in policy.model.items() if isinstance(m, DeployedLinear)}
+    assert kernels == {"state_in": "bf16", "body": "int4", "action_out": "bf16"}
+    assert applied.name == "w4a16"
+    x = torch.randn(2, 4)
+    y = policy.model["action_out"](policy.model["body"](policy.model["state_in"](x)))
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+
+
+def test_calibrated_methods_are_flagged():
+    assert needs_calibration(load_config("gptq_w4")) and not needs_calibration(load_config("w4a16"))
