@@ -2,6 +2,7 @@
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +26,19 @@ def sim_renders() -> None:
             env.reset(0)
     except SimError as error:
         pytest.skip(f"the simulator cannot render here: {error}")
+
+
+# Real rosbag2 files recorded by ROS 2 itself (read-only, never copied into the repository):
+# the workplace keeps them in shared/data beside the checkout; DAPTQ_ROS2_BAGS overrides.
+ROS2_BAGS = Path(
+    os.environ.get(
+        "DAPTQ_ROS2_BAGS", Path(__file__).resolve().parents[3] / "shared" / "data" / "ros2_bags"
+    )
+)
+
+
+def require_ros2_bags() -> Path:
+    """The folder of the real ROS 2 bags; skips the calling test when it is not there."""
+    if not (ROS2_BAGS / "mcap_cdr_test" / "metadata.yaml").is_file():
+        pytest.skip(f"the real rosbag2 fixtures are not at {ROS2_BAGS}; set DAPTQ_ROS2_BAGS")
+    return ROS2_BAGS

@@ -8,11 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import require_ros2_bags
 
 from daptq_ros.cli import COMMAND_MODULES, main
 from daptq_ros.commands import bags
-
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ros2_bags"
 
 
 def bags_parser() -> argparse.ArgumentParser:
@@ -25,7 +24,7 @@ def bags_parser() -> argparse.ArgumentParser:
 @pytest.fixture(params=["mcap_cdr_test", "sqlite3_cdr_test"])
 def bag(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     copy = tmp_path / request.param
-    shutil.copytree(FIXTURES / request.param, copy)
+    shutil.copytree(require_ros2_bags() / request.param, copy)
     for path in [copy, *copy.iterdir()]:  # the shared originals are read-only
         path.chmod(0o755 if path.is_dir() else 0o644)
     return copy

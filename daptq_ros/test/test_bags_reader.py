@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import require_ros2_bags
 
 from daptq_ros.bags import BagReader, bag_dir, bag_info
 from daptq_ros.errors import BagError
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ros2_bags"
 BAGS = {"mcap": "mcap_cdr_test", "sqlite3": "sqlite3_cdr_test"}
 FILES = {"mcap": "cdr_test_0.mcap", "sqlite3": "cdr_test_0.db3"}
 
@@ -25,7 +25,7 @@ def storage(request: pytest.FixtureRequest) -> str:
 
 def copy_fixture(storage: str, tmp_path: Path) -> Path:
     """A writable copy of the real bag (the originals are read-only and shared)."""
-    source = FIXTURES / BAGS[storage]
+    source = require_ros2_bags() / BAGS[storage]
     assert source.is_dir(), f"missing rosbag2 fixture {source}"
     copy = tmp_path / BAGS[storage]
     shutil.copytree(source, copy)

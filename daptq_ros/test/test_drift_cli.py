@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import require_ros2_bags
 from drift_episodes import write_episode
 
 from daptq_ros.cli import COMMAND_MODULES, main
 from daptq_ros.commands import drift
 from daptq_ros.drift.analysis import META_BIT_CONFIG
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ros2_bags"
 LATER_NS = 1_800_000_000_000_000_000
 OFFSET = 0.02  # m, along z: perpendicular to the (horizontal) motion
 LAG = 0.2  # s
@@ -110,7 +110,7 @@ def test_forward_kinematics_from_an_arm_name(tmp_path: Path, capsys: pytest.Capt
 
 def test_real_ros2_bag_without_joint_states(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     bag = tmp_path / "mcap_cdr_test"
-    shutil.copytree(FIXTURES / "mcap_cdr_test", bag)
+    shutil.copytree(require_ros2_bags() / "mcap_cdr_test", bag)
     for path in [bag, *bag.iterdir()]:  # the shared originals are read-only
         path.chmod(0o755 if path.is_dir() else 0o644)
     write_episode(tmp_path / "ref")
