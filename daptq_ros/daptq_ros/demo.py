@@ -15,19 +15,14 @@ from typing import Any
 
 from daptq_ros.drift.analysis import analyze
 from daptq_ros.drift.report import write_report
-from daptq_ros.policy import load_policy
-from daptq_ros.policy.quantize import quantize_policy
-from daptq_ros.quant import load_config, weight_bytes
+from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
+from daptq_ros.quant import weight_bytes
 from daptq_ros.sim.evaluate import EvalConfig, evaluate
-
-FULL_PRECISION = "fp32"
 
 
 def run_config(model_dir: Path, bits: str, tasks, episodes: int, seed: int, out: Path) -> dict:
     """Evaluate the model at one bit config (deployed kernels); returns the eval summary."""
-    policy = load_policy(model_dir)
-    if bits != FULL_PRECISION:
-        quantize_policy(policy, load_config(bits), deployed=True)
+    policy, _ = load_policy_with_bits(model_dir, bits, deployed=True)
     config = EvalConfig(
         out=out / bits,
         tasks=tuple(tasks),

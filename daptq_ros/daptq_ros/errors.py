@@ -27,3 +27,7 @@ class PolicyError(DaptqError):
 
 class SimError(DaptqError):
     """A simulator task, seed, action or setting that cannot be used, or a broken renderer."""
+
+
+class ControlError(DaptqError):
+    """Robot-side settings or inputs the control loop cannot use (limits, rates, parameters)."""

@@ -35,6 +35,9 @@ IMAGE_ENCODINGS: dict[str, tuple[int, int, tuple[int, int, int]]] = {
     "mono16": (1, 2, (0, 0, 0)),
 }
 
+# sensor_msgs/CompressedImage codecs we write (and read), with OpenCV's file extension.
+COMPRESSED_FORMATS = {"jpeg": ".jpg", "png": ".png"}
+
 
 class JointSample(NamedTuple):
     """One sensor_msgs/JointState as arrays; velocities are NaN when the message has none."""
@@ -71,7 +74,7 @@ def sec_to_ns(seconds: float) -> int:
 def ns_to_time(types: TypeSource, ns: int) -> Any:
     """Integer nanoseconds -> builtin_interfaces/Time (nanosec always in [0, 1e9))."""
     sec, nanosec = divmod(int(ns), NS_PER_S)
-    return _cls(types, "builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
+    return message_class(types, "builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
 
 
 def sec_to_time(types: TypeSource, seconds: float) -> Any:
@@ -112,7 +115,9 @@ def pose_stamped_to_numpy(msg: Any) -> PoseSample:
 
 def header(types: TypeSource, stamp_ns: int, frame_id: str = "") -> Any:
     """A std_msgs/Header with the given stamp and frame."""
-    return _cls(types, "std_msgs/msg/Header")(stamp=ns_to_time(types, stamp_ns), frame_id=frame_id)
+    return message_class(types, "std_msgs/msg/Header")(
+        stamp=ns_to_time(types, stamp_ns), frame_id=frame_id
+    )
 
 
 def joint_state_msg(
@@ -125,7 +130,7 @@ def joint_state_msg(
     frame_id: str = "",
 ) -> Any:
     """Build a sensor_msgs/JointState; omitted velocities/efforts are sent empty, as ROS allows."""
-    cls = _cls(types, "sensor_msgs/msg/JointState")
+    cls = message_class(types, "sensor_msgs/msg/JointState")
     columns = {"position": positions, "velocity": velocities, "effort": efforts}
     fields = {}
     for field, values in columns.items():
@@ -135,7 +140,7 @@ def joint_state_msg(
                 f"JointState {field}: {column.size} values for {len(names)} joints; "
                 "give one per joint"
             )
-        fields[field] = _float_sequence(cls, column)
+        fields[field] = float_sequence(cls, column)
     return cls(header=header(types, stamp_ns, frame_id), name=list(names), **fields)
 
 
@@ -154,12 +159,14 @@ def pose_stamped_msg(
             f"PoseStamped needs a position of 3 and a quaternion of 4 values, got {p.size} and "
             f"{q.size}; pass xyz and xyzw"
         )
-    point = _cls(types, "geometry_msgs/msg/Point")(x=float(p[0]), y=float(p[1]), z=float(p[2]))
-    orientation = _cls(types, "geometry_msgs/msg/Quaternion")(
+    point = message_class(types, "geometry_msgs/msg/Point")(
+        x=float(p[0]), y=float(p[1]), z=float(p[2])
+    )
+    orientation = message_class(types, "geometry_msgs/msg/Quaternion")(
         x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])
     )
-    pose = _cls(types, "geometry_msgs/msg/Pose")(position=point, orientation=orientation)
-    return _cls(types, "geometry_msgs/msg/PoseStamped")(
+    pose = message_class(types, "geometry_msgs/msg/Pose")(position=point, orientation=orientation)
+    return message_class(types, "geometry_msgs/msg/PoseStamped")(
         header=header(types, stamp_ns, frame_id), pose=pose
     )
 
@@ -173,7 +180,7 @@ def image_msg(types: TypeSource, stamp_ns: int, rgb: ArrayLike, frame_id: str = 
             "convert it with np.asarray(image, dtype=np.uint8)"
         )
     height, width, _ = pixels.shape
-    cls = _cls(types, "sensor_msgs/msg/Image")
+    cls = message_class(types, "sensor_msgs/msg/Image")
     data = np.ascontiguousarray(pixels).reshape(-1)
     return cls(
         header=header(types, stamp_ns, frame_id),
@@ -182,7 +189,7 @@ def image_msg(types: TypeSource, stamp_ns: int, rgb: ArrayLike, frame_id: str = 
         encoding="rgb8",
         is_bigendian=0,
         step=3 * width,
-        data=array.array("B", data.tobytes()) if _is_rclpy(cls) else data,
+        data=array.array("B", data.tobytes()) if is_rclpy_class(cls) else data,
     )
 
 
@@ -214,6 +221,76 @@ def image_to_numpy(msg: Any) -> NDArray[np.uint8]:
     return np.ascontiguousarray(rows.reshape(height, width, channels)[:, :, list(rgb)])
 
 
+def compressed_image_msg(
+    types: TypeSource,
+    stamp_ns: int,
+    rgb: ArrayLike,
+    format: str = "jpeg",
+    frame_id: str = "",
+) -> Any:
+    """Build a sensor_msgs/CompressedImage (jpeg or png) from an [H, W, 3] uint8 RGB array."""
+    import cv2  # only compressed images need OpenCV; bags/ stays light without them
+
+    pixels = np.asarray(rgb)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise BagError(
+            f"a compressed image needs an [H, W, 3] uint8 array, got {pixels.dtype} "
+            f"{pixels.shape}; convert it with np.asarray(image, dtype=np.uint8)"
+        )
+    if format not in COMPRESSED_FORMATS:
+        raise BagError(
+            f"compressed image format {format!r} is not supported; use one of "
+            f"{', '.join(COMPRESSED_FORMATS)}"
+        )
+    # OpenCV encodes BGR; the format string is the one image_transport's "compressed" plugin
+    # writes, so ROS subscribers restore rgb8.
+    ok, encoded = cv2.imencode(COMPRESSED_FORMATS[format], np.ascontiguousarray(pixels[:, :, ::-1]))
+    if not ok:
+        raise BagError(f"OpenCV could not encode a {pixels.shape} image as {format}")
+    cls = message_class(types, "sensor_msgs/msg/CompressedImage")
+    data = encoded.reshape(-1)
+    return cls(
+        header=header(types, stamp_ns, frame_id),
+        format=f"rgb8; {format} compressed bgr8",
+        data=array.array("B", data.tobytes()) if is_rclpy_class(cls) else data,
+    )
+
+
+def compressed_image_to_numpy(msg: Any) -> NDArray[np.uint8]:
+    """sensor_msgs/CompressedImage (jpeg or png) -> [H, W, 3] uint8 RGB.
+
+    The format is "jpeg" / "png" or image_transport's "rgb8; jpeg compressed bgr8". Alpha is
+    dropped, grey is repeated into three channels and 16-bit channels keep their high byte.
+    """
+    import cv2  # only compressed images need OpenCV; bags/ stays light without them
+
+    fmt = str(msg.format)
+    # image_transport writes "<raw encoding>; <codec> compressed <encoding>"; older publishers
+    # just the codec. The raw encoding does not matter: OpenCV decodes colour as BGR.
+    words = fmt.split(";")[-1].split()
+    codec = words[0].lower() if words else ""
+    if codec not in COMPRESSED_FORMATS:
+        raise BagError(
+            f"compressed image format {fmt!r} is not supported; publish jpeg or png "
+            "(image_transport's compressed transport; compressedDepth is depth, not colour) "
+            "or record the raw sensor_msgs/Image topic"
+        )
+    data = _bytes(msg.data)
+    # imdecode returns None for bytes that do not decode, and raises on an empty buffer.
+    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if pixels is None:
+        raise BagError(
+            f"compressed image (format {fmt!r}) of {data.size} bytes does not decode as "
+            f"{codec}; the message is empty or corrupt: check the publisher or record the raw "
+            "sensor_msgs/Image topic"
+        )
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if pixels.ndim == 2:
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(pixels[:, :, 2::-1])  # BGR(A) -> RGB, alpha dropped
+
+
 def _bytes(data: Any) -> NDArray[np.uint8]:
     """A uint8[] field as a flat uint8 array: numpy (rosbags), array.array or bytes (rclpy)."""
     if isinstance(data, bytes | bytearray | memoryview | array.array):
@@ -221,12 +298,12 @@ def _bytes(data: Any) -> NDArray[np.uint8]:
     return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
-def _is_rclpy(cls: Any) -> bool:
+def is_rclpy_class(cls: Any) -> bool:
     """Whether `cls` is a rosidl-generated (rclpy) message class rather than a rosbags one."""
     return hasattr(cls, "get_fields_and_field_types")
 
 
-def _cls(types: TypeSource, name: str) -> Any:
+def message_class(types: TypeSource, name: str) -> Any:
     """The message class called `name` from a mapping or a lookup function."""
     try:
         return types[name] if isinstance(types, Mapping) else types(name)
@@ -237,10 +314,10 @@ def _cls(types: TypeSource, name: str) -> Any:
         ) from None
 
 
-def _float_sequence(cls: Any, values: NDArray[np.float64]) -> Any:
+def float_sequence(cls: Any, values: NDArray[np.float64]) -> Any:
     """A float64[] field value in the form this message class accepts."""
     # rosidl-generated (rclpy) classes validate a float64[] as array.array or a Python sequence,
     # never an ndarray; rosbags serializes ndarrays.
-    if _is_rclpy(cls):
+    if is_rclpy_class(cls):
         return array.array("d", values.tolist())
     return values

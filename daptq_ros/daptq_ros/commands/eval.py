@@ -69,22 +69,15 @@ def run(args: argparse.Namespace) -> int:
     """Load (and quantize) the policy, evaluate it, print the table or JSON."""
     import torch
 
-    from daptq_ros.errors import ConfigError
     from daptq_ros.policy import load_policy
-    from daptq_ros.policy.quantize import needs_calibration, quantize_policy
-    from daptq_ros.quant import load_config
+    from daptq_ros.policy.quantize import check_runtime_bit_config, quantize_policy
     from daptq_ros.sim.evaluate import EvalConfig, evaluate, format_summary
 
     torch.set_num_threads(args.threads)
     policy = load_policy(args.model)
     bit_config = ""
     if args.bits:
-        config = load_config(args.bits)
-        if needs_calibration(config):
-            raise ConfigError(
-                f"bit config '{config.name}' uses {config.method}, which needs calibration "
-                "data; quantize with an RTN config here (e.g. w8a8, w4a16)"
-            )
+        config = check_runtime_bit_config(args.bits)
         quantize_policy(policy, config, deployed=args.mode == "deployed")
         bit_config = config.name
     summary = evaluate(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from daptq_ros.errors import ConfigError
 from daptq_ros.quant import QuantConfig, quantize
 from daptq_ros.quant.api import METHOD_MODULES
 from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE
+
+FULL_PRECISION = "fp32"  # the bit config name that means: no quantization
 
 
 def keep_narrow_layers(model: nn.Module, config: QuantConfig) -> QuantConfig:
@@ -45,3 +49,35 @@ def quantize_policy(
 def needs_calibration(config: QuantConfig) -> bool:
     """True when the config's method reads calibration data (SmoothQuant, AWQ, GPTQ)."""
     return bool(METHOD_MODULES[config.method].NEEDS_CALIBRATION)
+
+
+def check_runtime_bit_config(bits: str) -> QuantConfig:
+    """Load the bit config `bits` (preset or file) and refuse methods that need calibration."""
+    from daptq_ros.quant import load_config
+
+    config = load_config(bits)
+    if needs_calibration(config):
+        raise ConfigError(
+            f"bit config '{config.name}' uses {config.method}, which needs calibration data; "
+            "quantize the model offline (daptq quantize) and load that directory, or use an "
+            "RTN config here (e.g. w8a8, w4a16)"
+        )
+    return config
+
+
+def load_policy_with_bits(
+    model_dir: str | Path,
+    bits: str,
+    deployed: bool = True,
+    device: str = "cpu",
+    num_steps: int | None = None,
+) -> tuple[Any, str]:
+    """Load a model directory and quantize it with `bits` ("fp32" = none); (policy, label)."""
+    from daptq_ros.policy.inference import load_policy
+
+    policy = load_policy(model_dir, device=device, num_steps=num_steps)
+    if bits == FULL_PRECISION:
+        return policy, FULL_PRECISION
+    config = check_runtime_bit_config(bits)
+    quantize_policy(policy, config, deployed=deployed)
+    return policy, config.name

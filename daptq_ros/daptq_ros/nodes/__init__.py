@@ -1,0 +1,1 @@
+"""rclpy adapters: the only modules that import rclpy; each forwards messages to a robot/ core."""

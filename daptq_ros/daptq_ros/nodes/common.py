@@ -1,0 +1,57 @@
+"""What every daptq node shares: parameter declaration from robot.params, QoS, fault logging."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+from daptq_ros.robot.params import ParamSpec
+
+# Camera frames: only the newest matters (depth 1, best effort, as sensor drivers publish).
+CAMERA_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT
+)
+# The instruction is latched: a late subscriber still gets the last one.
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+SENSOR_QOS = qos_profile_sensor_data
+COMMAND_QOS = 10
+
+
+def declare(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
+    """Declare every parameter with its description, range and read-only flag; their values."""
+    for spec in specs:
+        descriptor = ParameterDescriptor(
+            description=spec.description,
+            read_only=spec.read_only,
+            additional_constraints=spec.allowed,
+        )
+        if spec.value_type is float and spec.low is not None and spec.high is not None:
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high))
+            ]
+        if spec.value_type is int and spec.low is not None and spec.high is not None:
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)
+            ]
+        node.declare_parameter(spec.name, spec.default, descriptor)
+    return {spec.name: node.get_parameter(spec.name).value for spec in specs}
+
+
+def now_s(node: Node) -> float:
+    """The node clock (sim time under use_sim_time) in seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9

@@ -1,0 +1,204 @@
+"""policy_node: camera + instruction + joint states in, safe arm commands out (rclpy adapter).
+
+All logic is in daptq_ros.robot.policy_core.PolicyNodeCore; this module wires ROS to it.
+Subscriptions only store messages; inference runs on the core's worker thread; commands are
+published only from the command timer. Any fault in a timer latches the e-stop (a held arm).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: 3x faster on 2 cores
+
+import rclpy
+from daptq_ros_interfaces.msg import ActionChunk, PolicyStatus
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rosidl_runtime_py.utilities import get_message
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from daptq_ros.nodes.common import (
+    CAMERA_QOS,
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    declare,
+    now_s,
+)
+from daptq_ros.robot import policy_core
+from daptq_ros.robot.params import NODE_PARAMS
+
+COMMAND_TYPES = {
+    "joint_trajectory": JointTrajectory,
+    "position_array": Float64MultiArray,
+    "twist": TwistStamped,
+    "pose": PoseStamped,
+}
+STATUS_PERIOD_S = 1.0
+
+
+class PolicyNode(Node):
+    """The rclpy skin of PolicyNodeCore."""
+
+    def __init__(self) -> None:
+        super().__init__(policy_core.NODE)
+        params = declare(self, NODE_PARAMS[policy_core.NODE])
+        self.core = policy_core.PolicyNodeCore(params, get_message, clock=lambda: now_s(self))
+        core = self.core
+        inputs = MutuallyExclusiveCallbackGroup()
+        timers = MutuallyExclusiveCallbackGroup()
+        if params["use_compressed"]:
+            topic = f"{params['image_topic']}/compressed"
+            self.create_subscription(
+                CompressedImage,
+                topic,
+                self._wrap(core.on_compressed_image),
+                CAMERA_QOS,
+                callback_group=inputs,
+            )
+        else:
+            self.create_subscription(
+                Image,
+                params["image_topic"],
+                self._wrap(core.on_image),
+                CAMERA_QOS,
+                callback_group=inputs,
+            )
+        self.create_subscription(
+            String,
+            params["instruction_topic"],
+            self._wrap(core.on_instruction),
+            LATCHED_QOS,
+            callback_group=inputs,
+        )
+        self.create_subscription(
+            JointState,
+            params["joint_states_topic"],
+            self._wrap(core.on_joint_states),
+            SENSOR_QOS,
+            callback_group=inputs,
+        )
+        self.create_subscription(
+            PoseStamped,
+            params["ee_pose_topic"],
+            self._wrap(core.on_ee_pose),
+            SENSOR_QOS,
+            callback_group=inputs,
+        )
+        command_type = COMMAND_TYPES[core.interface]
+        self.outputs = {
+            policy_core.COMMAND: self.create_publisher(
+                command_type, core.command_topic, COMMAND_QOS
+            ),
+            policy_core.DEBUG_COMMAND: self.create_publisher(
+                command_type, policy_core.DEBUG_COMMAND, COMMAND_QOS
+            ),
+            policy_core.GRIPPER: self.create_publisher(
+                Float64MultiArray, policy_core.GRIPPER, COMMAND_QOS
+            ),
+            policy_core.DEBUG_GRIPPER: self.create_publisher(
+                Float64MultiArray, policy_core.DEBUG_GRIPPER, COMMAND_QOS
+            ),
+            policy_core.ACTION_CHUNK: self.create_publisher(
+                ActionChunk, policy_core.ACTION_CHUNK, COMMAND_QOS
+            ),
+        }
+        self.status = self.create_publisher(PolicyStatus, "~/status", LATCHED_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(SetBool, "~/enable", self._enable)
+        self.create_service(Trigger, "~/estop", self._estop)
+        self.create_service(Trigger, "~/reset_estop", self._reset_estop)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(1.0 / params["control_hz"], self._control_tick, callback_group=timers)
+        self.create_timer(1.0 / params["command_hz"], self._command_tick, callback_group=timers)
+        self.create_timer(STATUS_PERIOD_S, self._status_tick)
+        self.get_logger().info(
+            f"policy_node: model {params['model']}, bit_config {params['bit_config']}, "
+            f"{core.interface} on {core.command_topic}, dry_run={params['dry_run']}; "
+            "disabled until ~/enable"
+        )
+
+    def _wrap(self, handler):
+        """A subscription callback that stores the message; a bad message is logged, not fatal."""
+
+        def callback(msg) -> None:
+            try:
+                handler(msg, now_s(self))
+            except Exception as error:  # e.g. an unsupported image encoding
+                self.get_logger().error(
+                    f"{type(msg).__name__} dropped: {error}", throttle_duration_sec=5.0
+                )
+
+        return callback
+
+    def _control_tick(self) -> None:
+        try:
+            self.core.control_tick(now_s(self))
+        except Exception as error:
+            self._fault("control tick", error)
+
+    def _command_tick(self) -> None:
+        try:
+            for key, message in self.core.command_tick(now_s(self)):
+                self.outputs[key].publish(message)
+        except Exception as error:
+            self._fault("command tick", error)
+
+    def _status_tick(self) -> None:
+        now = now_s(self)
+        self.status.publish(self.core.status_msg(now))
+        self.diagnostics.publish(self.core.diagnostics_msg(now))
+
+    def _fault(self, where: str, error: Exception) -> None:
+        """Any fault latches the e-stop: the next command ticks publish a hold."""
+        self.core.estop()
+        self.get_logger().error(f"{where} failed, e-stop latched: {type(error).__name__}: {error}")
+
+    def _enable(self, request, response):
+        response.success, response.message = self.core.enable(request.data, now_s(self))
+        self.get_logger().info(f"~/enable {request.data}: {response.message}")
+        return response
+
+    def _estop(self, request, response):
+        response.success, response.message = self.core.estop()
+        self.get_logger().warn(response.message)
+        return response
+
+    def _reset_estop(self, request, response):
+        response.success, response.message = self.core.reset_estop()
+        return response
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Validate only (isaac_ros_deploy's rule); accepted changes apply at the next tick."""
+        for parameter in parameters:
+            reason = self.core.check_parameter(parameter.name, parameter.value)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+        for parameter in parameters:
+            self.core.accept_parameter(parameter.name, parameter.value)
+        return SetParametersResult(successful=True)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of `ros2 run daptq_ros policy_node`."""
+    rclpy.init(args=args)
+    node = PolicyNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.core.close()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

@@ -1,0 +1,1 @@
+"""The ROS nodes' logic without rclpy: messages in, core calls, messages out."""

@@ -1,0 +1,184 @@
+"""The drift monitor node without rclpy: joint states / poses against a reference -> DriftReport.
+
+The reference comes from a bag (e.g. the full-precision run of the same task) or from a
+trajectory_msgs/JointTrajectory on a topic; the episode starts with the first sample after
+the reference is set (or after `restart`). Each closed window becomes a DriftReport; a
+window at ERROR can ask the policy node for an e-stop (parameter estop_on_error).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daptq_ros.bags import bag_info
+from daptq_ros.bags.convert import (
+    TypeSource,
+    float_sequence,
+    header,
+    joint_state_to_numpy,
+    message_class,
+    pose_stamped_to_numpy,
+    sec_to_ns,
+    sec_to_time,
+    time_to_sec,
+)
+from daptq_ros.bags.robot_msgs import diagnostic_array_msg
+from daptq_ros.drift.analysis import BagEntry, Sources, load_episode
+from daptq_ros.drift.metrics import Trajectory
+from daptq_ros.drift.monitor import DriftMonitor, DriftWindow, Level, MonitorConfig
+from daptq_ros.errors import ControlError, DriftError
+from daptq_ros.robot.params import check_overrides, defaults
+
+NODE = "drift_monitor"
+DRIFT_REPORT = "daptq_ros_interfaces/msg/DriftReport"
+LEVEL_NAMES = {Level.OK: "OK", Level.WARN: "WARN", Level.ERROR: "ERROR", Level.STALE: "STALE"}
+MONITOR_FIELDS = {f.name for f in fields(MonitorConfig)}
+
+
+class DriftMonitorCore:
+    """Feeds a DriftMonitor from messages and turns closed windows into DriftReport messages."""
+
+    def __init__(self, params: Mapping[str, Any], types: TypeSource) -> None:
+        if reasons := check_overrides(NODE, params):
+            raise ControlError("; ".join(reasons))
+        self.params: dict[str, Any] = {**defaults(NODE), **params}
+        self.types = types
+        config = {k: v for k, v in self.params.items() if k in MONITOR_FIELDS}
+        self.monitor = DriftMonitor(MonitorConfig(**config))
+        self.bit_config = ""
+        self.last_window: DriftWindow | None = None
+        self.estop_requests = 0
+        self._restart = True
+        if self.params["reference_bag"]:
+            self.set_reference(reference_from_bag(str(self.params["reference_bag"]), self.params))
+
+    @property
+    def estop_on_error(self) -> bool:
+        """Whether an ERROR window asks the policy node for an e-stop."""
+        return bool(self.params["estop_on_error"])
+
+    def set_reference(self, reference: Trajectory) -> None:
+        """Compare against `reference` (stamps from 0) from the next sample on."""
+        self.monitor.set_reference(reference)
+        self._restart = True
+
+    def restart(self) -> None:
+        """Start a new episode at the next sample (e.g. when the policy is enabled again)."""
+        self._restart = True
+
+    def on_reference(self, msg: Any) -> None:
+        """A trajectory_msgs/JointTrajectory reference (times from start, positions by name)."""
+        self.set_reference(trajectory_from_msg(msg))
+
+    def on_policy_status(self, msg: Any) -> None:
+        """Our PolicyStatus: the reports carry the bit config that is active."""
+        self.bit_config = str(msg.bit_config)
+
+    def on_joint_states(self, msg: Any) -> Any | None:
+        """Feed a JointState; the DriftReport of the window it closed, else None."""
+        sample = joint_state_to_numpy(msg)
+        self._start(sample.stamp)
+        return self._report(
+            self.monitor.update_joints(sample.stamp, sample.names, sample.positions)
+        )
+
+    def on_ee_pose(self, msg: Any) -> Any | None:
+        """Feed a PoseStamped of the end effector; like on_joint_states."""
+        sample = pose_stamped_to_numpy(msg)
+        self._start(sample.stamp)
+        return self._report(
+            self.monitor.update_pose(sample.stamp, sample.position, sample.quat_xyzw)
+        )
+
+    def wants_estop(self) -> bool:
+        """True once per ERROR window when estop_on_error is set (the node calls the service)."""
+        window = self.last_window
+        if not (self.estop_on_error and window is not None and window.level is Level.ERROR):
+            return False
+        self.last_window = None
+        self.estop_requests += 1
+        return True
+
+    def diagnostics_msg(self, now: float) -> Any:
+        """/diagnostics: the input's liveness and the last window's level."""
+        stream = self.monitor.check(now)
+        window = self.last_window
+        level = (
+            stream.level if stream.level is Level.STALE else (window.level if window else Level.OK)
+        )
+        message = stream.reason or (window.reason if window else "") or "ok"
+        values: dict[str, object] = {"bit_config": self.bit_config, "active": self.monitor.active}
+        if window is not None:
+            values.update(
+                {k: v for k, v in window.to_dict().items() if isinstance(v, float | int | str)}
+            )
+        status = (f"daptq {NODE}", LEVEL_NAMES[level], message, values)
+        return diagnostic_array_msg(self.types, sec_to_ns(now), [status])
+
+    def _start(self, stamp: float) -> None:
+        if self._restart:
+            self.monitor.start_episode(stamp)
+            self._restart = False
+
+    def _report(self, window: DriftWindow | None) -> Any | None:
+        if window is None:
+            return None
+        self.last_window = window
+        return drift_report_msg(self.types, window, self.bit_config)
+
+
+def reference_from_bag(path: str, params: Mapping[str, Any]) -> Trajectory:
+    """The joint states (and poses) of a recorded bag as a reference trajectory."""
+    folder = Path(path)
+    if not folder.exists():
+        raise ControlError(f"reference_bag {path} does not exist; record a reference run first")
+    sources = Sources(str(params["joint_states_topic"]), str(params["ee_pose_topic"]))
+    return load_episode(BagEntry(folder, bag_info(folder)), sources).trajectory
+
+
+def trajectory_from_msg(msg: Any) -> Trajectory:
+    """trajectory_msgs/JointTrajectory -> a reference Trajectory (stamps = time_from_start)."""
+    points = list(msg.points)
+    if len(points) < 2:
+        raise DriftError("a reference JointTrajectory needs at least 2 points")
+    stamps = np.array([time_to_sec(p.time_from_start) for p in points])
+    positions = np.stack([np.asarray(p.positions, dtype=np.float64) for p in points])
+    return Trajectory(stamps, positions, tuple(msg.joint_names))
+
+
+def drift_report_msg(types: TypeSource, window: DriftWindow, bit_config: str) -> Any:
+    """daptq_ros_interfaces/DriftReport from a closed window (missing metrics as NaN)."""
+
+    def value(x: float | None) -> float:
+        return math.nan if x is None else float(x)
+
+    cls = message_class(types, DRIFT_REPORT)
+    return cls(
+        header=header(types, sec_to_ns(window.window_end)),
+        window_start=sec_to_time(types, window.window_start),
+        window_end=sec_to_time(types, window.window_end),
+        samples=window.samples,
+        joint_names=list(window.joint_names),
+        joint_rms_error=float_sequence(cls, np.asarray(window.joint_rms_error, dtype=np.float64)),
+        joint_max_error=float_sequence(cls, np.asarray(window.joint_max_error, dtype=np.float64)),
+        joint_final_error=float_sequence(
+            cls, np.asarray(window.joint_final_error, dtype=np.float64)
+        ),
+        ee_position_rmse=value(window.ee_position_rmse),
+        ee_position_max_error=value(window.ee_position_max_error),
+        ee_position_final_error=value(window.ee_position_final_error),
+        ee_rotation_rmse=value(window.ee_rotation_rmse),
+        cumulative_drift=value(window.cumulative_drift),
+        drift_growth_rate=value(window.drift_growth_rate),
+        dtw_distance=value(window.dtw_distance),
+        dtw_lag=value(window.dtw_lag),
+        level=int(window.level),
+        reason=window.reason,
+        bit_config=bit_config,
+    )

@@ -1,0 +1,161 @@
+"""Run the sim bridge and the policy node logic together without ROS, in lockstep, and record.
+
+Messages go between the two cores exactly as the topics of sim.launch.py carry them, one sim
+step at a time, and every message can be written to a rosbag2 under its topic name, so the
+bag looks like `ros2 bag record` of the launched graph and `daptq drift` reads it unchanged.
+Lockstep (the worker's inference is awaited at each control tick) makes runs reproducible.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daptq_ros.bags.convert import sec_to_ns
+from daptq_ros.bags.episode import (
+    META_BIT_CONFIG,
+    META_EPISODE,
+    META_INSTRUCTION,
+    META_MODEL,
+    META_SEED,
+    META_SUCCESS,
+    META_TASK,
+)
+from daptq_ros.bags.writer import BagWriter
+from daptq_ros.errors import ControlError
+from daptq_ros.robot import policy_core, sim_bridge_core
+from daptq_ros.robot.policy_core import PolicyNodeCore
+from daptq_ros.robot.sim_bridge_core import SimBridgeCore
+
+INFERENCE_TIMEOUT_S = 60.0
+# Where each output of the cores goes, by topic, as sim.launch.py wires the graph.
+BRIDGE_TOPICS = {
+    sim_bridge_core.IMAGE: "/camera/image_raw",
+    sim_bridge_core.JOINT_STATES: "/joint_states",
+    sim_bridge_core.EE_POSE: "/ee_pose",
+    sim_bridge_core.CLOCK: "/clock",
+    sim_bridge_core.INSTRUCTION: "/instruction",
+}
+POLICY_TOPICS = {
+    policy_core.DEBUG_COMMAND: "/policy_node/debug/command",
+    policy_core.GRIPPER: "/policy_node/gripper",
+    policy_core.DEBUG_GRIPPER: "/policy_node/debug/gripper",
+    policy_core.ACTION_CHUNK: "/policy_node/action_chunk",
+}
+STATUS_TOPIC = "/policy_node/status"
+
+
+@dataclass(frozen=True)
+class LockstepResult:
+    """How a lockstep episode went."""
+
+    steps: int
+    success: bool
+    commands: int
+    chunks: int
+
+
+class Recorder:
+    """Writes messages to a rosbag2 (MCAP) under their topics, adding each topic on first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.bag = BagWriter(path, compress=True)
+        self.bag.open()
+        self._topics: set[str] = set()
+
+    def write(self, topic: str, msg: Any, now: float) -> None:
+        """Record `msg` on `topic` at time `now` (s)."""
+        if topic not in self._topics:
+            self.bag.add_topic(topic, msg.__msgtype__)
+            self._topics.add(topic)
+        self.bag.write(topic, msg, sec_to_ns(now))
+
+    def close(self, metadata: dict[str, str]) -> None:
+        """Store the episode metadata (daptq.* keys) and close the bag."""
+        for key, value in metadata.items():
+            self.bag.set_custom_data(key, value)
+        self.bag.close()
+
+
+def run_lockstep(
+    bridge: SimBridgeCore,
+    node: PolicyNodeCore,
+    steps: int,
+    recorder: Recorder | None = None,
+    enable: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> LockstepResult:
+    """Step the sim `steps` times (or until its episode ends) with the node commanding it."""
+    command_topic = node.command_topic
+    control_every = max(1, round(float(node.params["command_hz"]) / node.params["control_hz"]))
+    commands = chunks = 0
+
+    def deliver(messages: list[tuple[str, Any]], now: float) -> None:
+        handlers = {
+            sim_bridge_core.IMAGE: node.on_image,
+            sim_bridge_core.JOINT_STATES: node.on_joint_states,
+            sim_bridge_core.EE_POSE: node.on_ee_pose,
+            sim_bridge_core.INSTRUCTION: node.on_instruction,
+        }
+        for key, msg in messages:
+            if key in handlers:
+                handlers[key](msg, now)
+            if recorder is not None:
+                recorder.write(BRIDGE_TOPICS[key], msg, now)
+
+    deliver(bridge.initial_messages(), bridge.time)
+    if enable:
+        ok, reason = node.enable(True, bridge.time)
+        if not ok:
+            raise ControlError(f"lockstep: the policy node refused to enable: {reason}")
+    for step in range(steps):
+        now = bridge.time
+        if step % control_every == 0 and node.control_tick(now):
+            _await_inference(node)
+        for key, msg in node.command_tick(now):
+            if key == policy_core.COMMAND:
+                commands += 1
+                if node.interface == "pose":
+                    bridge.on_pose_command(msg)
+                else:
+                    bridge.on_twist_command(msg)
+            elif key == policy_core.GRIPPER:
+                bridge.on_gripper_command(msg)
+            elif key == policy_core.ACTION_CHUNK:
+                chunks += 1
+            if recorder is not None:
+                topic = command_topic if key == policy_core.COMMAND else POLICY_TOPICS[key]
+                recorder.write(topic, msg, now)
+        if recorder is not None and step % control_every == 0:
+            recorder.write(STATUS_TOPIC, node.status_msg(now), now)
+        if on_step is not None:
+            on_step(step, now)
+        deliver(bridge.step(), bridge.time)
+        if bridge.done:
+            break
+    return LockstepResult(bridge.env.steps, bridge.success, commands, chunks)
+
+
+def episode_metadata(bridge: SimBridgeCore, node: PolicyNodeCore, success: bool) -> dict[str, str]:
+    """The daptq.* bag metadata `daptq drift` pairs and groups episodes by."""
+    return {
+        META_TASK: str(bridge.params["task"]),
+        META_SEED: str(bridge.seed),
+        META_EPISODE: "0",
+        META_MODEL: node.model_label,
+        META_BIT_CONFIG: node.bit_config,
+        META_SUCCESS: "true" if success else "false",
+        META_INSTRUCTION: bridge.instruction,
+    }
+
+
+def _await_inference(node: PolicyNodeCore) -> None:
+    """Block until the worker has finished what was submitted (lockstep)."""
+    deadline = time.monotonic() + INFERENCE_TIMEOUT_S
+    while node.worker.busy:
+        if time.monotonic() > deadline:
+            raise ControlError(f"lockstep: inference took over {INFERENCE_TIMEOUT_S} s")
+        time.sleep(0.0005)

@@ -1,0 +1,554 @@
+"""The policy node without rclpy: messages in, inference off-thread, safe command messages out.
+
+The rclpy node (nodes/policy_node.py) only forwards callbacks, timers, services and parameter
+changes here and publishes what comes back. Threads: subscription callbacks store the newest
+message; `control_tick` (at control_hz) submits the newest observation to the inference
+worker; `command_tick` (at command_hz) is the only place that produces commands, always
+through the safety filter. Parameter changes are validated by `check_parameter` (the
+set-parameters callback; it never acts) and applied at the next command tick, which works
+on Humble, where post-set callbacks do not exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from daptq_ros.bags.convert import (
+    TypeSource,
+    compressed_image_to_numpy,
+    image_to_numpy,
+    joint_state_to_numpy,
+    pose_stamped_msg,
+    pose_stamped_to_numpy,
+    sec_to_ns,
+    time_to_sec,
+)
+from daptq_ros.bags.episode import GRIPPER_JOINTS, gripper_opening
+from daptq_ros.bags.robot_msgs import (
+    action_chunk_msg,
+    diagnostic_array_msg,
+    float64_array_msg,
+    joint_trajectory_msg,
+    policy_status_msg,
+    twist_stamped_msg,
+)
+from daptq_ros.control.chunks import ChunkScheduler
+from daptq_ros.control.commands import JOINT_INTERFACES, TargetBuilder
+from daptq_ros.control.limits import AxisLimits
+from daptq_ros.control.runtime import (
+    ChunkPolicy,
+    InferenceResult,
+    InferenceWorker,
+    Observation,
+    SwapState,
+)
+from daptq_ros.control.safety import SafetyConfig, SafetyFilter, Status
+from daptq_ros.control.watchdog import Watchdog
+from daptq_ros.errors import ControlError, DaptqError
+from daptq_ros.robot.arm import ArmModel, arm_model
+from daptq_ros.robot.params import check_overrides, defaults, spec
+from daptq_ros.robot.presets import load_robot
+
+NODE = "policy_node"
+# Output keys; the rclpy node maps them to publishers (a leading ~ is the node's namespace).
+COMMAND = "command"
+DEBUG_COMMAND = "~/debug/command"
+GRIPPER = "~/gripper"
+DEBUG_GRIPPER = "~/debug/gripper"
+ACTION_CHUNK = "~/action_chunk"
+# An ee_delta action outside [-1, 1] is clipped (MetaWorld's convention); one beyond this bound
+# means the policy diverged and the whole chunk is rejected.
+EE_DELTA_REJECT = 1.5
+TRAJECTORY_PREVIEW_S = 0.5  # s of future points a JointTrajectory command carries
+RATE_WINDOW = 32  # events over which achieved rates are measured
+MOVING = (Status.ACTIVE, Status.BLENDING)
+IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
+
+
+def default_policy_builder(params: Mapping[str, Any]) -> Callable[[str], ChunkPolicy]:
+    """`bits -> policy` for the node's model, device and flow steps (imports torch lazily)."""
+
+    def build(bits: str) -> ChunkPolicy:
+        import torch
+
+        from daptq_ros.policy.model_dir import default_model_dir
+        from daptq_ros.policy.quantize import load_policy_with_bits
+
+        torch.set_num_threads(int(params["num_threads"]))
+        model = params["model"]
+        directory = default_model_dir("pi0") if model == "default" else model
+        steps = int(params["flow_steps"]) or None
+        policy, _ = load_policy_with_bits(directory, bits, True, str(params["device"]), steps)
+        return policy
+
+    return build
+
+
+class PolicyNodeCore:
+    """Everything the policy node does, fed with message objects and times in seconds."""
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        types: TypeSource,
+        build_policy: Callable[[str], ChunkPolicy] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if reasons := check_overrides(NODE, params):
+            raise ControlError("; ".join(reasons))
+        self.params: dict[str, Any] = {**defaults(NODE), **params}
+        p = self.params
+        self.types = types
+        self.robot = load_robot(p["robot"])
+        self.interface = str(p["command_interface"])
+        self.command_topic = str(p["command_topic"]) or self.robot.command_topics.get(
+            self.interface, ""
+        )
+        if not self.command_topic:
+            raise ControlError(
+                f"robot preset {self.robot.name} names no topic for command_interface "
+                f"{self.interface}; set the command_topic parameter"
+            )
+        self.arm: ArmModel | None = arm_model(self.robot, str(p["urdf_path"]))
+        self.dry_run = bool(p["dry_run"])
+        self.bit_config = str(p["bit_config"])
+        self._build = build_policy or default_policy_builder(p)
+        first = self._build(self.bit_config)
+        self.worker = InferenceWorker(first, self.bit_config, clock)
+        meta = getattr(getattr(first, "loaded", None), "meta", None)
+        self.model_label = str(p["model"])
+        self.family = str(getattr(meta, "family", ""))
+        self.scheduler = ChunkScheduler(str(p["chunk_merge"]), float(p["ensemble_decay"]))
+        self.safety = SafetyFilter(self._limits(), self._safety_config())
+        self.inputs = Watchdog(
+            {
+                "image": float(p["image_timeout_s"]),
+                "joint_states": float(p["joint_states_timeout_s"]),
+                "instruction": float(p["instruction_timeout_s"]),
+            }
+        )
+        self.outputs = Watchdog({"action_chunk": float(p["output_timeout_s"])})
+        self.counters = {"rejected_actions": 0, "clipped_actions": 0, "failed_inferences": 0}
+        self.counters["stale_results"] = 0
+        self.last_error = ""
+        self._builder: TargetBuilder | None = None
+        self._chunk_dt = 0.0
+        self._image: NDArray[np.uint8] | None = None
+        self._image_stamp = float("nan")
+        self._submitted_stamp = float("nan")
+        self._instruction = str(p["instruction"])
+        self._joints: Any = None
+        self._ee_pose: Any = None
+        self._hold_quat = IDENTITY_QUAT
+        self._pending: dict[str, Any] = {}
+        self._ticks: deque[float] = deque(maxlen=RATE_WINDOW)
+        self._chunk_times: deque[float] = deque(maxlen=RATE_WINDOW)
+        if self._instruction:
+            self.inputs.feed("instruction", clock())
+
+    # ----- inputs: store the newest message, feed the watchdog -----
+    def on_image(self, msg: Any, now: float) -> None:
+        """A sensor_msgs/Image (any encoding bags.convert reads) becomes the newest frame."""
+        self._store_image(image_to_numpy(msg), msg, now)
+
+    def on_compressed_image(self, msg: Any, now: float) -> None:
+        """A sensor_msgs/CompressedImage becomes the newest frame."""
+        self._store_image(compressed_image_to_numpy(msg), msg, now)
+
+    def on_instruction(self, msg: Any, now: float) -> None:
+        """A std_msgs/String sets the instruction."""
+        text = str(msg.data).strip()
+        if text:
+            self._instruction = text
+            self.inputs.feed("instruction", now)
+
+    def on_joint_states(self, msg: Any, now: float) -> None:
+        """A sensor_msgs/JointState becomes the newest arm state."""
+        self._joints = joint_state_to_numpy(msg)
+        self.inputs.feed("joint_states", now)
+
+    def on_ee_pose(self, msg: Any, now: float) -> None:
+        """A geometry_msgs/PoseStamped becomes the newest end-effector pose."""
+        self._ee_pose = pose_stamped_to_numpy(msg)
+
+    # ----- timers -----
+    def control_tick(self, now: float) -> bool:
+        """Submit the newest observation for inference; True if one was submitted."""
+        if self.inputs.stale(now) or self._image is None:
+            return False
+        if self._image_stamp == self._submitted_stamp:
+            return False  # nothing new since the last inference
+        state = self.policy_state()
+        if state is None:
+            return False
+        self.worker.submit(Observation(self._image, self._instruction, state, self._image_stamp))
+        self._submitted_stamp = self._image_stamp
+        return True
+
+    def command_tick(self, now: float) -> list[tuple[str, Any]]:
+        """One command period: collect chunks, filter, and return (output key, message) pairs."""
+        out: list[tuple[str, Any]] = []
+        self._apply_pending()
+        self._advance_swap()
+        for result in self.worker.take_results():
+            self._accept(result, now, out)
+        reasons = self.hold_reasons(now)
+        if reasons:
+            self.safety.hold("; ".join(reasons))
+        else:
+            self.safety.resume()
+        period = 1.0 / float(self.params["command_hz"])
+        measured = self.measured()
+        target, gripper = self._target(now, period, self.safety)
+        command = self.safety.step(target, measured, now, period)
+        self._ticks.append(now)
+        if command.position is None:
+            return out
+        message = self._command_msg(command, now, period)
+        out.append((DEBUG_COMMAND if self.dry_run else COMMAND, message))
+        if gripper is not None and command.status in MOVING:
+            out.append(
+                (
+                    DEBUG_GRIPPER if self.dry_run else GRIPPER,
+                    float64_array_msg(self.types, [gripper]),
+                )
+            )
+        return out
+
+    # ----- services -----
+    def enable(self, flag: bool, now: float) -> tuple[bool, str]:
+        """~/enable: start commanding from the measured state (True) or stop (False)."""
+        if not flag:
+            self.safety.disable()
+            return True, "disabled: no motion commands are published"
+        if stale := self.inputs.reasons(now):
+            return False, "cannot enable, inputs are stale: " + "; ".join(stale)
+        measured = self.measured()
+        if measured is None:
+            return False, "cannot enable: no measured state yet (joint_states / ee_pose)"
+        ok, reason = self.safety.enable(measured, now)
+        if ok and self._ee_pose is not None:
+            self._hold_quat = self._ee_pose.quat_xyzw
+        return ok, reason
+
+    def estop(self) -> tuple[bool, str]:
+        """~/estop: latch a hold; only reset_estop followed by enable moves the arm again."""
+        self.safety.estop("e-stop service")
+        self.scheduler.clear()
+        return True, "e-stop latched: the arm holds; call ~/reset_estop, then ~/enable"
+
+    def reset_estop(self) -> tuple[bool, str]:
+        """~/reset_estop: clear the latch; the node stays disabled until enabled again."""
+        self.safety.reset_estop()
+        return True, "e-stop cleared; the node is disabled until ~/enable"
+
+    # ----- parameters -----
+    def check_parameter(self, name: str, value: Any) -> str | None:
+        """Why a run-time change of `name` to `value` is refused, or None if it is accepted."""
+        try:
+            param = spec(NODE, name)
+        except ControlError as error:
+            return str(error)
+        if reason := param.check(value):
+            return reason
+        if param.read_only:
+            return f"{name} is read-only at run time; restart the node with the new value"
+        enabled = self.safety.enabled
+        if name == "bit_config":
+            return self._check_swap(str(value), enabled)
+        if name in ("velocity_scale", "acceleration_scale") and enabled:
+            return f"{name} can change only while the node is disabled (call ~/enable false)"
+        return None
+
+    def accept_parameter(self, name: str, value: Any) -> None:
+        """Queue an accepted change; it takes effect at the next command tick."""
+        self._pending[name] = value
+
+    # ----- what the node reports -----
+    def measured(self) -> NDArray[np.float64] | None:
+        """The measured state in the command's space (joints, or the tool position)."""
+        if self.interface in JOINT_INTERFACES:
+            return self._joint_positions()
+        if self._ee_pose is not None:
+            return self._ee_pose.position
+        q = self._joint_positions()
+        return None if q is None or self.arm is None else self.arm.position(q)
+
+    def policy_state(self) -> NDArray[np.float64] | None:
+        """The policy's state vector: tool position [3] and gripper opening in [0, 1]."""
+        if self._ee_pose is not None:
+            position = self._ee_pose.position
+        else:
+            q = self._joint_positions()
+            if q is None or self.arm is None:
+                return None
+            position = self.arm.position(q)
+        return np.append(position, self._gripper_opening())
+
+    def hold_reasons(self, now: float) -> list[str]:
+        """Why the arm must hold now (stale inputs or outputs, a swap); empty when none."""
+        reasons = self.inputs.reasons(now) + self.outputs.reasons(now)
+        if self.measured() is None:
+            reasons.append("no measured state (joint_states / ee_pose)")
+        return reasons
+
+    def status_fields(self, now: float) -> dict[str, Any]:
+        """The fields of daptq_ros_interfaces/PolicyStatus."""
+        building = self.worker.swap_state is SwapState.BUILDING
+        return {
+            "model": self.model_label,
+            "family": self.family,
+            "bit_config": self.bit_config,
+            "enabled": self.safety.enabled,
+            "dry_run": self.dry_run,
+            "estopped": self.safety.estopped,
+            "safety_status": self.safety.status.value,
+            "hold_reasons": self.hold_reasons(now),
+            "inference_latency": _nan_to_zero(self.worker.mean_latency()),
+            "inference_hz": _rate(self._chunk_times),
+            "command_hz": _rate(self._ticks),
+            "dropped_frames": self.worker.counters["dropped"],
+            "rejected_actions": self.counters["rejected_actions"]
+            + self.safety.counters["rejected_nonfinite"],
+            "clipped_actions": self.counters["clipped_actions"]
+            + self.safety.counters["clipped_velocity"]
+            + self.safety.counters["clipped_acceleration"]
+            + self.safety.counters["clipped_position"],
+            "swap_in_progress": building,
+            "pending_bit_config": self.worker.swap_label if building else "",
+        }
+
+    def status_msg(self, now: float) -> Any:
+        """~/status: our PolicyStatus message (bags record the active bit config with it)."""
+        return policy_status_msg(self.types, sec_to_ns(now), self.status_fields(now))
+
+    def diagnostics_msg(self, now: float) -> Any:
+        """/diagnostics: model, bit config, rates, drops, clipping, watchdog state."""
+        fields = self.status_fields(now)
+        level, message = "OK", fields["safety_status"]
+        if fields["estopped"] or self.last_error:
+            level, message = "ERROR", self.last_error or "e-stop latched"
+        elif fields["hold_reasons"] and fields["enabled"]:
+            level, message = "WARN", "holding: " + "; ".join(fields["hold_reasons"])
+        values = {k: v for k, v in fields.items() if k != "hold_reasons"}
+        values.update(self.counters)
+        values["watchdog"] = "; ".join(fields["hold_reasons"]) or "ok"
+        status = (f"daptq {NODE}", level, message, values)
+        return diagnostic_array_msg(self.types, sec_to_ns(now), [status], self.robot.name)
+
+    def close(self) -> None:
+        """Stop the inference worker."""
+        self.worker.close()
+
+    # ----- internals -----
+    def _store_image(self, rgb: NDArray[np.uint8], msg: Any, now: float) -> None:
+        stamp = time_to_sec(msg.header.stamp)
+        self._image = rgb
+        self._image_stamp = stamp if stamp > 0 else now  # some drivers leave the stamp at zero
+        self.inputs.feed("image", now)
+
+    def _joint_positions(self) -> NDArray[np.float64] | None:
+        if self._joints is None:
+            return None
+        index = {name: i for i, name in enumerate(self._joints.names)}
+        names = self.robot.joints.names
+        if any(name not in index for name in names):
+            return None
+        return self._joints.positions[[index[name] for name in names]]
+
+    def _gripper_opening(self) -> float:
+        """Opening in [0, 1] from the gripper joints; 1 (open) when the arm reports none."""
+        if self._joints is None:
+            return 1.0
+        names = self._joints.names
+        if all(g in names for g in GRIPPER_JOINTS):
+            right, left = (self._joints.positions[names.index(g)] for g in GRIPPER_JOINTS)
+            return float(gripper_opening(right, left))
+        return 1.0
+
+    def _limits(self) -> AxisLimits:
+        p = self.params
+        base = self.robot.joints if self.interface in JOINT_INTERFACES else self.robot.workspace
+        margin = float(p["position_margin"])
+        return base.with_margin(margin).scaled(
+            float(p["velocity_scale"]), float(p["acceleration_scale"])
+        )
+
+    def _safety_config(self) -> SafetyConfig:
+        return SafetyConfig(
+            deviation_threshold=float(self.params["deviation_threshold"]),
+            blend_time=max(float(self.params["blend_time_s"]), 1e-3),
+        )
+
+    def _check_swap(self, bits: str, enabled: bool) -> str | None:
+        from daptq_ros.policy.quantize import FULL_PRECISION, check_runtime_bit_config
+
+        if bits != FULL_PRECISION:
+            try:
+                check_runtime_bit_config(bits)
+            except DaptqError as error:
+                return str(error)
+        if enabled and not self.params["allow_swap_while_enabled"]:
+            return (
+                "bit_config cannot change while the node is enabled; call ~/enable false first, "
+                "or set allow_swap_while_enabled true"
+            )
+        if self.worker.swap_state is SwapState.BUILDING:
+            return f"a swap to {self.worker.swap_label} is still in progress; try again later"
+        return None
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for name, value in pending.items():
+            self.params[name] = value
+            if name == "dry_run":
+                self.dry_run = bool(value)
+            elif name == "bit_config":
+                bits = str(value)
+                self.worker.request_swap(bits, lambda bits=bits: self._build(bits))
+            elif name in ("velocity_scale", "acceleration_scale") and not self.safety.enabled:
+                self.safety = SafetyFilter(self._limits(), self._safety_config())
+
+    def _advance_swap(self) -> None:
+        """Between control steps: serve a built model, or report a failed build."""
+        if self.worker.swap_state is SwapState.READY:
+            self.bit_config = self.worker.apply_swap() or self.bit_config
+            self.params["bit_config"] = self.bit_config
+            # The old model's chunks are not mixed with the new one's: hold until it answers.
+            self.scheduler.clear()
+            self.outputs.reset()
+            self._submitted_stamp = float("nan")
+        elif self.worker.swap_state is SwapState.FAILED:
+            self.last_error = f"bit_config swap failed: {self.worker.acknowledge_failed_swap()}"
+            self.params["bit_config"] = self.bit_config
+
+    def _accept(self, result: InferenceResult, now: float, out: list[tuple[str, Any]]) -> None:
+        if result.generation != self.worker.generation:
+            self.counters["stale_results"] += 1  # computed by the model before a swap
+            return
+        if result.error or result.actions is None:
+            self.counters["failed_inferences"] += 1
+            self.last_error = f"inference failed: {result.error}"
+            return
+        actions = self._checked_actions(result)
+        if actions is None:
+            return
+        try:
+            if self._builder is None:
+                self._builder = self._target_builder(result)
+            added = self.scheduler.add(actions, result.stamp, result.dt, now)
+        except ControlError as error:
+            self.counters["rejected_actions"] += 1
+            self.last_error = str(error)
+            return
+        self.last_error = ""
+        self._chunk_dt = result.dt
+        self._chunk_times.append(now)
+        if added:
+            self.outputs.feed("action_chunk", now)
+        out.append(
+            (
+                ACTION_CHUNK,
+                action_chunk_msg(
+                    self.types,
+                    sec_to_ns(result.stamp),
+                    actions,
+                    result.dt,
+                    result.space,
+                    result.names,
+                    result.latency,
+                    self.bit_config,
+                ),
+            )
+        )
+
+    def _checked_actions(self, result: InferenceResult) -> NDArray[np.float64] | None:
+        """The chunk's actions, clipped to the action space's range; None if rejected."""
+        actions = np.asarray(result.actions, dtype=np.float64)
+        if not np.isfinite(actions).all():
+            self.counters["rejected_actions"] += 1
+            self.last_error = "the policy returned NaN/inf actions; chunk rejected"
+            return None
+        if result.space != "ee_delta":
+            return actions
+        if np.abs(actions).max() > EE_DELTA_REJECT:
+            self.counters["rejected_actions"] += 1
+            self.last_error = (
+                f"the policy returned ee_delta actions up to {np.abs(actions).max():.2f} "
+                f"(valid: [-1, 1]); chunk rejected"
+            )
+            return None
+        clipped = np.clip(actions, -1.0, 1.0)
+        self.counters["clipped_actions"] += int(np.count_nonzero(clipped != actions))
+        return clipped
+
+    def _target_builder(self, result: InferenceResult) -> TargetBuilder:
+        return TargetBuilder(
+            result.space,
+            result.names,
+            self.interface,
+            float(self.params["action_scale"]),
+            len(self.robot.joints.names),
+            self.arm,
+        )
+
+    def _target(
+        self, t: float, period: float, safety: SafetyFilter
+    ) -> tuple[NDArray[np.float64] | None, float | None]:
+        """The target for time t from the scheduled chunk (None when there is no action)."""
+        action = self.scheduler.sample(t)
+        reference = safety.last_command
+        if action is None or self._builder is None or reference is None:
+            return None, None
+        target = self._builder.target(action, reference, period, self._chunk_dt)
+        return target.position, target.gripper
+
+    def _command_msg(self, command: Any, now: float, period: float) -> Any:
+        stamp = sec_to_ns(now)
+        names = self.robot.joints.names
+        if self.interface == "joint_trajectory":
+            points, times = self._trajectory(command, now, period)
+            return joint_trajectory_msg(self.types, stamp, names, points, times)
+        if self.interface == "position_array":
+            return float64_array_msg(self.types, command.position)
+        frame = str(self.params["base_frame"])
+        if self.interface == "twist":
+            velocity = np.zeros(3) if command.velocity is None else command.velocity
+            return twist_stamped_msg(self.types, stamp, velocity, np.zeros(3), frame)
+        return pose_stamped_msg(self.types, stamp, command.position, self._hold_quat, frame)
+
+    def _trajectory(
+        self, command: Any, now: float, period: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """This command plus the chunk's next points, each through a copy of the filter."""
+        points = [command.position]
+        if command.status in MOVING:
+            preview = copy.deepcopy(self.safety)
+            horizon = min(self.scheduler.remaining(now), TRAJECTORY_PREVIEW_S)
+            for k in range(1, int(horizon / period)):
+                t = now + k * period
+                target, _ = self._target(t, period, preview)
+                step = preview.step(target, None, t, period)
+                if step.position is None or step.status not in MOVING:
+                    break
+                points.append(step.position)
+        times = period * np.arange(1, len(points) + 1)
+        return np.stack(points), times
+
+
+def _rate(times: deque[float]) -> float:
+    """Events per second over the stored event times (0 with fewer than two)."""
+    if len(times) < 2 or times[-1] <= times[0]:
+        return 0.0
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def _nan_to_zero(value: float) -> float:
+    return 0.0 if np.isnan(value) else value

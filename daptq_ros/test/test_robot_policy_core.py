@@ -1,0 +1,386 @@
+"""The policy node's logic driven end to end with rosbags-typed messages (no rclpy)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from robot_fakes import (
+    EE_START,
+    SAWYER_HOME,
+    TYPES,
+    ConstantPolicy,
+    ee_pose,
+    image,
+    instruction,
+    joints,
+    wait_idle,
+)
+
+from daptq_ros.bags.convert import compressed_image_msg, pose_stamped_to_numpy, sec_to_ns
+from daptq_ros.bags.robot_msgs import float64_array_to_numpy
+from daptq_ros.control.runtime import SwapState
+from daptq_ros.errors import ControlError
+from daptq_ros.robot import policy_core
+from daptq_ros.robot.policy_core import PolicyNodeCore
+
+HZ = 80.0
+PERIOD = 1.0 / HZ
+
+
+class Rig:
+    """A simulated arm that tracks the commanded tool position exactly, plus the node core."""
+
+    def __init__(self, policy=None, builds=None, **params) -> None:
+        self.policies = builds or {}
+        self.built: list[str] = []
+        first = policy or ConstantPolicy()
+
+        def build(bits: str):
+            self.built.append(bits)
+            if bits in self.policies:
+                return self.policies[bits]()
+            return first
+
+        settings = {"dry_run": False, "command_hz": HZ, "blend_time_s": 0.1, **params}
+        self.core = PolicyNodeCore(settings, TYPES, build_policy=build)
+        self.t = 0.0
+        self.position = EE_START.copy()
+        self.outputs: list[tuple[float, str, object]] = []
+        self.core.on_instruction(instruction(), self.t)
+        self.sensors = {"image": True, "joints": True}
+
+    def tick(self, control: bool = True) -> list[tuple[str, object]]:
+        """Sensors in, one control tick (awaited) every 8 ticks, one command tick."""
+        core, t = self.core, self.t
+        if self.sensors["image"]:
+            core.on_image(image(t), t)
+        if self.sensors["joints"]:
+            core.on_joint_states(joints(t), t)
+            core.on_ee_pose(ee_pose(t, self.position), t)
+        if control and round(t / PERIOD) % 8 == 0 and core.control_tick(t):
+            wait_idle(core)
+        out = core.command_tick(t)
+        for key, msg in out:
+            self.outputs.append((t, key, msg))
+            if key == policy_core.COMMAND:
+                self.position = pose_stamped_to_numpy(msg).position
+        self.t += PERIOD
+        return out
+
+    def run(self, ticks: int, **kwargs) -> None:
+        for _ in range(ticks):
+            self.tick(**kwargs)
+
+    def commands(self, key: str = policy_core.COMMAND) -> np.ndarray:
+        rows = [pose_stamped_to_numpy(m).position for _, k, m in self.outputs if k == key]
+        return np.array(rows).reshape(-1, 3)
+
+    def enable(self) -> None:
+        ok, reason = self.core.enable(True, self.t)
+        assert ok, reason
+
+
+@pytest.fixture
+def rig():
+    made: list[Rig] = []
+
+    def make(**kwargs) -> Rig:
+        made.append(Rig(**kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.core.close()
+
+
+def assert_within_limits(core: PolicyNodeCore, positions: np.ndarray) -> None:
+    limits = core.safety.limits
+    assert np.all(positions >= limits.lower - 1e-9) and np.all(positions <= limits.upper + 1e-9)
+    steps = np.abs(np.diff(positions, axis=0))
+    assert np.all(steps <= limits.velocity * PERIOD + 1e-9)
+
+
+def test_starts_disabled_and_publishes_nothing(rig):
+    r = rig()
+    r.run(40)
+    assert r.commands().size == 0
+    assert r.core.status_fields(r.t)["safety_status"] == "disabled"
+    assert any(k == policy_core.ACTION_CHUNK for _, k, _ in r.outputs)  # inference runs
+
+
+def test_enabled_commands_follow_the_policy_within_the_limits(rig):
+    r = rig()
+    r.run(8)
+    r.enable()
+    r.run(160)
+    positions = r.commands()
+    assert len(positions) >= 150
+    assert positions[-1, 0] > EE_START[0] + 0.1  # the policy pushes +x
+    assert_within_limits(r.core, positions)
+    gripper = [float64_array_to_numpy(m)[0] for _, k, m in r.outputs if k == policy_core.GRIPPER]
+    assert gripper and set(gripper) == {-1.0}
+
+
+def test_dry_run_publishes_only_debug_commands(rig):
+    r = rig(dry_run=True)
+    r.run(8)
+    r.enable()
+    r.run(40)
+    assert r.commands().size == 0
+    assert len(r.commands(policy_core.DEBUG_COMMAND)) == 40
+
+
+def test_enable_is_refused_before_inputs_arrive(rig):
+    r = rig()
+    ok, reason = r.core.enable(True, 0.0)
+    assert not ok and "image" in reason
+
+
+def test_stale_image_holds_the_arm(rig):
+    r = rig()
+    r.run(8)
+    r.enable()
+    r.run(40)
+    r.sensors["image"] = False
+    r.run(80)  # 1 s without images; the image timeout is 0.5 s
+    tail = r.commands()[-20:]
+    assert np.allclose(tail, tail[-1])
+    assert any("image" in reason for reason in r.core.hold_reasons(r.t))
+    assert r.core.safety.status == "hold"
+
+
+def test_stale_joint_states_hold_the_arm(rig):
+    r = rig()
+    r.run(8)
+    r.enable()
+    r.run(40)
+    r.sensors["joints"] = False
+    r.run(60)
+    tail = r.commands()[-20:]
+    assert np.allclose(tail, tail[-1])
+    assert any("joint_states" in reason for reason in r.core.hold_reasons(r.t))
+
+
+def test_no_fresh_chunk_holds_the_arm(rig):
+    r = rig()
+    r.run(8)
+    r.enable()
+    r.run(40)
+    r.run(80, control=False)  # the policy stops answering
+    tail = r.commands()[-20:]
+    assert np.allclose(tail, tail[-1])
+    assert any("action_chunk" in reason for reason in r.core.hold_reasons(r.t))
+
+
+def test_failing_policy_is_reported_and_never_moves_the_arm(rig):
+    r = rig(policy=ConstantPolicy(fail=True))
+    r.run(8)
+    r.enable()
+    r.run(80)
+    positions = r.commands()
+    assert np.allclose(positions, EE_START)
+    assert r.core.counters["failed_inferences"] > 0
+    diagnostics = r.core.diagnostics_msg(r.t)
+    assert diagnostics.status[0].level == 2 and "blew up" in diagnostics.status[0].message
+
+
+def test_nan_chunks_are_rejected_counted_and_never_published(rig):
+    r = rig(policy=ConstantPolicy(nan=True))
+    r.run(8)
+    r.enable()
+    r.run(80)
+    assert np.isfinite(r.commands()).all()
+    assert np.allclose(r.commands(), EE_START)
+    assert r.core.status_fields(r.t)["rejected_actions"] > 0
+
+
+def test_out_of_range_actions_are_clipped_or_rejected(rig):
+    clipped = rig(policy=ConstantPolicy(action=(1.2, 0.0, 0.0, 0.0)))
+    clipped.run(8)
+    assert clipped.core.counters["clipped_actions"] > 0
+    rejected = rig(policy=ConstantPolicy(action=(9.0, 0.0, 0.0, 0.0)))
+    rejected.run(8)
+    assert rejected.core.counters["rejected_actions"] > 0
+    assert not any(k == policy_core.ACTION_CHUNK for _, k, _ in rejected.outputs)
+
+
+def test_estop_latches_until_reset_and_enable(rig):
+    r = rig()
+    r.run(8)
+    r.enable()
+    r.run(40)
+    ok, _ = r.core.estop()
+    assert ok
+    r.run(40)
+    tail = r.commands()[-10:]
+    assert np.allclose(tail, tail[-1])
+    ok, reason = r.core.enable(True, r.t)
+    assert not ok and "stop" in reason
+    r.core.reset_estop()
+    r.enable()
+    before = r.commands()[-1].copy()
+    r.run(40)
+    assert r.commands()[-1, 0] > before[0]
+
+
+def test_compressed_images_drive_the_policy(rig):
+    r = rig()
+    msg = compressed_image_msg(TYPES, sec_to_ns(0.0), np.zeros((8, 16, 3), np.uint8), "png")
+    r.core.on_compressed_image(msg, 0.0)
+    r.core.on_joint_states(joints(0.0), 0.0)
+    r.core.on_ee_pose(ee_pose(0.0), 0.0)
+    assert r.core.control_tick(0.0)
+
+
+def test_a_bad_image_encoding_names_the_problem(rig):
+    r = rig()
+    msg = image(0.0)
+    msg.encoding = "yuv422"
+    with pytest.raises(Exception, match="yuv422"):
+        r.core.on_image(msg, 0.0)
+
+
+def test_parameters_are_validated_not_applied(rig):
+    r = rig()
+    assert "read-only" in r.core.check_parameter("robot", "panda")
+    assert "neither a file nor a preset" in r.core.check_parameter("bit_config", "w3a3_x")
+    assert "needs calibration" in r.core.check_parameter("bit_config", "smoothquant_w8a8")
+    assert r.core.check_parameter("dry_run", True) is None
+    r.run(8)
+    r.enable()
+    assert "enabled" in r.core.check_parameter("bit_config", "w8a8")
+    assert "disabled" in r.core.check_parameter("velocity_scale", 0.2)
+    assert r.core.check_parameter("no_such_parameter", 1) is not None
+
+
+def test_bit_config_from_a_bad_file_is_rejected(rig, tmp_path):
+    bad = tmp_path / "bits.yaml"
+    bad.write_text("method: rtn\nweight_bits: 1\n")
+    r = rig()
+    assert "weight_bits" in r.core.check_parameter("bit_config", str(bad))
+
+
+def test_hot_swap_keeps_serving_the_old_model_until_the_new_one_is_ready(rig):
+    def slow_build():
+        time.sleep(0.4)
+        return ConstantPolicy(action=(0.0, 0.5, 0.0, 1.0))
+
+    r = rig(builds={"w8a8": slow_build}, allow_swap_while_enabled=True)
+    r.run(8)
+    r.enable()
+    r.run(40)
+    assert r.core.check_parameter("bit_config", "w8a8") is None
+    r.core.accept_parameter("bit_config", "w8a8")
+    r.tick()
+    assert r.core.worker.swap_state is SwapState.BUILDING
+    assert r.core.status_fields(r.t)["swap_in_progress"]
+    x_during = []
+    while r.core.worker.swap_state is SwapState.BUILDING:
+        r.tick()
+        x_during.append(r.position[0])
+        time.sleep(0.005)
+    assert x_during[-1] > x_during[0]  # the old model kept commanding +x during the build
+    r.run(120)
+    assert r.core.bit_config == "w8a8" and r.built == ["fp32", "w8a8"]
+    positions = r.commands()
+    assert positions[-1, 1] > EE_START[1] + 0.05  # the new model pushes +y
+    assert_within_limits(r.core, positions)
+    status = r.core.status_fields(r.t)
+    assert status["bit_config"] == "w8a8" and not status["swap_in_progress"]
+
+
+def test_a_failed_swap_keeps_the_old_model(rig):
+    def broken():
+        raise RuntimeError("out of memory")
+
+    r = rig(builds={"w4a16": broken})
+    r.run(8)
+    r.core.accept_parameter("bit_config", "w4a16")
+    deadline = time.monotonic() + 5
+    while r.core.bit_config == "fp32" and time.monotonic() < deadline:
+        r.tick()
+        if "swap failed" in r.core.last_error:
+            break
+    assert r.core.bit_config == "fp32"
+    assert "out of memory" in r.core.last_error
+
+
+def test_joint_trajectory_commands_for_the_panda_respect_its_joint_limits(rig):
+    panda = ("panda_joint1", "panda_joint2", "panda_joint3", "panda_joint4")
+    panda += ("panda_joint5", "panda_joint6", "panda_joint7")
+    q0 = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+    core = PolicyNodeCore(
+        {
+            "robot": "panda",
+            "command_interface": "joint_trajectory",
+            "dry_run": False,
+            "command_hz": HZ,
+            "blend_time_s": 0.1,
+        },
+        TYPES,
+        build_policy=lambda bits: ConstantPolicy(action=(0.0, 0.0, -0.5, 0.0)),
+    )
+    try:
+        t, q, published = 0.0, q0.copy(), []
+        core.on_instruction(instruction(), t)
+        for k in range(160):
+            core.on_image(image(t), t)
+            core.on_joint_states(joints(t, q, panda), t)
+            if k % 8 == 0 and core.control_tick(t):
+                wait_idle(core)
+            if k == 8:
+                assert core.enable(True, t)[0]
+            for key, msg in core.command_tick(t):
+                if key == policy_core.COMMAND:
+                    points = np.array([p.positions for p in msg.points])
+                    assert list(msg.joint_names) == list(panda)
+                    limits = core.safety.limits
+                    assert np.all(points >= limits.lower) and np.all(points <= limits.upper)
+                    q = points[0]
+                    published.append(q)
+            t += PERIOD
+        start, end = core.arm.position(q0), core.arm.position(q)
+        assert end[2] < start[2] - 0.05  # the tool went down, as the policy asked
+        assert_within_limits(core, np.array(published))
+    finally:
+        core.close()
+
+
+def test_status_and_diagnostics_messages_build(rig):
+    r = rig()
+    r.run(16)
+    status = r.core.status_msg(r.t)
+    assert status.bit_config == "fp32" and status.safety_status == "disabled"
+    diagnostics = r.core.diagnostics_msg(r.t)
+    keys = {kv.key for kv in diagnostics.status[0].values}
+    assert {"bit_config", "inference_hz", "dropped_frames", "watchdog"} <= keys
+
+
+def test_unknown_parameters_fail_at_construction():
+    with pytest.raises(ControlError, match="no_such"):
+        PolicyNodeCore({"no_such": 1}, TYPES, build_policy=lambda bits: ConstantPolicy())
+
+
+def test_joint_interface_without_urdf_is_reported_and_never_commands():
+    core = PolicyNodeCore(
+        {"command_interface": "position_array", "dry_run": False},
+        TYPES,
+        build_policy=lambda bits: ConstantPolicy(),
+    )
+    try:
+        core.on_instruction(instruction(), 0.0)
+        core.on_image(image(0.0), 0.0)
+        core.on_joint_states(joints(0.0, SAWYER_HOME), 0.0)
+        core.on_ee_pose(ee_pose(0.0), 0.0)
+        assert core.control_tick(0.0)
+        wait_idle(core)
+        assert core.enable(True, 0.0)[0]
+        out = core.command_tick(0.0)
+        assert "kinematics" in core.last_error
+        assert not any(key == policy_core.ACTION_CHUNK for key, _ in out)
+        commands = [m for key, m in out if key == policy_core.COMMAND]
+        assert all(np.allclose(float64_array_to_numpy(m), SAWYER_HOME[:7]) for m in commands)
+    finally:
+        core.close()
