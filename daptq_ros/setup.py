@@ -17,6 +17,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/bits", glob("config/bits/*.yaml")),
+        (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),
         # the embedded default models (model directories: safetensors, tokenizer, manifest)
         *[
             (
@@ -38,6 +39,9 @@ setup(
     entry_points={
         "console_scripts": [
             "daptq = daptq_ros.cli:main",
+            "policy_node = daptq_ros.nodes.policy_node:main",
+            "drift_monitor = daptq_ros.nodes.drift_monitor:main",
+            "sim_bridge = daptq_ros.nodes.sim_bridge:main",
         ],
     },
 )

@@ -12,7 +12,7 @@ from daptq_ros.bags.convert import image_msg, joint_state_msg, pose_stamped_msg,
 from daptq_ros.bags.typestore import make_typestore
 
 TYPES = make_typestore().types
-SAWYER_JOINTS = tuple(f"right_j{i}" for i in range(7)) + ("r_close", "l_close")
+SAWYER_JOINTS = (*(f"right_j{i}" for i in range(7)), "r_close", "l_close")
 SAWYER_HOME = np.array([1.889, -0.576, -0.977, 1.642, 0.943, 1.044, 2.293, 0.0, 0.0])
 EE_START = np.array([0.0, 0.6, 0.2])
 

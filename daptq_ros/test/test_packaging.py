@@ -43,6 +43,7 @@ ALLOWED_LAYER_IMPORTS = {
     "drift": {"drift", "bags", "errors"},
     "policy": {"policy", "quant", "errors"},
     "sim": {"sim", "policy", "bags", "drift", "errors"},
+    "robot": {"robot", "control", "policy", "sim", "drift", "bags", "errors"},
 }
 NO_TORCH_LAYERS = {"bags", "control", "drift"}
 

@@ -43,13 +43,13 @@ def record(tmp_path, bits: str, seed: int = 100000):
     finally:
         node.close()
         bridge.close()
-    return result, bridge
+    return result
 
 
 def test_recorded_episodes_are_analysed_by_daptq_drift(tmp_path, sim_renders, capsys):
-    fp, bridge = record(tmp_path, "fp32")
+    fp = record(tmp_path, "fp32")
     assert fp.steps == STEPS and fp.commands >= STEPS - 10 and fp.chunks >= STEPS // 8 - 1
-    quantized, _ = record(tmp_path, "w4a16")
+    quantized = record(tmp_path, "w4a16")
     assert quantized.steps == STEPS
     with AnyReader([tmp_path / "fp32"]) as reader:
         assert {c.topic for c in reader.connections} == RECORDED

@@ -8,13 +8,13 @@ automatically: when a chunk arrives, its first rows are already in the past and 
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from daptq_ros.control.checks import is_number, require_time
 from daptq_ros.errors import ControlError
 
 MERGES = ("latest", "ensemble")
@@ -59,8 +59,8 @@ class TimedChunk:
                 "action chunk holds NaN or inf values; drop it and check the policy's output "
                 "(a low-bit model can overflow)"
             )
-        _require_time("chunk stamp", self.stamp)
-        if not (_is_number(self.dt) and math.isfinite(self.dt) and self.dt > 0):
+        require_time("chunk stamp", self.stamp)
+        if not (is_number(self.dt) and math.isfinite(self.dt) and self.dt > 0):
             raise ControlError(f"chunk dt {self.dt!r} must be a finite number of seconds > 0")
         actions.flags.writeable = False
         object.__setattr__(self, "actions", actions)
@@ -86,7 +86,7 @@ class ChunkScheduler:
         if merge not in MERGES:
             raise ControlError(f"merge {merge!r} is not known; use one of {', '.join(MERGES)}")
         if not (
-            _is_number(ensemble_decay) and math.isfinite(ensemble_decay) and ensemble_decay >= 0
+            is_number(ensemble_decay) and math.isfinite(ensemble_decay) and ensemble_decay >= 0
         ):
             raise ControlError(
                 f"ensemble_decay {ensemble_decay!r} must be a finite number >= 0 "
@@ -109,7 +109,7 @@ class ChunkScheduler:
     def add(self, actions: ArrayLike, stamp: float, dt: float, now: float) -> bool:
         """Hold a new chunk; False (counted as dropped_stale) if it ended or is out of order."""
         chunk = TimedChunk(actions, stamp, dt)
-        _require_time("now", now)
+        require_time("now", now)
         dim = chunk.actions.shape[1]
         if self._dim is not None and dim != self._dim:
             raise ControlError(
@@ -130,7 +130,7 @@ class ChunkScheduler:
 
     def state(self, t: float) -> ChunkState:
         """Whether t is before, inside or after the chunks held (EMPTY when none is held)."""
-        _require_time("t", t)
+        require_time("t", t)
         if not self._chunks:
             return ChunkState.EMPTY
         if any(_covers(chunk, t) for chunk in self._chunks):
@@ -142,7 +142,7 @@ class ChunkScheduler:
 
     def sample(self, t: float) -> NDArray[np.float64] | None:
         """The action [D] for time t, or None unless the state at t is ACTIVE."""
-        _require_time("t", t)
+        require_time("t", t)
         live = [chunk for chunk in self._chunks if _covers(chunk, t)]
         if not live:
             self.counters["empty_samples"] += 1
@@ -160,7 +160,7 @@ class ChunkScheduler:
 
     def remaining(self, t: float) -> float:
         """Seconds from t until the last chunk held ends (0 when none is held or all ended)."""
-        _require_time("t", t)
+        require_time("t", t)
         return max(0.0, max((chunk.end() for chunk in self._chunks), default=t) - t)
 
     def clear(self) -> None:
@@ -186,14 +186,3 @@ def _position(chunk: TimedChunk, t: float) -> float:
 def _covers(chunk: TimedChunk, t: float) -> bool:
     """Whether one of the chunk's rows is meant for t."""
     return 0 <= _position(chunk, t) < len(chunk.actions)
-
-
-def _is_number(value: object) -> bool:
-    """A real number, but not a bool (True would pass as 1)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _require_time(name: str, value: float) -> None:
-    """Refuse a time that is not a finite number of seconds: NaN would compare false silently."""
-    if not (_is_number(value) and math.isfinite(value)):
-        raise ControlError(f"{name} {value!r} is not a finite time; pass seconds as a float")

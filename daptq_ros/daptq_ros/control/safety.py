@@ -97,8 +97,8 @@ def stopping_speed(distance: np.ndarray, acceleration: np.ndarray, dt: float) ->
     The plan moves v*dt, then (v - a*dt)*dt, (v - 2*a*dt)*dt, ... until rest, covering
     f(v) = dt * sum_k max(v - k*a*dt, 0). With D = distance / (a*dt^2) and v = a*dt*(m + r),
     m whole and 0 <= r < 1, f(v) = a*dt^2 * (m + 1) * (m/2 + r); solving f(v) = distance gives
-    m = floor((sqrt(8D + 1) - 1) / 2) and r = (D - m(m + 1)/2) / (m + 1). It is exact where the
-    continuous sqrt(2*a*d) over-estimates by up to a*dt, and v(d) <= d/dt.
+    m = floor((sqrt(8D + 1) - 1) / 2) and r = (D - m(m + 1)/2) / (m + 1). The continuous
+    sqrt(2*a*d) over-estimates it and would let a command overshoot a limit; v(d) <= d/dt.
     """
     steps = np.maximum(distance, 0.0) / (acceleration * dt * dt)
     whole = np.floor((np.sqrt(8.0 * steps + 1.0) - 1.0) / 2.0)
@@ -107,7 +107,12 @@ def stopping_speed(distance: np.ndarray, acceleration: np.ndarray, dt: float) ->
 
 
 class SafetyFilter:
-    """Limits, blends or holds each command of the fixed-rate command timer (see the module)."""
+    """Limits, blends or holds each command of the fixed-rate command timer (see the module).
+
+    counters: rejected_nonfinite / rejected_shape (targets or measurements refused),
+    clipped_position / clipped_velocity / clipped_acceleration (steps a limit shaped),
+    deviation_holds / stale_holds (steps held for those reasons), commands (published).
+    """
 
     def __init__(self, limits: AxisLimits, config: SafetyConfig | None = None) -> None:
         self.limits = limits
@@ -191,8 +196,9 @@ class SafetyFilter:
                     f"command (deviation_threshold {self.config.deviation_threshold}); "
                     "wait for the controller to reach the held position"
                 )
-        self._enabled = True
-        self._start_blend(now)
+        self._enabled, self._now = True, now
+        self._blend_start, self._blend_from = now, self._position.copy()
+        self._last_goal = None
         return True, "enabled"
 
     def disable(self) -> None:
@@ -243,11 +249,6 @@ class SafetyFilter:
 
     def _blending(self) -> bool:
         return self._blend_start is None or self._now - self._blend_start < self.config.blend_time
-
-    def _start_blend(self, now: float) -> None:
-        assert self._position is not None
-        self._blend_start, self._blend_from, self._now = now, self._position.copy(), now
-        self._last_goal = None
 
     def _problem(self, label: str, value: object) -> tuple[str, str] | None:
         """Why `value` is not a finite float vector [N]: (counter, reason), or None."""

@@ -9,9 +9,9 @@ clocks are synchronised with it: a stamp from a clock that runs ahead would look
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 
+from daptq_ros.control.checks import is_number, require_time
 from daptq_ros.errors import ControlError
 
 
@@ -28,7 +28,7 @@ class Watchdog:
         for name, timeout in timeouts.items():
             if not isinstance(name, str) or not name:
                 raise ControlError(f"watchdog stream name {name!r} must be a non-empty string")
-            if not _is_number(timeout) or math.isnan(timeout):
+            if not is_number(timeout) or math.isnan(timeout):
                 raise ControlError(
                     f"watchdog timeout of {name!r} is {timeout!r}; give seconds as a number, "
                     "or <= 0 for a stream that only has to be seen once (a latched instruction)"
@@ -39,7 +39,7 @@ class Watchdog:
     def feed(self, name: str, stamp: float) -> None:
         """Record a message of stream `name` at `stamp` (s); an older stamp than seen is ignored."""
         self._require_known(name)
-        _require_time(f"stamp of {name!r}", stamp)
+        require_time(f"stamp of {name!r}", stamp)
         # Keep the newest: a late, reordered message must not make the stream look older.
         if stamp > self._last.get(name, -math.inf):
             self._last[name] = float(stamp)
@@ -47,7 +47,7 @@ class Watchdog:
     def age(self, name: str, now: float) -> float:
         """Seconds since stream `name` was last fed (inf when never)."""
         self._require_known(name)
-        _require_time("now", now)
+        require_time("now", now)
         return now - self._last[name] if name in self._last else math.inf
 
     def stale(self, now: float) -> list[str]:
@@ -81,14 +81,3 @@ class Watchdog:
                 f"watchdog stream {name!r} is unknown; known streams: "
                 f"{', '.join(self._timeouts)} (declare it in the timeouts)"
             )
-
-
-def _is_number(value: object) -> bool:
-    """A real number, but not a bool (True would pass as 1)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _require_time(name: str, value: float) -> None:
-    """Refuse a time that is not a finite number of seconds: NaN would compare false silently."""
-    if not (_is_number(value) and math.isfinite(value)):
-        raise ControlError(f"{name} {value!r} is not a finite time; pass seconds as a float")

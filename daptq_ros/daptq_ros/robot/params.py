@@ -17,8 +17,10 @@ from pathlib import Path
 
 import yaml
 
+from daptq_ros.control.commands import COMMAND_INTERFACES
 from daptq_ros.drift.monitor import MonitorConfig
 from daptq_ros.errors import ControlError
+from daptq_ros.sim.tasks import TASKS
 
 ParamValue = bool | int | float | str
 
@@ -87,19 +89,7 @@ def _number(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 
 
-COMMAND_INTERFACES = ("joint_trajectory", "position_array", "twist", "pose")
-# daptq_ros.sim.tasks.TASKS, in its order (a test keeps the two equal; robot/ does not import
-# the simulator package).
-SIM_TASKS = (
-    "reach",
-    "push",
-    "pick-place",
-    "drawer-open",
-    "button-press-topdown",
-    "drawer-close",
-    "window-open",
-    "button-press",
-)
+SIM_TASKS = tuple(TASKS)
 
 POLICY_NODE: tuple[ParamSpec, ...] = (
     ParamSpec(

@@ -1,0 +1,105 @@
+"""The drift monitor node's logic with rosbags-typed messages: reference in, DriftReports out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from robot_fakes import TYPES
+
+from daptq_ros.bags.convert import joint_state_msg, sec_to_ns
+from daptq_ros.bags.robot_msgs import joint_trajectory_msg, policy_status_msg
+from daptq_ros.drift.monitor import Level
+from daptq_ros.errors import ControlError, DriftError
+from daptq_ros.robot.drift_core import DriftMonitorCore
+
+NAMES = ("j1", "j2")
+STATUS = {
+    "model": "default",
+    "family": "pi0",
+    "bit_config": "w4a16",
+    "enabled": True,
+    "dry_run": False,
+    "estopped": False,
+    "safety_status": "active",
+    "hold_reasons": [],
+    "inference_latency": 0.02,
+    "inference_hz": 10.0,
+    "command_hz": 50.0,
+    "dropped_frames": 0,
+    "rejected_actions": 0,
+    "clipped_actions": 0,
+    "swap_in_progress": False,
+    "pending_bit_config": "",
+}
+T0 = 1000.0
+
+
+def reference_msg(seconds: float = 4.0, rate: float = 50.0):
+    """A JointTrajectory reference: both joints ramp at 0.1 rad/s."""
+    times = np.arange(0.0, seconds, 1.0 / rate)
+    positions = np.stack([0.1 * times, -0.1 * times], axis=1)
+    return joint_trajectory_msg(TYPES, 0, NAMES, positions, times)
+
+
+def feed(core: DriftMonitorCore, offset: float, seconds: float = 3.0, rate: float = 50.0):
+    """Joint states following the reference plus `offset` rad; the reports they close."""
+    reports = []
+    for t in np.arange(0.0, seconds, 1.0 / rate):
+        q = np.array([0.1 * t, -0.1 * t]) + offset
+        report = core.on_joint_states(joint_state_msg(TYPES, sec_to_ns(T0 + t), NAMES, q))
+        if report is not None:
+            reports.append(report)
+    return reports
+
+
+def test_matching_motion_reports_ok_windows():
+    core = DriftMonitorCore({}, TYPES)
+    core.on_reference(reference_msg())
+    reports = feed(core, 0.0)
+    assert len(reports) == 2  # 1 s windows over 3 s of input: two closed
+    assert all(r.level == Level.OK for r in reports)
+    assert max(max(r.joint_rms_error) for r in reports) < 1e-9
+
+
+def test_an_offset_beyond_the_error_threshold_is_error_and_asks_for_an_estop():
+    core = DriftMonitorCore({"estop_on_error": True}, TYPES)
+    core.on_reference(reference_msg())
+    reports = feed(core, 0.3)
+    assert reports[0].level == Level.ERROR
+    assert np.allclose(reports[0].joint_rms_error, 0.3)
+    assert core.wants_estop()
+    assert not core.wants_estop()  # once per ERROR window
+
+
+def test_no_estop_request_unless_asked_for():
+    core = DriftMonitorCore({}, TYPES)
+    core.on_reference(reference_msg())
+    feed(core, 0.3)
+    assert not core.wants_estop()
+
+
+def test_reports_carry_the_active_bit_config():
+    core = DriftMonitorCore({}, TYPES)
+    core.on_policy_status(policy_status_msg(TYPES, 0, STATUS))
+    core.on_reference(reference_msg())
+    report = feed(core, 0.0)[0]
+    assert report.bit_config == "w4a16"
+
+
+def test_diagnostics_go_stale_without_input():
+    core = DriftMonitorCore({}, TYPES)
+    core.on_reference(reference_msg())
+    feed(core, 0.0, seconds=0.5)
+    diagnostics = core.diagnostics_msg(T0 + 5.0)
+    assert diagnostics.status[0].level == Level.STALE
+
+
+def test_a_one_point_reference_is_refused():
+    core = DriftMonitorCore({}, TYPES)
+    with pytest.raises(DriftError, match="at least 2"):
+        core.on_reference(joint_trajectory_msg(TYPES, 0, NAMES, np.zeros((1, 2)), [0.0]))
+
+
+def test_a_missing_reference_bag_names_the_path(tmp_path):
+    with pytest.raises(ControlError, match="does not exist"):
+        DriftMonitorCore({"reference_bag": str(tmp_path / "nope")}, TYPES)
