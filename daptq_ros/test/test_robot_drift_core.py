@@ -103,3 +103,31 @@ def test_a_one_point_reference_is_refused():
 def test_a_missing_reference_bag_names_the_path(tmp_path):
     with pytest.raises(ControlError, match="does not exist"):
         DriftMonitorCore({"reference_bag": str(tmp_path / "nope")}, TYPES)
+
+
+PANDA = tuple(f"panda_joint{i}" for i in range(1, 8))
+PANDA_Q0 = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+
+
+def test_with_the_arms_urdf_joint_states_give_end_effector_drift():
+    core = DriftMonitorCore({"robot": "panda"}, TYPES)
+    times = np.arange(0.0, 3.0, 0.02)
+    reference = PANDA_Q0 + 0.1 * times[:, None]
+    core.on_reference(joint_trajectory_msg(TYPES, 0, PANDA, reference, times))
+    reports = []
+    for t, q in zip(times, reference, strict=True):
+        shifted = q + np.array([0.05, 0, 0, 0, 0, 0, 0])
+        msg = joint_state_msg(TYPES, sec_to_ns(T0 + t), PANDA, shifted)
+        if (report := core.on_joint_states(msg)) is not None:
+            reports.append(report)
+    assert reports and np.isfinite(reports[0].ee_position_rmse)
+    assert 0.005 < reports[0].ee_position_rmse < 0.1  # 0.05 rad at the base joint, in metres
+
+
+def test_robot_description_sets_the_kinematics():
+    from daptq_ros.drift.kinematics import arm_urdf
+
+    core = DriftMonitorCore({"robot": "panda", "urdf_path": ""}, TYPES)
+    core.arm = None
+    core.on_robot_description(TYPES["std_msgs/msg/String"](data=arm_urdf("panda").read_text()))
+    assert core.arm is not None and core.arm.joint_names == PANDA

@@ -384,3 +384,41 @@ def test_joint_interface_without_urdf_is_reported_and_never_commands():
         assert all(np.allclose(float64_array_to_numpy(m), SAWYER_HOME[:7]) for m in commands)
     finally:
         core.close()
+
+
+def test_no_instruction_refuses_enable_and_a_stale_one_holds(rig):
+    r = rig()
+    r.core.close()  # the rig sends an instruction at once; this test starts without one
+    r.core = PolicyNodeCore(
+        {"dry_run": False, "command_hz": HZ, "instruction_timeout_s": 0.5},
+        TYPES,
+        build_policy=lambda bits: ConstantPolicy(),
+    )
+    r.run(8)
+    ok, reason = r.core.enable(True, r.t)
+    assert not ok and "instruction" in reason
+    r.core.on_instruction(instruction(), r.t)
+    r.run(8)
+    r.enable()
+    r.run(80)  # 1 s after the last instruction, the timeout is 0.5 s
+    assert any("instruction" in reason for reason in r.core.hold_reasons(r.t))
+    assert r.core.safety.status == "hold"
+
+
+def test_a_given_urdf_sets_the_joint_limits():
+    from daptq_ros.control.limits import AxisLimits
+    from daptq_ros.drift.kinematics import arm_urdf
+
+    urdf = str(arm_urdf("panda"))
+    core = PolicyNodeCore(
+        {"robot": "panda", "urdf_path": urdf, "command_interface": "position_array"},
+        TYPES,
+        build_policy=lambda bits: ConstantPolicy(),
+    )
+    try:
+        names = core.robot.joints.names
+        expected = AxisLimits.from_urdf(urdf, names).with_margin(0.05)
+        assert np.allclose(core.safety.limits.lower, expected.lower)
+        assert np.allclose(core.safety.limits.upper, expected.upper)
+    finally:
+        core.close()

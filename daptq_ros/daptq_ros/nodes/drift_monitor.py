@@ -13,6 +13,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosidl_runtime_py.utilities import get_message
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -46,6 +47,13 @@ class DriftMonitorNode(Node):
         self.create_subscription(
             PolicyStatus, params["bit_config_topic"], self.core.on_policy_status, LATCHED_QOS
         )
+        if not params["urdf_path"]:
+            self.create_subscription(
+                String,
+                "/robot_description",
+                self._feed(self.core.on_robot_description),
+                LATCHED_QOS,
+            )
         self.create_service(Trigger, "~/restart", self._restart)
         self.create_timer(1.0 / params["report_hz"], self._diagnostics_tick)
 

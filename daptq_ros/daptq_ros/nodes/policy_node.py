@@ -11,6 +11,9 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: 3x faster on 2 cores
 
+from collections.abc import Callable
+
+import numpy as np
 import rclpy
 from daptq_ros_interfaces.msg import ActionChunk, PolicyStatus
 from diagnostic_msgs.msg import DiagnosticArray
@@ -25,6 +28,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from daptq_ros.bags.convert import image_to_numpy
 from daptq_ros.nodes.common import (
     CAMERA_QOS,
     COMMAND_QOS,
@@ -43,6 +47,23 @@ COMMAND_TYPES = {
     "pose": PoseStamped,
 }
 STATUS_PERIOD_S = 1.0
+
+
+def rgb_decoder(logger) -> Callable[[Image], np.ndarray]:
+    """cv_bridge's Image -> RGB when it imports and works with this NumPy, else ours."""
+    try:
+        from cv_bridge import CvBridge
+
+        bridge = CvBridge()
+        bridge.cv2_to_imgmsg(np.zeros((2, 2, 3), np.uint8), "rgb8")  # fails under NumPy 2
+    except Exception as error:  # apt's cv_bridge is built against NumPy 1
+        logger.info(f"cv_bridge unusable ({type(error).__name__}); using the numpy converter")
+        return image_to_numpy
+
+    def decode(msg: Image) -> np.ndarray:
+        return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+
+    return decode
 
 
 class PolicyNode(Node):
@@ -65,10 +86,11 @@ class PolicyNode(Node):
                 callback_group=inputs,
             )
         else:
+            decode = rgb_decoder(self.get_logger())
             self.create_subscription(
                 Image,
                 params["image_topic"],
-                self._wrap(core.on_image),
+                self._wrap(lambda msg, now: core.on_image(msg, now, decode)),
                 CAMERA_QOS,
                 callback_group=inputs,
             )

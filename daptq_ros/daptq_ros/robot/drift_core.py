@@ -30,10 +30,13 @@ from daptq_ros.bags.convert import (
 )
 from daptq_ros.bags.robot_msgs import diagnostic_array_msg
 from daptq_ros.drift.analysis import BagEntry, Sources, load_episode
+from daptq_ros.drift.kinematics import Kinematics
 from daptq_ros.drift.metrics import Trajectory
 from daptq_ros.drift.monitor import DriftMonitor, DriftWindow, Level, MonitorConfig
 from daptq_ros.errors import ControlError, DriftError
+from daptq_ros.robot.arm import ArmModel, arm_model
 from daptq_ros.robot.params import check_overrides, defaults
+from daptq_ros.robot.presets import load_robot
 
 NODE = "drift_monitor"
 DRIFT_REPORT = "daptq_ros_interfaces/msg/DriftReport"
@@ -51,12 +54,19 @@ class DriftMonitorCore:
         self.types = types
         config = {k: v for k, v in self.params.items() if k in MONITOR_FIELDS}
         self.monitor = DriftMonitor(MonitorConfig(**config))
+        self.robot = load_robot(str(self.params["robot"]))
+        # With the arm's kinematics, joint states also give end-effector poses (by FK) when no
+        # pose topic is published, so the report has Cartesian drift too.
+        self.arm: ArmModel | None = arm_model(self.robot, str(self.params["urdf_path"]))
         self.bit_config = ""
         self.last_window: DriftWindow | None = None
         self.estop_requests = 0
         self._restart = True
+        self._pose_topic_seen = False
         if self.params["reference_bag"]:
-            self.set_reference(reference_from_bag(str(self.params["reference_bag"]), self.params))
+            self.set_reference(
+                reference_from_bag(str(self.params["reference_bag"]), self.params, self.arm)
+            )
 
     @property
     def estop_on_error(self) -> bool:
@@ -74,7 +84,12 @@ class DriftMonitorCore:
 
     def on_reference(self, msg: Any) -> None:
         """A trajectory_msgs/JointTrajectory reference (times from start, positions by name)."""
-        self.set_reference(trajectory_from_msg(msg))
+        self.set_reference(trajectory_from_msg(msg, self.arm))
+
+    def on_robot_description(self, msg: Any) -> None:
+        """The URDF (std_msgs/String, e.g. /robot_description) gives the kinematics for FK."""
+        kinematics = Kinematics.from_urdf(str(msg.data), self.robot.ee_frame, self.robot.gripper)
+        self.arm = ArmModel(kinematics, self.robot.joints.names)
 
     def on_policy_status(self, msg: Any) -> None:
         """Our PolicyStatus: the reports carry the bit config that is active."""
@@ -84,13 +99,17 @@ class DriftMonitorCore:
         """Feed a JointState; the DriftReport of the window it closed, else None."""
         sample = joint_state_to_numpy(msg)
         self._start(sample.stamp)
-        return self._report(
-            self.monitor.update_joints(sample.stamp, sample.names, sample.positions)
-        )
+        window = self.monitor.update_joints(sample.stamp, sample.names, sample.positions)
+        if self.arm is not None and not self._pose_topic_seen:
+            q = self.arm.kinematics.q_from_joint_state(sample.names, sample.positions)
+            position, quat = self.arm.pose(q)
+            window = self.monitor.update_pose(sample.stamp, position, quat) or window
+        return self._report(window)
 
     def on_ee_pose(self, msg: Any) -> Any | None:
         """Feed a PoseStamped of the end effector; like on_joint_states."""
         sample = pose_stamped_to_numpy(msg)
+        self._pose_topic_seen = True
         self._start(sample.stamp)
         return self._report(
             self.monitor.update_pose(sample.stamp, sample.position, sample.quat_xyzw)
@@ -133,23 +152,35 @@ class DriftMonitorCore:
         return drift_report_msg(self.types, window, self.bit_config)
 
 
-def reference_from_bag(path: str, params: Mapping[str, Any]) -> Trajectory:
-    """The joint states (and poses) of a recorded bag as a reference trajectory."""
+def reference_from_bag(
+    path: str, params: Mapping[str, Any], arm: ArmModel | None = None
+) -> Trajectory:
+    """The joint states and poses (topic, else FK with `arm`) of a bag as a reference."""
     folder = Path(path)
     if not folder.exists():
         raise ControlError(f"reference_bag {path} does not exist; record a reference run first")
-    sources = Sources(str(params["joint_states_topic"]), str(params["ee_pose_topic"]))
+    sources = Sources(
+        str(params["joint_states_topic"]),
+        str(params["ee_pose_topic"]),
+        None if arm is None else arm.kinematics,
+    )
     return load_episode(BagEntry(folder, bag_info(folder)), sources).trajectory
 
 
-def trajectory_from_msg(msg: Any) -> Trajectory:
-    """trajectory_msgs/JointTrajectory -> a reference Trajectory (stamps = time_from_start)."""
+def trajectory_from_msg(msg: Any, arm: ArmModel | None = None) -> Trajectory:
+    """trajectory_msgs/JointTrajectory -> a reference (stamps = time_from_start; FK poses)."""
     points = list(msg.points)
     if len(points) < 2:
         raise DriftError("a reference JointTrajectory needs at least 2 points")
     stamps = np.array([time_to_sec(p.time_from_start) for p in points])
     positions = np.stack([np.asarray(p.positions, dtype=np.float64) for p in points])
-    return Trajectory(stamps, positions, tuple(msg.joint_names))
+    names = tuple(msg.joint_names)
+    if arm is None:
+        return Trajectory(stamps, positions, names)
+    ee_positions, quats = arm.kinematics.fk_batch(
+        arm.kinematics.q_from_joint_state(names, positions)
+    )
+    return Trajectory(stamps, positions, names, ee_positions, quats)
 
 
 def drift_report_msg(types: TypeSource, window: DriftWindow, bit_config: str) -> Any:

@@ -154,9 +154,14 @@ class PolicyNodeCore:
             self.inputs.feed("instruction", clock())
 
     # ----- inputs: store the newest message, feed the watchdog -----
-    def on_image(self, msg: Any, now: float) -> None:
-        """A sensor_msgs/Image (any encoding bags.convert reads) becomes the newest frame."""
-        self._store_image(image_to_numpy(msg), msg, now)
+    def on_image(
+        self,
+        msg: Any,
+        now: float,
+        decode: Callable[[Any], NDArray[np.uint8]] = image_to_numpy,
+    ) -> None:
+        """A sensor_msgs/Image becomes the newest frame (RGB; `decode` may be cv_bridge's)."""
+        self._store_image(decode(msg), msg, now)
 
     def on_compressed_image(self, msg: Any, now: float) -> None:
         """A sensor_msgs/CompressedImage becomes the newest frame."""
@@ -376,6 +381,11 @@ class PolicyNodeCore:
     def _limits(self) -> AxisLimits:
         p = self.params
         base = self.robot.joints if self.interface in JOINT_INTERFACES else self.robot.workspace
+        if self.interface in JOINT_INTERFACES and p["urdf_path"]:
+            # The URDF given for this arm wins over the preset's numbers; a URDF has no
+            # acceleration limits, so those stay the preset's.
+            urdf = AxisLimits.from_urdf(p["urdf_path"], base.names)
+            base = AxisLimits(base.names, urdf.lower, urdf.upper, urdf.velocity, base.acceleration)
         margin = float(p["position_margin"])
         return base.with_margin(margin).scaled(
             float(p["velocity_scale"]), float(p["acceleration_scale"])
