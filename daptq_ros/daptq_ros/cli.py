@@ -19,7 +19,17 @@ for _noisy in ("torchao", "torch.utils._pytree"):
 from daptq_ros.errors import DaptqError  # noqa: E402
 
 # Subcommand modules under daptq_ros.commands, in the order `daptq --help` lists them.
-COMMAND_MODULES = ("demo", "quant_demo", "bench", "bags", "drift", "collect", "train", "eval")
+COMMAND_MODULES = (
+    "demo",
+    "quant_demo",
+    "bench",
+    "bags",
+    "drift",
+    "collect",
+    "train",
+    "eval",
+    "quantize",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

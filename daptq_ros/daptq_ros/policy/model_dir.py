@@ -17,12 +17,12 @@ Hugging Face Hub, so HF_HUB_OFFLINE=1 holds trivially; remote code is never exec
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -31,6 +31,8 @@ from daptq_ros.policy.contract import ACTION_SPACES
 from daptq_ros.policy.families import FamilyAdapter, get_family
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.tokenizer import InstructionTokenizer
+from daptq_ros.quant import QuantConfig
+from daptq_ros.quant.serialization import load_quantized, save_quantized
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -139,6 +141,33 @@ def save_model_dir(
     return directory
 
 
+def save_quantized_model_dir(
+    directory: str | Path, loaded: LoadedModel, config: QuantConfig, quantization: dict[str, Any]
+) -> Path:
+    """Write a model directory holding the quantized `loaded.model` (simulated QuantLinears).
+
+    `quantization` (method, bit config, calibration summary) is added to the provenance.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(loaded.config, indent=2, sort_keys=True) + "\n")
+    save_quantized(loaded.model, directory / WEIGHTS_FILE, config)
+    loaded.tokenizer.save(directory / TOKENIZER_FILE)
+    provenance = {**loaded.meta.provenance, "quantization": quantization}
+    meta = replace(loaded.meta, provenance=provenance)
+    (directory / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+    return directory
+
+
+def is_quantized_file(weights: Path) -> bool:
+    """Whether a weights file was written by quant.serialization (it carries a bit map)."""
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return "daptq_format" in (handle.metadata() or {})
+    except (SafetensorError, OSError) as error:
+        raise ModelError(f"{weights}: not a readable safetensors file ({error})") from None
+
+
 def check_model_dir(directory: str | Path) -> Path:
     """The directory, if it holds every required file; else a ModelError naming the first gap."""
     directory = Path(directory)
@@ -182,6 +211,12 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     adapter = get_family(meta.family)
     model = adapter.build(config)
     weights = directory / WEIGHTS_FILE
+    if is_quantized_file(weights):
+        # A quantized directory: packed codes + bit map + the folded compensation, so it runs
+        # as quantized without calibration data.
+        model, _ = load_quantized(model, weights)
+        tokenizer = InstructionTokenizer.load(directory / TOKENIZER_FILE)
+        return LoadedModel(model.to(device).eval(), adapter, config, tokenizer, meta)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError, RuntimeError) as error:

@@ -70,7 +70,13 @@ class LayerStats:
 
 
 def run_model(model: nn.Module, item: Any) -> Any:
-    """Call the model on one calibration item (tensor, tuple or mapping)."""
+    """Call the model on one calibration item (tensor, tuple, mapping, or a callable).
+
+    A callable item is called with the model: models whose forward needs more than its
+    inputs (a VLA's loss or sampler) pass their calibration batches that way.
+    """
+    if callable(item) and not isinstance(item, torch.Tensor):
+        return item(model)
     if isinstance(item, dict):
         return model(**item)
     if isinstance(item, (tuple, list)):

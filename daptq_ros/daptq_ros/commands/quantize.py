@@ -1,0 +1,340 @@
+"""`daptq quantize`: post-training quantization of a model directory, calibrated on episode bags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+METHODS = ("rtn", "smoothquant", "awq", "gptq", "qvla", "daptq")
+SCORES = ("virtual", "jacobian", "none")
+CSRC_COLUMNS = ("cov_rel_error", "mean_abs_error", "std_ratio_mean")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `daptq quantize`."""
+    parser = subparsers.add_parser(
+        "quantize",
+        help="quantize a model directory (RTN, SmoothQuant, AWQ, GPTQ, QVLA-style, DA-PTQ)",
+        description="Read calibration episodes from rosbag2 files (simulated or real robot), "
+        "stratify them into spatial bins by the dominant translation axis, quantize the model "
+        "with the chosen method and write a quantized model directory (packed weights, bit map, "
+        "folded compensation: loading it needs no calibration) with a calibration report "
+        "(report.md, calibration.json, sensitivities.png, bits.yaml).",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="model directory (default: the embedded default pi0 model)",
+    )
+    parser.add_argument(
+        "--calib",
+        nargs="+",
+        required=True,
+        metavar="BAGS",
+        help="episode bags, or folders searched recursively for them",
+    )
+    parser.add_argument("--method", required=True, choices=METHODS, help="quantization method")
+    parser.add_argument(
+        "--config",
+        default="w4a8",
+        metavar="BITS",
+        help="bit config (preset name or YAML): the formats for rtn/smoothquant/"
+        "awq/gptq; for daptq and qvla the low weight bits, activation bits and "
+        "group size (default: w4a8)",
+    )
+    parser.add_argument(
+        "--allocation",
+        default="topk",
+        choices=("topk", "budget", "uniform"),
+        help="daptq: top-k (paper), budgeted knapsack, or uniform (the CSRC-only "
+        "ablation) (default: topk)",
+    )
+    parser.add_argument(
+        "--keep-fraction",
+        type=float,
+        default=0.3,
+        help="daptq top-k: fraction of layers kept in bf16 (default: 0.3)",
+    )
+    parser.add_argument(
+        "--average-bits",
+        type=float,
+        default=4.5,
+        help="daptq budget / qvla: average weight bits (default: 4.5)",
+    )
+    parser.add_argument(
+        "--no-csrc",
+        action="store_true",
+        help="daptq: skip the interface compensation (the allocation-only ablation)",
+    )
+    parser.add_argument(
+        "--scores",
+        default="virtual",
+        choices=SCORES,
+        help="daptq drift scores s_j: the paper's virtual planar chain, the real "
+        "arm Jacobian (needs --urdf) or none (default: virtual)",
+    )
+    parser.add_argument(
+        "--urdf",
+        default=None,
+        metavar="ARM_OR_FILE",
+        help="arm for --scores jacobian: panda, ur5, so101, xarm7 or a URDF file",
+    )
+    parser.add_argument("--ee-frame", default=None, help="tool frame of a --urdf file")
+    parser.add_argument(
+        "--bins",
+        type=int,
+        default=6,
+        help="spatial bins of the calibration set (default: 6, the paper's)",
+    )
+    parser.add_argument(
+        "--episodes-per-bin",
+        type=int,
+        default=None,
+        help="episodes drawn per bin (default: all, balanced down to the rarest)",
+    )
+    parser.add_argument("--batches", type=int, default=8, help="calibration batches R (default: 8)")
+    parser.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16)")
+    parser.add_argument("--seed", type=int, default=0, help="calibration seed (default: 0)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument(
+        "--out", required=True, metavar="QDIR", help="quantized model directory to write"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the calibration bags, read them, quantize, save and report."""
+    import torch
+
+    from daptq_ros.policy.model_dir import default_model_dir, load_model_dir
+
+    torch.set_num_threads(args.threads)
+    bags = _checked_bags(args.calib, args.bins)
+    model_dir = Path(args.model) if args.model else default_model_dir("pi0")
+    loaded = load_model_dir(model_dir)
+    episodes, batches = _calibration(loaded, bags, args)
+    start = time.perf_counter()
+    summary = _quantize(loaded, episodes, batches, args)
+    summary["timings"]["total_s"] = time.perf_counter() - start
+    summary.update(model=str(model_dir), calibration_bags=len(bags), method=args.method)
+    _save(loaded, summary, Path(args.out))
+    if args.json:
+        print(json.dumps(_public(summary), indent=2))
+    else:
+        print(_markdown(summary))
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+def _checked_bags(roots: list[str], bins: int) -> list[Path]:
+    """Every calibration bag, after the cheap checks (topics, count) that precede heavy work."""
+    from daptq_ros.bags import bag_info, find_bag_dirs
+    from daptq_ros.bags.episode import TOPICS
+    from daptq_ros.errors import BagError
+
+    bags = [bag for root in roots for bag in find_bag_dirs(root)]
+    if len(bags) < bins:
+        raise BagError(
+            f"the calibration set has {len(bags)} episode bags, fewer than one per bin "
+            f"({bins} bins); record more episodes (daptq collect) or lower --bins"
+        )
+    for bag in bags:
+        topics = {t.name for t in bag_info(bag).topics}
+        if missing := sorted(set(TOPICS) - topics):
+            raise BagError(
+                f"{bag}: calibration bags need the episode topics; {', '.join(missing)} "
+                "missing (record with daptq collect / daptq eval, or record those topics)"
+            )
+    return bags
+
+
+def _calibration(loaded: Any, bags: list[Path], args: argparse.Namespace) -> tuple[list, list]:
+    """Read, stratify and batch the calibration episodes."""
+    from tqdm import tqdm
+
+    from daptq_ros.bags import read_episode
+    from daptq_ros.policy.calibration import calibration_batches, check_calibration_set, stratify
+
+    episodes = [read_episode(p) for p in tqdm(bags, desc="read calibration bags", unit="bag")]
+    check_calibration_set(episodes, args.bins)
+    chosen = stratify(episodes, args.bins, args.episodes_per_bin, args.seed)
+    batches = calibration_batches(loaded, chosen, args.batches, args.batch_size, args.seed)
+    return chosen, batches
+
+
+def _drift_scores(episodes: list, loaded: Any, args: argparse.Namespace):
+    """s_j per action dimension (normalised to mean 1), or None for --scores none."""
+    import numpy as np
+    import torch
+
+    from daptq_ros.drift.scores import jacobian_scores, virtual_chain_scores
+
+    if args.scores == "none":
+        return None
+    meta = loaded.meta
+    if args.scores == "virtual":
+        actions = np.concatenate([e.actions for e in episodes])
+        scores = virtual_chain_scores(actions)
+    else:
+        from daptq_ros.drift.analysis import load_kinematics
+        from daptq_ros.errors import ConfigError
+
+        if args.urdf is None:
+            raise ConfigError("--scores jacobian needs the arm: pass --urdf ARM_OR_FILE")
+        kinematics = load_kinematics(args.urdf, args.ee_frame)
+        names = episodes[0].joint_names
+        positions = np.concatenate([e.joint_positions for e in episodes])
+        scores = jacobian_scores(kinematics, names, positions, meta.action_space, meta.action_names)
+    return torch.tensor(scores, dtype=torch.float32)
+
+
+def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespace) -> dict:
+    """Quantize loaded.model in place with the chosen method; the summary for the report."""
+    from daptq_ros.policy.daptq import (
+        DaptqOptions,
+        calibration_calls,
+        daptq_quantize,
+        linear_layer_names,
+    )
+    from daptq_ros.policy.quantize import keep_narrow_layers
+    from daptq_ros.quant import load_config, quantize
+
+    base = load_config(args.config)
+    adapter, model = loaded.adapter, loaded.model
+    calls = calibration_calls(adapter, batches, args.seed)
+    summary: dict[str, Any] = {"timings": {}}
+    if args.method == "daptq":
+        scores = _drift_scores(episodes, loaded, args)
+        options = DaptqOptions(
+            allocation=args.allocation,
+            keep_fraction=args.keep_fraction,
+            average_bits=args.average_bits,
+            low_bits=base.weight_bits,
+            activation_bits=base.activation_bits,
+            group_size=base.group_size,
+            compensate=not args.no_csrc,
+            seed=args.seed,
+        )
+        loaded.model, result = daptq_quantize(adapter, model, batches, scores, options)
+        summary.update(
+            config=result.config,
+            drift_scores=None if scores is None else scores.tolist(),
+            sensitivities=result.sensitivities,
+            protected=result.protected,
+            compensation=result.compensation,
+            fold_check=result.fold_check,
+        )
+        summary["timings"].update(result.timings)
+        return summary
+    start = time.perf_counter()
+    if args.method == "qvla":
+        config = _qvla_config(model, calls, base, args)
+    else:
+        config = replace(base, method=args.method, name=f"{args.method}_{base.name}")
+    config = keep_narrow_layers(model, config)
+    summary["timings"]["allocate_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    loaded.model = quantize(model, config, calls)
+    summary["timings"]["quantize_s"] = time.perf_counter() - start
+    summary.update(config=config, layers=len(linear_layer_names(model)))
+    return summary
+
+
+def _qvla_config(model: Any, calls: list, base: Any, args: argparse.Namespace):
+    """The QVLA-style baseline: Hessian-proxy channel saliency, greedy demotion to the budget."""
+    from daptq_ros.policy.daptq import linear_layer_names, narrow_layers
+    from daptq_ros.quant.allocation import (
+        bit_map_config,
+        input_second_moments,
+        qvla_allocate,
+        weight_error_table,
+    )
+    from daptq_ros.quant.calibration import collect_layer_stats
+
+    names = linear_layer_names(model)
+    stats = collect_layer_stats(model, calls, names, keep_hessian=True)
+    costs = weight_error_table(model, names, group_size=base.group_size)
+    narrow = narrow_layers(model, base.group_size)
+    bit_map = qvla_allocate(
+        input_second_moments(stats), model, costs, args.average_bits, never=narrow
+    )
+    return bit_map_config(base, bit_map, "qvla", model)
+
+
+def _save(loaded: Any, summary: dict, out: Path) -> None:
+    """The quantized model directory and its calibration report."""
+    import yaml
+
+    from daptq_ros.policy.model_dir import save_quantized_model_dir
+
+    config = summary["config"]
+    public = _public(summary)
+    save_quantized_model_dir(out, loaded, config, {k: public[k] for k in ("method", "config")})
+    (out / "bits.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (out / "calibration.json").write_text(json.dumps(public, indent=2) + "\n")
+    (out / "report.md").write_text(_markdown(summary) + "\n")
+    if summary.get("sensitivities"):
+        _plot_sensitivities(summary, out / "sensitivities.png")
+
+
+def _public(summary: dict) -> dict:
+    """The summary as JSON-ready values."""
+    return {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in summary.items()}
+
+
+def _markdown(summary: dict) -> str:
+    """The readable calibration report."""
+    config = summary["config"]
+    lines = [
+        f"# Calibration report: {summary['method']}",
+        "",
+        f"- model: {summary['model']}",
+        f"- calibration episodes (bags): {summary['calibration_bags']}",
+        f"- bit config: {config.name} (method {config.method}, default W{config.weight_bits}"
+        f"{'A' + str(config.activation_bits) if config.activation_bits else ''})",
+        f"- kept in bf16: {len(config.keep)} layers; per-layer overrides: {len(config.overrides)}",
+    ]
+    if "fold_check" in summary:
+        lines.append(f"- fold check (same parameters and modules): {summary['fold_check']}")
+    if summary.get("drift_scores"):
+        scores = ", ".join(f"{s:.2f}" for s in summary["drift_scores"])
+        lines.append(f"- drift scores s_j: {scores}")
+    lines += ["", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in summary["timings"].items()]
+    layers = summary.get("compensation", {}).get("layers", {})
+    if layers:
+        lines += ["", "Interface statistics vs FP, before -> after compensation (CSRC):", ""]
+        lines += ["| layer | " + " | ".join(CSRC_COLUMNS) + " |"]
+        lines += ["|---" * (1 + len(CSRC_COLUMNS)) + "|"]
+        for name, values in layers.items():
+            cells = [f"{values['before'][c]:.4g} -> {values['after'][c]:.4g}" for c in CSRC_COLUMNS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_sensitivities(summary: dict, path: Path) -> None:
+    """Bar plot of phi_l per layer, bf16-kept layers highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phi = summary["sensitivities"]
+    kept = set(summary["config"].keep)
+    names = list(phi)
+    figure, axis = plt.subplots(figsize=(max(6, len(names) * 0.12), 3.5))
+    colours = ["tab:red" if n in kept else "tab:blue" for n in names]
+    axis.bar(range(len(names)), [phi[n] for n in names], color=colours)
+    axis.set_yscale("log")
+    axis.set_xlabel("layer (module order); red = kept in bf16")
+    axis.set_ylabel("phi_l = mean |dL_drift/dW|")
+    axis.set_title("DA-PTQ layer sensitivities")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

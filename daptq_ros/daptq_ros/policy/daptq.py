@@ -1,0 +1,220 @@
+"""DA-PTQ on a VLA policy: profile, allocate bits, quantize, compensate the interface, fold.
+
+The pipeline of METHOD.md §5 on a loaded model directory, in place (simulated quantization,
+so the result saves as a quantized model directory and deploys to the real kernels later):
+
+1. FP profiling over the calibration batches: the interface layers' output statistics
+   (mu_FP, Sigma_FP) and the layer sensitivities phi_l = mean |dL_drift/dW_l| under the
+   action-head loss weighted by the drift scores s_j.
+2. Allocation: the paper's top-k (k = 30 % of the layers stay bf16, the rest W4A8) or the
+   budgeted multiple-choice knapsack; the last action-head blocks are never quantized.
+3. Quantize with the bit map; a second pass collects the quantized interface statistics.
+4. CSRC: solve gain, shift and low-rank M per interface layer; fold them into the FP weights,
+   re-quantize the folded weights, then refit the shift on the result (METHOD.md §3 [open]).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from daptq_ros.errors import ConfigError
+from daptq_ros.policy.families import Batch, FamilyAdapter
+from daptq_ros.policy.sensitivity import layer_sensitivities
+from daptq_ros.quant import QuantConfig, quantize
+from daptq_ros.quant.allocation import (
+    allocate_budget,
+    allocate_topk,
+    average_bits,
+    bit_map_config,
+    weight_error_table,
+)
+from daptq_ros.quant.csrc import (
+    Compensation,
+    CSRCConfig,
+    collect_output_stats,
+    compensation_report,
+    fold_into_linear,
+    parameter_signature,
+    solve_compensation,
+)
+from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE
+
+ALLOCATIONS = ("topk", "budget", "uniform")
+BLOCK_INDEX = re.compile(r"\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class DaptqOptions:
+    """What DA-PTQ does; the defaults are the paper's (top-k 30 %, W4A8, 2 protected blocks)."""
+
+    allocation: str = "topk"  # topk | budget | uniform (uniform: the "CSRC only" ablation)
+    keep_fraction: float = 0.3
+    average_bits: float = 4.5  # budgeted allocation: numel-weighted average weight bits
+    low_bits: int = 4
+    activation_bits: int | None = 8
+    group_size: int = 128
+    protected_blocks: int = 2  # last action-head blocks kept in bf16
+    compensate: bool = True  # CSRC on the interface layers
+    csrc: CSRCConfig = field(default_factory=CSRCConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.allocation not in ALLOCATIONS:
+            raise ConfigError(
+                f"allocation {self.allocation!r} is unknown; use one of {', '.join(ALLOCATIONS)}"
+            )
+
+
+@dataclass
+class DaptqResult:
+    """The bit config as applied, the profiling results and the calibration report."""
+
+    config: QuantConfig
+    sensitivities: dict[str, float]
+    protected: list[str]
+    compensation: dict[str, Any]
+    timings: dict[str, float]
+    fold_check: bool
+
+
+class LossCall:
+    """A calibration item: run the family's training loss on one batch (no gradients)."""
+
+    def __init__(self, adapter: FamilyAdapter, batch: Batch, seed: int) -> None:
+        self.adapter, self.batch, self.seed = adapter, batch, seed
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        with torch.no_grad():
+            return self.adapter.loss(model, self.batch, generator=generator)
+
+
+def calibration_calls(adapter: FamilyAdapter, batches: Sequence[Batch], seed: int) -> list:
+    """The batches as calibration items for quant (hooks see the loss's forward pass)."""
+    return [LossCall(adapter, batch, seed + i) for i, batch in enumerate(batches)]
+
+
+def protected_layers(adapter: FamilyAdapter, model: nn.Module, blocks: int) -> list[str]:
+    """The nn.Linear layers of the action head's last `blocks` numbered blocks."""
+    head = adapter.action_head_layers(model)
+    indices = sorted({int(m.group(1)) for n in head if (m := BLOCK_INDEX.search(n))})
+    last = set(indices[-blocks:]) if blocks else set()
+    return [n for n in head if (m := BLOCK_INDEX.search(n)) and int(m.group(1)) in last]
+
+
+def narrow_layers(model: nn.Module, group_size: int) -> list[str]:
+    """Linears the int4 kernel cannot take: the group must divide the input, 16 the output."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+        and (module.in_features % group_size or module.out_features % INT4_ROWS_MULTIPLE)
+    ]
+
+
+def linear_layer_names(model: nn.Module) -> list[str]:
+    """Every nn.Linear of the model, in module order."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def daptq_quantize(
+    adapter: FamilyAdapter,
+    model: nn.Module,
+    batches: Sequence[Batch],
+    dim_weights: torch.Tensor | None,
+    options: DaptqOptions,
+) -> tuple[nn.Module, DaptqResult]:
+    """Run DA-PTQ on `model` (FP); returns the quantized model (simulated) and the report."""
+    timings: dict[str, float] = {}
+    calls = calibration_calls(adapter, batches, options.seed)
+    interface = adapter.interface_layers(model)
+
+    start = time.perf_counter()
+    rows = options.csrc.max_samples
+    fp_stats = collect_output_stats(model, interface, calls, max_samples=rows)
+    phi = layer_sensitivities(adapter, model, batches, dim_weights, seed=options.seed)
+    timings["profile_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    names = linear_layer_names(model)
+    protected = protected_layers(adapter, model, options.protected_blocks)
+    # Layers no low-bit kernel covers (4-D state/action projections) stay bf16 as well.
+    fixed = [*protected, *narrow_layers(model, options.group_size)]
+    costs = weight_error_table(model, names, group_size=options.group_size)
+    if options.allocation == "topk":
+        bit_map = allocate_topk(phi, costs, options.keep_fraction, options.low_bits, fixed)
+    elif options.allocation == "budget":
+        bit_map = allocate_budget(phi, costs, options.average_bits, never=fixed)
+    else:
+        bit_map = {n: 16 if n in fixed else options.low_bits for n in names}
+    base = QuantConfig(
+        method="rtn",
+        weight_bits=options.low_bits,
+        activation_bits=options.activation_bits,
+        group_size=options.group_size,
+        name="daptq",
+    )
+    config = bit_map_config(base, bit_map, f"daptq_{options.allocation}", model)
+    timings["allocate_s"] = time.perf_counter() - start
+
+    fp_model = copy.deepcopy(model) if options.compensate else None
+    start = time.perf_counter()
+    quantized = quantize(model, config)
+    timings["quantize_s"] = time.perf_counter() - start
+
+    report: dict[str, Any] = {"average_bits": average_bits(bit_map, costs), "layers": {}}
+    fold_ok = True
+    if fp_model is not None:
+        start = time.perf_counter()
+        quantized, report["layers"], fold_ok = _compensate(
+            fp_model, quantized, config, interface, calls, fp_stats, options.csrc
+        )
+        timings["csrc_s"] = time.perf_counter() - start
+    result = DaptqResult(config, phi, protected, report, timings, fold_ok)
+    return quantized, result
+
+
+def _compensate(
+    fp_model: nn.Module,
+    quantized: nn.Module,
+    config: QuantConfig,
+    interface: Sequence[str],
+    calls: Sequence[Any],
+    fp_stats: dict[str, Any],
+    csrc: CSRCConfig,
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """CSRC: fit on the quantized model, fold into the FP weights, re-quantize, refit shifts."""
+    rows = csrc.max_samples
+    q_stats = collect_output_stats(quantized, interface, calls, max_samples=rows)
+    signature = parameter_signature(quantized)
+    modules = dict(fp_model.named_modules())
+    compensations: dict[str, Compensation] = {}
+    for name in interface:
+        layer = modules[name]
+        comp = solve_compensation(fp_stats[name], q_stats[name], csrc)
+        if layer.bias is None:
+            # A bias-free layer (e.g. Gemma's k/v_proj) cannot take the shift without a new
+            # parameter; the fold check demands none, so only M is folded there.
+            comp = Compensation(comp.gain, torch.zeros_like(comp.shift), comp.U, comp.V)
+        fold_into_linear(layer, comp)
+        compensations[name] = comp
+    folded = quantize(fp_model, config)
+    after = collect_output_stats(folded, interface, calls, max_samples=rows)
+    folded_modules = dict(folded.named_modules())
+    for name in interface:
+        bias = getattr(folded_modules[name], "bias", None)
+        if bias is not None:
+            # Refit d on the re-quantized result: the bias stays float, so this is exact.
+            with torch.no_grad():
+                bias += (fp_stats[name].mean - after[name].mean).to(bias)
+    final = collect_output_stats(folded, interface, calls, max_samples=rows)
+    report = compensation_report(fp_stats, q_stats, final)
+    return folded, report, parameter_signature(folded) == signature

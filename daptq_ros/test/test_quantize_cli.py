@@ -1,0 +1,102 @@
+"""`daptq quantize`: calibration bags -> quantized model directory, for every method."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+pytest.importorskip("metaworld")
+
+from daptq_ros.bags.writer import BagWriter
+from daptq_ros.cli import main
+from daptq_ros.policy.inference import load_policy
+from daptq_ros.policy.model_dir import load_model_dir
+from daptq_ros.quant.layers import QuantLinear
+
+pytestmark = [pytest.mark.sim, pytest.mark.slow]
+IMAGE = 32
+SMALL = ["--bins", "1", "--batches", "2", "--batch-size", "4", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, sim_renders: None) -> dict[str, Path]:
+    """Three reach demonstrations at 32 px and a tiny model of each family trained on them."""
+    root = tmp_path_factory.mktemp("quantize")
+    demos = root / "demos"
+    collect = ["collect", "--tasks", "reach", "--episodes", "3", "--image-size", str(IMAGE)]
+    assert main([*collect, "--out", str(demos)]) == 0
+    paths = {"demos": demos}
+    for family in ("pi0", "cogact"):
+        paths[family] = root / family
+        train = ["train", "--data", str(demos), "--family", family, "--size", "tiny"]
+        train += ["--steps", "4", "--batch-size", "4", "--out", str(paths[family])]
+        assert main(train) == 0
+    return paths
+
+
+def quantize(setup, tmp_path, capsys, family: str, *extra: str) -> dict:
+    out = tmp_path / f"{family}_q"
+    args = ["quantize", "--model", str(setup[family]), "--calib", str(setup["demos"])]
+    assert main([*args, *SMALL, *extra, "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    report["out"] = out
+    return report
+
+
+@pytest.mark.parametrize("family", ["cogact", "pi0"])
+def test_daptq_topk_writes_a_loadable_quantized_model_and_a_report(
+    setup, tmp_path, capsys, family
+):
+    report = quantize(setup, tmp_path, capsys, family, "--method", "daptq")
+    out = report["out"]
+    assert report["fold_check"] is True
+    assert report["config"]["keep"]  # the most sensitive layers stay bf16
+    assert len(report["drift_scores"]) == 4
+    assert np.isclose(np.mean(report["drift_scores"]), 1.0)
+    for name in ("report.md", "calibration.json", "bits.yaml", "sensitivities.png"):
+        assert (out / name).is_file(), name
+    loaded = load_model_dir(out)
+    assert any(isinstance(m, QuantLinear) for m in loaded.model.modules())
+    chunk = load_policy(out).predict(
+        np.zeros((IMAGE, 2 * IMAGE, 3), np.uint8), "reach the goal", np.zeros(4)
+    )
+    assert np.isfinite(chunk.actions).all()
+
+
+def test_daptq_budget_meets_its_average_bits(setup, tmp_path, capsys):
+    extra = ("--method", "daptq", "--allocation", "budget", "--average-bits", "4.5")
+    report = quantize(setup, tmp_path, capsys, "cogact", *extra)
+    assert report["compensation"]["average_bits"] <= 4.5 + 1e-9
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq", "qvla"])
+def test_baselines_quantize(setup, tmp_path, capsys, method):
+    report = quantize(setup, tmp_path, capsys, "cogact", "--method", method)
+    loaded = load_model_dir(report["out"])
+    assert any(isinstance(m, QuantLinear) for m in loaded.model.modules())
+
+
+def test_fewer_bags_than_bins_fails_before_any_work(setup, tmp_path, capsys):
+    args = ["quantize", "--model", str(setup["cogact"]), "--calib", str(setup["demos"])]
+    code = main([*args, "--method", "daptq", "--bins", "6", "--out", str(tmp_path / "q")])
+    assert code == 2
+    assert "fewer than one per bin" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_bag_missing_a_topic_is_named(setup, tmp_path, capsys):
+    calib = tmp_path / "calib"
+    shutil.copytree(setup["demos"], calib)
+    partial = calib / "partial"
+    with BagWriter(partial) as bag:  # a recording without the end-effector pose and actions
+        bag.add_topic("/instruction", "std_msgs/msg/String")
+        bag.write("/instruction", bag.types["std_msgs/msg/String"](data="reach"), 1)
+    args = ["quantize", "--model", str(setup["cogact"]), "--calib", str(calib), "--bins", "1"]
+    assert main([*args, "--method", "rtn", "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "/ee_pose" in err and "partial" in err
