@@ -4,12 +4,15 @@ import math
 
 import pytest
 import torch
-from policy_data import synthetic_batch, tiny_model
+from policy_data import synthetic_batch, synthetic_episodes, tiny_model
 from torch import nn
 
+from daptq_ros.drift.scores import virtual_chain_scores
 from daptq_ros.errors import PolicyError
+from daptq_ros.policy.calibration import calibration_batches
 from daptq_ros.policy.families import FAMILIES, get_family
 from daptq_ros.policy.sensitivity import layer_sensitivities
+from daptq_ros.policy.training import TrainConfig, _model_setup
 
 FAMILY_NAMES = sorted(FAMILIES)
 BATCHES = [synthetic_batch(4, seed=s) for s in range(3)]
@@ -31,7 +34,9 @@ def _model(family):
 
 def _phi(family, model, weights=None, seed=0, **kwargs):
     adapter = get_family(family)
-    return layer_sensitivities(adapter, model, BATCHES, weights, seed=seed, progress=False, **kwargs)
+    return layer_sensitivities(
+        adapter, model, BATCHES, weights, seed=seed, progress=False, **kwargs
+    )
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -92,7 +97,7 @@ def test_named_layers_only_and_the_same_values():
 def test_bad_layers_weights_and_batches_are_refused():
     model = _model("cogact")
     adapter = get_family("cogact")
-    with pytest.raises(PolicyError, match="not nn.Linear"):
+    with pytest.raises(PolicyError, match=r"not nn\.Linear"):
         _phi("cogact", model, layer_names=["action_head", "nope"])
     with pytest.raises(PolicyError, match="dim_weights has shape"):
         _phi("cogact", model, torch.ones(3))
@@ -102,3 +107,20 @@ def test_bad_layers_weights_and_batches_are_refused():
     unlabeled.actions = None
     with pytest.raises(PolicyError, match="no actions"):
         layer_sensitivities(adapter, model, iter([unlabeled]), None, progress=False)
+
+
+def test_sensitivities_from_calibration_batches_and_chain_scores():
+    # The front half of DA-PTQ's profiling: calibration batches, drift scores, phi.
+    episodes = synthetic_episodes(3)
+    config = TrainConfig(
+        family="pi0", dt=0.05, action_names=("dx", "gripper"), size="tiny", horizon=4
+    )
+    adapter, family_config, tokenizer, meta = _model_setup(episodes, config)
+    torch.manual_seed(0)
+    model = adapter.build(family_config)
+    batches = calibration_batches(tokenizer, meta, episodes, num_batches=2, batch_size=4)
+    actions = torch.cat([b.actions.reshape(-1, 2) for b in batches]).numpy()
+    weights = torch.from_numpy(virtual_chain_scores(actions, translation_dims=[0]))
+    phi = layer_sensitivities(adapter, model, batches, weights, progress=False)
+    assert all(math.isfinite(v) and v >= 0 for v in phi.values())
+    assert phi["action_out_proj"] > 0

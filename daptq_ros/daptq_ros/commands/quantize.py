@@ -164,7 +164,9 @@ def _calibration(loaded: Any, bags: list[Path], args: argparse.Namespace) -> tup
     episodes = [read_episode(p) for p in tqdm(bags, desc="read calibration bags", unit="bag")]
     check_calibration_set(episodes, args.bins)
     chosen = stratify(episodes, args.bins, args.episodes_per_bin, args.seed)
-    batches = calibration_batches(loaded, chosen, args.batches, args.batch_size, args.seed)
+    batches = calibration_batches(
+        loaded.tokenizer, loaded.meta, chosen, args.batches, args.batch_size, args.seed
+    )
     return chosen, batches
 
 
@@ -180,7 +182,9 @@ def _drift_scores(episodes: list, loaded: Any, args: argparse.Namespace):
     meta = loaded.meta
     if args.scores == "virtual":
         actions = np.concatenate([e.actions for e in episodes])
-        scores = virtual_chain_scores(actions)
+        # The chain is built from the arm's dimensions; the gripper scores the chain's mean.
+        arm = [j for j, name in enumerate(meta.action_names) if "grip" not in name]
+        scores = virtual_chain_scores(actions, translation_dims=arm)
     else:
         from daptq_ros.drift.analysis import load_kinematics
         from daptq_ros.errors import ConfigError

@@ -28,7 +28,7 @@ def layer_sensitivities(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:
-    """phi_l for every nn.Linear of `model` (or the named ones), in model order.
+    """phi_l for every nn.Linear of `model` in model order, or for the `layer_names` given.
 
     `dim_weights` [D] are the drift scores s_j (None: the plain loss). The model runs in eval
     mode (no dropout) with gradients on the chosen weights only; its mode and requires_grad
@@ -46,7 +46,8 @@ def layer_sensitivities(
         raise PolicyError("the model has no nn.Linear layer to rank")
     weights = [modules[n].weight for n in names]
     device = weights[0].device
-    scores = dict.fromkeys(names, torch.zeros((), dtype=torch.float64))
+    # Sums stay on the device: no host sync per layer and batch.
+    totals = {n: torch.zeros((), dtype=torch.float64, device=device) for n in names}
     generator = torch.Generator().manual_seed(seed)  # the families draw noise on the CPU
     count = 0
     with _gradients_on(model, weights):
@@ -59,15 +60,16 @@ def layer_sensitivities(
             if dim_weights is not None:
                 _check_dim_weights(dim_weights, batch.actions.shape[-1])
             loss = adapter.loss(model, batch.to(device), dim_weights, generator)
-            # A layer the loss never reaches (e.g. a head unused in training) gets phi = 0.
+            # A layer the loss never reaches gets phi = 0 (e.g. pi0's last backbone layer past
+            # its k/v projections: the action expert reads only the prefix keys and values).
             grads = torch.autograd.grad(loss, weights, allow_unused=True)
             for name, grad in zip(names, grads, strict=True):
                 if grad is not None:
-                    scores[name] = scores[name] + grad.detach().abs().mean().double().cpu()
+                    totals[name] += grad.detach().abs().mean(dtype=torch.float64)
             count += 1
     if count == 0:
         raise PolicyError("no calibration batches; pass at least one batch with actions")
-    return {name: float(total) / count for name, total in scores.items()}
+    return {name: float(total) / count for name, total in totals.items()}
 
 
 @contextmanager

@@ -376,8 +376,9 @@ def _truncated_svd(x: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tens
 def fold_into_linear(layer: nn.Linear, comp: Compensation, allow_new_bias: bool = False) -> None:
     """In place: W' = M_final W, b' = M_final b + d, reusing the layer's parameter tensors.
 
-    A layer without bias needs a new bias Parameter for d, which changes the parameter count
-    and `parameter_signature`: that is refused (ConfigError) unless `allow_new_bias=True`.
+    A layer without bias needs a new bias Parameter for a non-zero d, which changes the
+    parameter count and `parameter_signature`: that is refused (ConfigError) unless
+    `allow_new_bias=True`. With d = 0 only the weight changes.
     """
     if not isinstance(layer, nn.Linear):
         raise ConfigError(
@@ -389,7 +390,8 @@ def fold_into_linear(layer: nn.Linear, comp: Compensation, allow_new_bias: bool 
             f"the compensation has width {comp.gain.shape[0]} but the layer has "
             f"{layer.out_features} outputs: fold it into the layer its statistics came from"
         )
-    if layer.bias is None and not allow_new_bias:
+    needs_bias = layer.bias is None and bool(comp.shift.any())
+    if needs_bias and not allow_new_bias:
         raise ConfigError(
             "the layer has no bias, so folding the shift d would add a parameter: pass "
             "allow_new_bias=True to accept the new bias, or fold into a layer with a bias"
@@ -398,9 +400,9 @@ def fold_into_linear(layer: nn.Linear, comp: Compensation, allow_new_bias: bool 
     m = comp.matrix().to(device=weight.device, dtype=torch.float64)
     shift = comp.shift.to(device=weight.device, dtype=torch.float64)
     weight.copy_((m @ weight.double()).to(weight.dtype))
-    if layer.bias is None:
+    if needs_bias:
         layer.bias = nn.Parameter(shift.to(weight.dtype), requires_grad=weight.requires_grad)
-    else:
+    elif layer.bias is not None:
         layer.bias.copy_((m @ layer.bias.double() + shift).to(layer.bias.dtype))
 
 
