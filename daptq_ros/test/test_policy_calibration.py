@@ -10,6 +10,7 @@ from policy_data import HORIZON, IMAGE_SIZE, synthetic_episodes
 
 from daptq_ros.errors import PolicyError
 from daptq_ros.policy.calibration import (
+    bin_counts,
     calibration_batches,
     check_calibration_set,
     dominant_axis_bin,
@@ -71,11 +72,11 @@ def test_check_returns_the_bins_and_merges_signs_with_three_bins():
     assert check_calibration_set(episodes[:1], 1) == [0]
 
 
-def test_check_refuses_too_few_episodes_and_empty_bins():
+def test_check_refuses_too_few_episodes_and_counts_empty_bins():
     with pytest.raises(PolicyError, match=r"4 episodes for 6 bins.*lower --bins"):
         check_calibration_set(episodes_moving([0, 1, 2, 3]))
-    with pytest.raises(PolicyError, match=r"along \+z, -z .*\+x: 2, .*-z: 0\).*--bins"):
-        check_calibration_set(episodes_moving([0, 0, 1, 2, 3, 3]))
+    bins = check_calibration_set(episodes_moving([0, 0, 1, 2, 3, 3]))
+    assert bin_counts(bins, 6) == {"+x": 2, "-x": 1, "+y": 1, "-y": 2, "+z": 0, "-z": 0}
     with pytest.raises(PolicyError, match="--bins 4 is not supported"):
         check_calibration_set(episodes_moving([0, 1, 2, 3]), 4)
 
@@ -143,3 +144,9 @@ def test_batches_refuse_episodes_of_another_robot():
         calibration_batches(tokenizer, meta, episodes, 1, 4)
     with pytest.raises(PolicyError, match="at least 1"):
         calibration_batches(tokenizer, meta, episodes, 0, 4)
+
+
+def test_stratify_balances_over_the_bins_that_hold_episodes():
+    episodes = episodes_moving([2, 2, 2, 5, 5, 5, 5])  # only +y and -z
+    chosen = stratify(episodes, 6, None, seed=0)
+    assert sorted(dominant_axis_bin(e.ee_positions) for e in chosen) == [2, 2, 2, 5, 5, 5]

@@ -53,9 +53,7 @@ def quantize(setup, tmp_path, capsys, family: str, *extra: str) -> dict:
 
 
 @pytest.mark.parametrize("family", ["cogact", "pi0"])
-def test_daptq_topk_writes_a_loadable_quantized_model_and_a_report(
-    setup, tmp_path, capsys, family
-):
+def test_daptq_topk_writes_a_loadable_quantized_model_and_a_report(setup, tmp_path, capsys, family):
     report = quantize(setup, tmp_path, capsys, family, "--method", "daptq")
     out = report["out"]
     assert report["fold_check"] is True

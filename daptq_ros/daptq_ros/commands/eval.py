@@ -69,13 +69,26 @@ def run(args: argparse.Namespace) -> int:
     """Load (and quantize) the policy, evaluate it, print the table or JSON."""
     import torch
 
+    from daptq_ros.errors import ConfigError
     from daptq_ros.policy import load_policy
     from daptq_ros.policy.quantize import check_runtime_bit_config, quantize_policy
-    from daptq_ros.sim.evaluate import EvalConfig, evaluate, format_summary
+    from daptq_ros.quant import deploy, weight_bytes
+    from daptq_ros.sim.evaluate import SUMMARY_FILE, EvalConfig, evaluate, format_summary
 
     torch.set_num_threads(args.threads)
     policy = load_policy(args.model)
     bit_config = ""
+    quantization = policy.loaded.meta.provenance.get("quantization")
+    if quantization is not None:
+        # a quantized model directory (daptq quantize): run it as stored, on the real kernels
+        if args.bits:
+            raise ConfigError(
+                f"{args.model} is already quantized ({quantization['config']['name']}); drop "
+                "--bits, or pass the full-precision model directory"
+            )
+        if args.mode == "deployed":
+            policy.loaded.model = deploy(policy.model)
+        bit_config = quantization["config"]["name"]
     if args.bits:
         config = check_runtime_bit_config(args.bits)
         quantize_policy(policy, config, deployed=args.mode == "deployed")
@@ -93,5 +106,7 @@ def run(args: argparse.Namespace) -> int:
             bit_config=bit_config,
         ),
     )
+    summary["weight_bytes"] = weight_bytes(policy.model)
+    (Path(args.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0

@@ -122,7 +122,13 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     summary = _quantize(loaded, episodes, batches, args)
     summary["timings"]["total_s"] = time.perf_counter() - start
-    summary.update(model=str(model_dir), calibration_bags=len(bags), method=args.method)
+    summary.update(
+        model=str(model_dir),
+        calibration_bags=len(bags),
+        calibration_episodes=len(episodes),
+        bins=args.bin_counts,
+        method=args.method,
+    )
     _save(loaded, summary, Path(args.out))
     if args.json:
         print(json.dumps(_public(summary), indent=2))
@@ -159,10 +165,15 @@ def _calibration(loaded: Any, bags: list[Path], args: argparse.Namespace) -> tup
     from tqdm import tqdm
 
     from daptq_ros.bags import read_episode
-    from daptq_ros.policy.calibration import calibration_batches, check_calibration_set, stratify
+    from daptq_ros.policy.calibration import (
+        bin_counts,
+        calibration_batches,
+        check_calibration_set,
+        stratify,
+    )
 
     episodes = [read_episode(p) for p in tqdm(bags, desc="read calibration bags", unit="bag")]
-    check_calibration_set(episodes, args.bins)
+    args.bin_counts = bin_counts(check_calibration_set(episodes, args.bins), args.bins)
     chosen = stratify(episodes, args.bins, args.episodes_per_bin, args.seed)
     batches = calibration_batches(
         loaded.tokenizer, loaded.meta, chosen, args.batches, args.batch_size, args.seed
@@ -299,7 +310,9 @@ def _markdown(summary: dict) -> str:
         f"# Calibration report: {summary['method']}",
         "",
         f"- model: {summary['model']}",
-        f"- calibration episodes (bags): {summary['calibration_bags']}",
+        f"- calibration bags: {summary['calibration_bags']}, of which "
+        f"{summary['calibration_episodes']} drawn evenly over the non-empty spatial bins "
+        f"(episodes per bin: {summary['bins']})",
         f"- bit config: {config.name} (method {config.method}, default W{config.weight_bits}"
         f"{'A' + str(config.activation_bits) if config.activation_bits else ''})",
         f"- kept in bf16: {len(config.keep)} layers; per-layer overrides: {len(config.overrides)}",

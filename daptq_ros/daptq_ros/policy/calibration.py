@@ -70,9 +70,10 @@ def check_calibration_set(episodes: Sequence[CalibrationEpisode], num_bins: int 
     """Each episode's bin; a PolicyError before any heavy work if the set cannot be stratified.
 
     Refused: an episode without images, instruction, states, actions or ee_positions (or with
-    step counts that disagree), fewer episodes than bins, and a bin without an episode.
+    step counts that disagree), and fewer episodes than bins. A bin no episode falls into is
+    allowed (a task set may never move along -x): `bin_counts` shows it in the report.
     """
-    names = _bin_names(num_bins)
+    _bin_names(num_bins)  # refuses bin counts other than 1, 3 and 6
     for index, episode in enumerate(episodes):
         _check_fields(episode, index)
     if len(episodes) < num_bins:
@@ -81,16 +82,13 @@ def check_calibration_set(episodes: Sequence[CalibrationEpisode], num_bins: int 
             "at least one: record more episodes or lower --bins (3 merges the signs of an "
             "axis, 1 turns stratification off)"
         )
-    bins = [dominant_axis_bin(e.ee_positions) // (6 // num_bins) for e in episodes]
-    counts = np.bincount(bins, minlength=num_bins)
-    if empty := [names[b] for b in range(num_bins) if counts[b] == 0]:
-        held = ", ".join(f"{names[b]}: {counts[b]}" for b in range(num_bins))
-        raise PolicyError(
-            f"calibration set: no episode moves mainly along {', '.join(empty)} (episodes per "
-            f"bin among the {len(episodes)}: {held}); record episodes that move that way, or "
-            "lower --bins (3 merges the signs of an axis, 1 turns stratification off)"
-        )
-    return bins
+    return [dominant_axis_bin(e.ee_positions) // (6 // num_bins) for e in episodes]
+
+
+def bin_counts(bins: Sequence[int], num_bins: int) -> dict[str, int]:
+    """Episodes per bin, by the bin's name (e.g. '+y': 80)."""
+    counts = np.bincount(np.asarray(bins, dtype=np.int64), minlength=num_bins)
+    return dict(zip(_bin_names(num_bins), (int(c) for c in counts), strict=True))
 
 
 def stratify(
@@ -99,13 +97,13 @@ def stratify(
     """Episodes drawn evenly across the bins, in their original order; seeded.
 
     `per_bin` episodes from each bin (all of a bin that holds fewer); None takes as many from
-    each bin as the smallest bin holds, so that every direction weighs the same.
+    each bin as the smallest non-empty bin holds, so that every direction seen weighs the same.
     """
     if per_bin is not None and per_bin < 1:
         raise PolicyError(f"per_bin must be at least 1 episode, got {per_bin}")
     bins = np.array(check_calibration_set(episodes, num_bins))
     counts = np.bincount(bins, minlength=num_bins)
-    take = int(counts.min()) if per_bin is None else per_bin
+    take = int(counts[counts > 0].min()) if per_bin is None else per_bin
     rng = np.random.default_rng(seed)
     chosen = np.concatenate(
         [
