@@ -2,8 +2,9 @@
 
 For one model directory: FP32 and BF16 references, RTN W8A8 / W4A8, SmoothQuant W8A8, AWQ W4,
 GPTQ W4, the QVLA-style baseline, DA-PTQ (top-k and budgeted) and the ablations (CSRC only,
-allocation only, real-Jacobian scores when --urdf is given), each quantized by `daptq quantize`
-on the calibration bags and evaluated in the simulator on the same seeds as FP32. Columns:
+allocation only, the Sawyer's real Jacobian instead of the virtual chain), each quantized by
+`daptq quantize` on the calibration bags and evaluated in the simulator on the same seeds as
+FP32. Columns:
 success with 95 % CI, kinematic drift against the FP32 rollout of the same seed (end-effector
 RMSE, final deviation, drift growth, DTW), action jerk, weight memory, deployed latency per
 action chunk and calibration time. Writes OUT/results.md (+ results.json, drift plots).
@@ -37,6 +38,10 @@ METHODS: dict[str, list[str] | None] = {
     "daptq_budget": ["--method", "daptq", "--config", "w4a8", "--allocation", "budget"],
     "ablation_csrc_only": ["--method", "daptq", "--config", "w4a8", "--allocation", "uniform"],
     "ablation_allocation_only": ["--method", "daptq", "--config", "w4a8", "--no-csrc"],
+    "ablation_jacobian_scores": [
+        *("--method", "daptq", "--config", "w4a8", "--scores", "jacobian"),
+        *("--urdf", "sawyer_sim"),
+    ],
 }
 COLUMNS = (
     ("success", "success % [95 % CI]"),
@@ -62,7 +67,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task (default 50)")
     parser.add_argument("--seed", type=int, default=100_000, help="first eval seed")
     parser.add_argument("--bins", type=int, default=6, help="calibration bins (default 6)")
-    parser.add_argument("--urdf", default=None, help="arm for the real-Jacobian ablation")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--work", default="out/daptq_table", help="runs and quantized models")
     parser.add_argument("--out", default="docs", help="where results.md goes (default docs)")

@@ -103,3 +103,11 @@ def test_a_bag_missing_a_topic_is_named(setup, tmp_path, capsys):
     assert main([*args, "--method", "rtn", "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err
     assert "/ee_pose" in err and "partial" in err
+
+
+def test_real_jacobian_scores_of_the_simulated_sawyer(setup, tmp_path, capsys):
+    extra = ("--method", "daptq", "--scores", "jacobian", "--urdf", "sawyer_sim")
+    report = quantize(setup, tmp_path, capsys, "cogact", *extra)
+    scores = np.array(report["drift_scores"])
+    assert np.isclose(scores.mean(), 1.0) and scores[3] == pytest.approx(1.0)  # the gripper
+    assert not np.allclose(scores[:3], scores[0])  # the arm resolves x, y, z unequally

@@ -11,6 +11,7 @@ from typing import Any
 
 METHODS = ("rtn", "smoothquant", "awq", "gptq", "qvla", "daptq")
 SCORES = ("virtual", "jacobian", "none")
+SIM_ARM = "sawyer_sim"  # --urdf value for the simulator's Sawyer (MuJoCo kinematics)
 CSRC_COLUMNS = ("cov_rel_error", "mean_abs_error", "std_ratio_mean")
 
 
@@ -82,7 +83,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--urdf",
         default=None,
         metavar="ARM_OR_FILE",
-        help="arm for --scores jacobian: panda, ur5, so101, xarm7 or a URDF file",
+        help="arm for --scores jacobian: panda, ur5, so101, xarm7, a URDF file, or sawyer_sim "
+        "(the simulator's arm, from its MuJoCo model)",
     )
     parser.add_argument("--ee-frame", default=None, help="tool frame of a --urdf file")
     parser.add_argument(
@@ -202,7 +204,12 @@ def _drift_scores(episodes: list, loaded: Any, args: argparse.Namespace):
 
         if args.urdf is None:
             raise ConfigError("--scores jacobian needs the arm: pass --urdf ARM_OR_FILE")
-        kinematics = load_kinematics(args.urdf, args.ee_frame)
+        if args.urdf == SIM_ARM:
+            from daptq_ros.sim.kinematics import SawyerKinematics
+
+            kinematics = SawyerKinematics()
+        else:
+            kinematics = load_kinematics(args.urdf, args.ee_frame)
         names = episodes[0].joint_names
         positions = np.concatenate([e.joint_positions for e in episodes])
         scores = jacobian_scores(kinematics, names, positions, meta.action_space, meta.action_names)
