@@ -111,3 +111,15 @@ def test_real_jacobian_scores_of_the_simulated_sawyer(setup, tmp_path, capsys):
     scores = np.array(report["drift_scores"])
     assert np.isclose(scores.mean(), 1.0) and scores[3] == pytest.approx(1.0)  # the gripper
     assert not np.allclose(scores[:3], scores[0])  # the arm resolves x, y, z unequally
+
+
+def test_eval_runs_a_quantized_directory_on_the_deployed_kernels(setup, tmp_path, capsys):
+    report = quantize(setup, tmp_path, capsys, "cogact", "--method", "daptq")
+    run = tmp_path / "run"
+    args = ["eval", "--model", str(report["out"]), "--tasks", "reach", "--episodes", "1"]
+    assert main([*args, "--threads", "1", "--out", str(run), "--json"]) == 0
+    summary = json.loads((run / "eval.json").read_text())
+    assert summary["bit_config"] == "daptq_topk" and summary["weight_bytes"] > 0
+    bits = ["eval", "--model", str(report["out"]), "--bits", "w8a8", "--out", str(tmp_path / "x")]
+    assert main(bits) == 2
+    assert "already quantized" in capsys.readouterr().err

@@ -69,30 +69,15 @@ def run(args: argparse.Namespace) -> int:
     """Load (and quantize) the policy, evaluate it, print the table or JSON."""
     import torch
 
-    from daptq_ros.errors import ConfigError
-    from daptq_ros.policy import load_policy
-    from daptq_ros.policy.quantize import check_runtime_bit_config, quantize_policy
-    from daptq_ros.quant import deploy, weight_bytes
+    from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
+    from daptq_ros.quant import weight_bytes
     from daptq_ros.sim.evaluate import SUMMARY_FILE, EvalConfig, evaluate, format_summary
 
     torch.set_num_threads(args.threads)
-    policy = load_policy(args.model)
-    bit_config = ""
-    quantization = policy.loaded.meta.provenance.get("quantization")
-    if quantization is not None:
-        # a quantized model directory (daptq quantize): run it as stored, on the real kernels
-        if args.bits:
-            raise ConfigError(
-                f"{args.model} is already quantized ({quantization['config']['name']}); drop "
-                "--bits, or pass the full-precision model directory"
-            )
-        if args.mode == "deployed":
-            policy.loaded.model = deploy(policy.model)
-        bit_config = quantization["config"]["name"]
-    if args.bits:
-        config = check_runtime_bit_config(args.bits)
-        quantize_policy(policy, config, deployed=args.mode == "deployed")
-        bit_config = config.name
+    policy, label = load_policy_with_bits(
+        args.model, args.bits or FULL_PRECISION, deployed=args.mode == "deployed"
+    )
+    bit_config = "" if label == FULL_PRECISION else label
     summary = evaluate(
         policy,
         EvalConfig(

@@ -72,10 +72,26 @@ def load_policy_with_bits(
     device: str = "cpu",
     num_steps: int | None = None,
 ) -> tuple[Any, str]:
-    """Load a model directory and quantize it with `bits` ("fp32" = none); (policy, label)."""
+    """Load a model directory and quantize it with `bits` ("fp32" = none); (policy, label).
+
+    A directory written by `daptq quantize` is already quantized: it runs as stored (on the
+    deployed kernels when `deployed`), and its bit config is the label.
+    """
     from daptq_ros.policy.inference import load_policy
+    from daptq_ros.quant import deploy
 
     policy = load_policy(model_dir, device=device, num_steps=num_steps)
+    stored = policy.loaded.meta.provenance.get("quantization")
+    if stored is not None:
+        name = stored["config"]["name"]
+        if bits != FULL_PRECISION:
+            raise ConfigError(
+                f"{model_dir} is already quantized ({name}); load it with bit config fp32, "
+                "or pass the full-precision model directory"
+            )
+        if deployed:
+            policy.loaded.model = deploy(policy.model)
+        return policy, name
     if bits == FULL_PRECISION:
         return policy, FULL_PRECISION
     config = check_runtime_bit_config(bits)
