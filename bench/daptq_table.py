@@ -155,9 +155,8 @@ def main() -> None:
         row = table_row(name, summary, drift.get(summary.get("bit_config") or name, {}))
         lines.append("| " + " | ".join(row) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(
-        json.dumps({"summaries": summaries, "drift": drift}, indent=2, default=str) + "\n"
-    )
+    record = {"calibration_bags": args.calib, "summaries": summaries, "drift": drift}
+    (out / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     print("\n".join(lines))
 
 

@@ -8,7 +8,7 @@ Hessian H = 2/n * sum x x^T. Calibration items are whatever the model takes: a t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,27 @@ def run_model(model: nn.Module, item: Any) -> Any:
     return model(item)
 
 
+def run_with_hooks(
+    model: nn.Module,
+    calibration: Iterable[Any],
+    hooks: Mapping[str, Callable[[nn.Module, Any, Any], None]],
+    run: Callable[[nn.Module, Any], Any] = run_model,
+) -> None:
+    """Run every calibration item with the forward hooks attached to the named modules."""
+    modules = dict(model.named_modules())
+    handles = [modules[name].register_forward_hook(hook) for name, hook in hooks.items()]
+    n_items = 0
+    try:
+        for item in tqdm(calibration, desc="calibration", unit="batch", leave=False):
+            run(model, item)
+            n_items += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+    if n_items == 0:
+        raise DaptqError("the calibration set is empty: pass at least one batch of model inputs")
+
+
 @torch.no_grad()
 def collect_layer_stats(
     model: nn.Module,
@@ -94,22 +115,11 @@ def collect_layer_stats(
 ) -> dict[str, LayerStats]:
     """One forward pass over `calibration`, recording the inputs of the named Linear layers."""
     modules = dict(model.named_modules())
-    stats: dict[str, LayerStats] = {}
-    handles = []
-    for name in layer_names:
-        layer = modules[name]
-        stats[name] = LayerStats(layer.in_features, keep_hessian, max_samples)
-        handles.append(layer.register_forward_hook(_make_hook(stats[name])))
-    n_items = 0
-    try:
-        for item in tqdm(calibration, desc="calibration", unit="batch", leave=False):
-            run_model(model, item)
-            n_items += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-    if n_items == 0:
-        raise DaptqError("the calibration set is empty: pass at least one batch of model inputs")
+    stats = {
+        name: LayerStats(modules[name].in_features, keep_hessian, max_samples)
+        for name in layer_names
+    }
+    run_with_hooks(model, calibration, {name: _make_hook(s) for name, s in stats.items()})
     return stats
 
 

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from daptq_ros.errors import ConfigError, DaptqError
-from daptq_ros.quant.calibration import run_model
+from daptq_ros.quant.calibration import run_model, run_with_hooks
 
 # W's per-channel std is floored at this fraction of the mean FP std, so a dead FP channel
 # (sigma_FP ~ 0) cannot dominate the fit with an unbounded weight.
@@ -205,23 +205,10 @@ def collect_output_stats(
             "add it to layer_names or drop its filter"
         )
     accumulators = {name: _Accumulator(max_samples) for name in layer_names}
-    handles = [
-        modules[name].register_forward_hook(
-            _output_hook(name, accumulators[name], filters.get(name))
-        )
-        for name in layer_names
-    ]
-    run = run or run_model
-    n_items = 0
-    try:
-        for item in calibration:
-            run(model, item)
-            n_items += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-    if n_items == 0:
-        raise DaptqError("the calibration set is empty: pass at least one batch of model inputs")
+    hooks = {
+        name: _output_hook(name, accumulators[name], filters.get(name)) for name in layer_names
+    }
+    run_with_hooks(model, calibration, hooks, run or run_model)
     return {name: acc.result(f"layer '{name}'") for name, acc in accumulators.items()}
 
 
