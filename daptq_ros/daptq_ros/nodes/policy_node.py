@@ -135,13 +135,15 @@ class PolicyNode(Node):
         }
         self.status = self.create_publisher(PolicyStatus, "~/status", LATCHED_QOS)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(SetBool, "~/enable", self._enable)
-        self.create_service(Trigger, "~/estop", self._estop)
-        self.create_service(Trigger, "~/reset_estop", self._reset_estop)
+        # Services and timers share one mutually exclusive group: an enable or e-stop never
+        # runs in the middle of a command tick.
+        self.create_service(SetBool, "~/enable", self._enable, callback_group=timers)
+        self.create_service(Trigger, "~/estop", self._estop, callback_group=timers)
+        self.create_service(Trigger, "~/reset_estop", self._reset_estop, callback_group=timers)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0 / params["control_hz"], self._control_tick, callback_group=timers)
         self.create_timer(1.0 / params["command_hz"], self._command_tick, callback_group=timers)
-        self.create_timer(STATUS_PERIOD_S, self._status_tick)
+        self.create_timer(STATUS_PERIOD_S, self._status_tick, callback_group=timers)
         self.get_logger().info(
             f"policy_node: model {params['model']}, bit_config {params['bit_config']}, "
             f"{core.interface} on {core.command_topic}, dry_run={params['dry_run']}; "

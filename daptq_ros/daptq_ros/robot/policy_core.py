@@ -12,6 +12,7 @@ on Humble, where post-set callbacks do not exist.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -148,6 +149,7 @@ class PolicyNodeCore:
         self._ee_pose: Any = None
         self._hold_quat = IDENTITY_QUAT
         self._pending: dict[str, Any] = {}
+        self._pending_lock = threading.Lock()  # parameter callbacks run on another thread
         self._ticks: deque[float] = deque(maxlen=RATE_WINDOW)
         self._chunk_times: deque[float] = deque(maxlen=RATE_WINDOW)
         if self._instruction:
@@ -274,7 +276,8 @@ class PolicyNodeCore:
 
     def accept_parameter(self, name: str, value: Any) -> None:
         """Queue an accepted change; it takes effect at the next command tick."""
-        self._pending[name] = value
+        with self._pending_lock:
+            self._pending[name] = value
 
     # ----- what the node reports -----
     def measured(self) -> NDArray[np.float64] | None:
@@ -415,7 +418,8 @@ class PolicyNodeCore:
         return None
 
     def _apply_pending(self) -> None:
-        pending, self._pending = self._pending, {}
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
         for name, value in pending.items():
             self.params[name] = value
             if name == "dry_run":
