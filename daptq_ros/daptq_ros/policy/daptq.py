@@ -49,6 +49,7 @@ from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE
 
 ALLOCATIONS = ("topk", "budget", "uniform")
 BLOCK_INDEX = re.compile(r"\.(\d+)\.")
+PROTECTED_SHARE = 6  # protect at most 1 of every 6 action-head blocks (2 of CogACT's 12)
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,14 @@ def calibration_calls(adapter: FamilyAdapter, batches: Sequence[Batch], seed: in
 
 
 def protected_layers(adapter: FamilyAdapter, model: nn.Module, blocks: int) -> list[str]:
-    """The nn.Linear layers of the action head's last `blocks` numbered blocks."""
+    """The nn.Linear layers of the action head's last `blocks` numbered blocks.
+
+    At most one block in PROTECTED_SHARE is protected: the paper keeps 2 of CogACT's 12 DiT
+    blocks; keeping 2 of a 2-block head would leave the action head unquantized.
+    """
     head = adapter.action_head_layers(model)
     indices = sorted({int(m.group(1)) for n in head if (m := BLOCK_INDEX.search(n))})
+    blocks = min(blocks, len(indices) // PROTECTED_SHARE)
     last = set(indices[-blocks:]) if blocks else set()
     return [n for n in head if (m := BLOCK_INDEX.search(n)) and int(m.group(1)) in last]
 
