@@ -100,17 +100,23 @@ def run_method(name: str, args: argparse.Namespace, work: Path) -> dict:
 
 
 def drift_summaries(names: list[str], work: Path, out: Path) -> dict[str, dict]:
-    """Drift of every quantized run against the FP32 rollouts of the same seeds."""
+    """Drift of each quantized run against the FP32 rollouts of the same seeds, per method.
+
+    One analysis per run: runs are told apart by method here, not by their bit-config name
+    (the ablations share DA-PTQ's).
+    """
     from daptq_ros.drift.analysis import analyze
     from daptq_ros.drift.report import write_report
 
-    runs = [work / "runs" / n for n in names if n != "fp32"]
-    analysis = analyze(runs, work / "runs" / "fp32")
-    write_report(analysis, out / "drift")
-    return {
-        config: {k: s.to_dict() for k, s in summary.items()}
-        for config, summary in analysis.summaries.items()
-    }
+    summaries = {}
+    for name in names:
+        if name == "fp32":
+            continue
+        analysis = analyze([work / "runs" / name], work / "runs" / "fp32")
+        write_report(analysis, out / "drift" / name)
+        (summary,) = analysis.summaries.values()
+        summaries[name] = {metric: s.to_dict() for metric, s in summary.items()}
+    return summaries
 
 
 def table_row(name: str, summary: dict, drift: dict) -> list[str]:
@@ -152,7 +158,7 @@ def main() -> None:
         "|---" * len(header) + "|",
     ]
     for name, summary in summaries.items():
-        row = table_row(name, summary, drift.get(summary.get("bit_config") or name, {}))
+        row = table_row(name, summary, drift.get(name, {}))
         lines.append("| " + " | ".join(row) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     record = {"calibration_bags": args.calib, "summaries": summaries, "drift": drift}

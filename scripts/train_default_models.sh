@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Retrain the embedded default models from scratch: simulated demonstrations -> behaviour cloning.
-# Usage: bash scripts/train_default_models.sh [DATA_DIR] [STEPS]
+# Usage: bash scripts/train_default_models.sh [DATA_DIR] [STAGES]
+# STAGES: the step counts trained in turn, each resuming the last (default "14000 40000": the
+# cosine schedule of 14000 steps, then extended to 40000, as the embedded pi0 was trained).
 # On this workplace's 2-core CPU: collection ~12 min (two collectors side by side), then each
-# family trains with one thread (pi0: 14000 steps in ~39 min at ~6 steps/s, batch 32).
+# family trains with one thread (pi0: 40000 steps in ~1 h 50 min at ~6 steps/s, batch 32).
 # The models land in daptq_ros/models/<family>_default/ (checkpoints beside them, git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-out/demos}"
-STEPS="${2:-14000}"
+STAGES="${2:-14000 40000}"
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 MUJOCO_GL="${MUJOCO_GL:-egl}"
 DAPTQ=.venv/bin/daptq
 
@@ -29,7 +31,11 @@ if [ ! -f "$DATA/demos_noisy/other/summary.json" ]; then
 fi
 
 for family in ${FAMILIES:-pi0}; do
-  $DAPTQ train --data "$DATA/demos_clean" "$DATA/demos_noisy" --family "$family" \
-    --steps "$STEPS" --threads 1 --checkpoint-every 500 --resume \
-    --out "daptq_ros/models/${family}_default"
+  out="daptq_ros/models/${family}_default"
+  for steps in $STAGES; do
+    resume=()
+    [ -d "$out.checkpoint" ] && resume=(--resume)  # continue an interrupted or earlier stage
+    $DAPTQ train --data "$DATA/demos_clean" "$DATA/demos_noisy" --family "$family" \
+      --steps "$steps" --lr 3e-4 --threads 1 --checkpoint-every 500 "${resume[@]}" --out "$out"
+  done
 done

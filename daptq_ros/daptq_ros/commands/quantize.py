@@ -245,7 +245,7 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
         )
         loaded.model, result = daptq_quantize(adapter, model, batches, scores, options)
         summary.update(
-            config=result.config,
+            config=replace(result.config, name=_daptq_name(args)),
             drift_scores=None if scores is None else scores.tolist(),
             sensitivities=result.sensitivities,
             protected=result.protected,
@@ -266,6 +266,16 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
     summary["timings"]["quantize_s"] = time.perf_counter() - start
     summary.update(config=config, layers=len(linear_layer_names(model)))
     return summary
+
+
+def _daptq_name(args: argparse.Namespace) -> str:
+    """The bit config's name: the allocation plus what an ablation leaves out or changes."""
+    name = f"daptq_{args.allocation}"
+    if args.no_csrc:
+        name += "_nocsrc"
+    if args.scores != "virtual":
+        name += f"_{args.scores}"
+    return name
 
 
 def _qvla_config(model: Any, calls: list, base: Any, args: argparse.Namespace):
