@@ -98,7 +98,9 @@ def int8_weight_only_matmul(
     x: torch.Tensor, weight_int8: torch.Tensor, scale: torch.Tensor
 ) -> torch.Tensor:
     """y = x @ (W_int8 * scale)^T with PyTorch's packed int8 weight-only kernel (x 2-D)."""
-    return torch.ops.aten._weight_int8pack_mm(x, weight_int8, scale.to(x.dtype))
+    if scale.dtype != x.dtype:
+        scale = scale.to(x.dtype)
+    return torch.ops.aten._weight_int8pack_mm(x, weight_int8, scale)
 
 
 def int8_dynamic_weight(
