@@ -70,6 +70,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--work", default="out/daptq_table", help="runs and quantized models")
     parser.add_argument("--out", default="docs", help="where results.md goes (default docs)")
+    parser.add_argument("--note", default="", help="a remark printed under the table's header")
     return parser.parse_args()
 
 
@@ -125,13 +126,20 @@ def table_row(name: str, summary: dict, drift: dict) -> list[str]:
     low, high = overall["ci95"]
     cells = [f"{100 * overall['success_rate']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"]
     for key, _ in COLUMNS[1:6]:
-        value = drift.get(key, {}).get("mean")
-        scale = 1000.0 if key in MILLIMETRES else 1.0
-        cells.append("" if value is None else f"{scale * value:.2f}")
+        cells.append(_mean_ci(drift.get(key, {}), 1000.0 if key in MILLIMETRES else 1.0))
     cells.append(f"{summary.get('weight_bytes', 0) / 1e6:.2f}" if "weight_bytes" in summary else "")
     cells.append(f"{summary['inference_ms']['p50']:.1f}")
     cells.append(f"{summary['calibration_s']:.1f}")
     return [name, *cells]
+
+
+def _mean_ci(summary: dict, scale: float) -> str:
+    """'mean ± half-width of the 95 % CI' of a drift summary, scaled; '' when absent."""
+    if summary.get("mean") is None:
+        return ""
+    low, high = summary.get("ci_low"), summary.get("ci_high")
+    half = "" if high is None else f" ± {scale * (high - low) / 2:.2f}"
+    return f"{scale * summary['mean']:.2f}{half}"
 
 
 def main() -> None:
@@ -152,7 +160,9 @@ def main() -> None:
         "",
         f"Model: {args.model}; {args.episodes} episodes per task, "
         f"seeds from {args.seed}, the same for every method (paired); drift against the FP32 "
-        f"rollout of the same seed. Wall time {time.perf_counter() - start:.0f} s.",
+        f"rollout of the same seed (mean ± half-width of the 95 % Student-t interval over the "
+        f"paired episodes). Wall time {time.perf_counter() - start:.0f} s.",
+        *(["", args.note] if args.note else []),
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
