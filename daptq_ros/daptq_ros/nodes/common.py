@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -55,3 +57,28 @@ def declare(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
 def now_s(node: Node) -> float:
     """The node clock (sim time under use_sim_time) in seconds."""
     return node.get_clock().now().nanoseconds * 1e-9
+
+
+def spin(make_node: Callable[[], Node], args: list[str] | None, threads: int = 1) -> None:
+    """rclpy.init, build the node, spin it (threads > 1: a MultiThreadedExecutor), shut down.
+
+    The node's `core.close()` runs on the way out when it has a core with one.
+    """
+    rclpy.init(args=args)
+    node = make_node()
+    executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else None
+    try:
+        if executor is None:
+            rclpy.spin(node)
+        else:
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        close = getattr(getattr(node, "core", None), "close", None)
+        if close is not None:
+            close()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

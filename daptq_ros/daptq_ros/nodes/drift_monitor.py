@@ -5,11 +5,9 @@ All logic is in daptq_ros.robot.drift_core.DriftMonitorCore.
 
 from __future__ import annotations
 
-import rclpy
 from daptq_ros_interfaces.msg import DriftReport, PolicyStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosidl_runtime_py.utilities import get_message
 from sensor_msgs.msg import JointState
@@ -17,7 +15,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from daptq_ros.nodes.common import LATCHED_QOS, SENSOR_QOS, declare, now_s
+from daptq_ros.nodes.common import LATCHED_QOS, SENSOR_QOS, declare, now_s, spin
 from daptq_ros.robot import drift_core
 from daptq_ros.robot.params import NODE_PARAMS
 
@@ -83,13 +81,4 @@ class DriftMonitorNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `ros2 run daptq_ros drift_monitor`."""
-    rclpy.init(args=args)
-    node = DriftMonitorNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin(DriftMonitorNode, args)

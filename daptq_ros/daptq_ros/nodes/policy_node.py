@@ -14,13 +14,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: 3x fa
 from collections.abc import Callable
 
 import numpy as np
-import rclpy
 from daptq_ros_interfaces.msg import ActionChunk, PolicyStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rosidl_runtime_py.utilities import get_message
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -36,6 +34,7 @@ from daptq_ros.nodes.common import (
     SENSOR_QOS,
     declare,
     now_s,
+    spin,
 )
 from daptq_ros.robot import policy_core
 from daptq_ros.robot.params import NODE_PARAMS
@@ -213,16 +212,4 @@ class PolicyNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `ros2 run daptq_ros policy_node`."""
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.core.close()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin(PolicyNode, args, threads=3)

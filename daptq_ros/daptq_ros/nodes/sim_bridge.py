@@ -10,16 +10,14 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering without a display
 
-import rclpy
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from rosidl_runtime_py.utilities import get_message
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 
-from daptq_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, declare
+from daptq_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, declare, spin
 from daptq_ros.robot import sim_bridge_core as bridge
 from daptq_ros.robot.params import NODE_PARAMS
 from daptq_ros.robot.presets import load_robot
@@ -73,14 +71,4 @@ class SimBridgeNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `ros2 run daptq_ros sim_bridge`."""
-    rclpy.init(args=args)
-    node = SimBridgeNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.core.close()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin(SimBridgeNode, args)
