@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     bags = _checked_bags(args.calib, args.bins)
     model_dir = Path(args.model) if args.model else default_model_dir("pi0")
     loaded = load_model_dir(model_dir)
-    episodes, batches = _calibration(loaded, bags, args)
+    episodes, batches, bins = _calibration(loaded, bags, args)
     start = time.perf_counter()
     summary = _quantize(loaded, episodes, batches, args)
     summary["timings"]["total_s"] = time.perf_counter() - start
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         model=str(model_dir),
         calibration_bags=len(bags),
         calibration_episodes=len(episodes),
-        bins=args.bin_counts,
+        bins=bins,
         method=args.method,
     )
     _save(loaded, summary, Path(args.out))
@@ -162,8 +162,10 @@ def _checked_bags(roots: list[str], bins: int) -> list[Path]:
     return bags
 
 
-def _calibration(loaded: Any, bags: list[Path], args: argparse.Namespace) -> tuple[list, list]:
-    """Read, stratify and batch the calibration episodes."""
+def _calibration(
+    loaded: Any, bags: list[Path], args: argparse.Namespace
+) -> tuple[list, list, dict[str, int]]:
+    """Read, stratify and batch the calibration episodes; also the episodes per bin."""
     from tqdm import tqdm
 
     from daptq_ros.bags import read_episode
@@ -175,12 +177,12 @@ def _calibration(loaded: Any, bags: list[Path], args: argparse.Namespace) -> tup
     )
 
     episodes = [read_episode(p) for p in tqdm(bags, desc="read calibration bags", unit="bag")]
-    args.bin_counts = bin_counts(check_calibration_set(episodes, args.bins), args.bins)
+    counts = bin_counts(check_calibration_set(episodes, args.bins), args.bins)
     chosen = stratify(episodes, args.bins, args.episodes_per_bin, args.seed)
     batches = calibration_batches(
         loaded.tokenizer, loaded.meta, chosen, args.batches, args.batch_size, args.seed
     )
-    return chosen, batches
+    return chosen, batches, counts
 
 
 def _drift_scores(episodes: list, loaded: Any, args: argparse.Namespace):

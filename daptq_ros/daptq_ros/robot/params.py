@@ -91,6 +91,18 @@ def _number(x: float) -> str:
 
 SIM_TASKS = tuple(TASKS)
 
+# Parameters more than one node declares, declared once.
+_ROBOT = ParamSpec("robot", "sawyer_sim", "robot preset name of config/robots/ or a YAML file path")
+_URDF_PATH = ParamSpec(
+    "urdf_path", "", "URDF file that overrides the robot preset's URDF ('' = preset)"
+)
+_JOINT_STATES_TOPIC = ParamSpec(
+    "joint_states_topic", "/joint_states", "sensor_msgs/JointState topic of the arm"
+)
+_EE_POSE_TOPIC = ParamSpec(
+    "ee_pose_topic", "/ee_pose", "geometry_msgs/PoseStamped topic of the end effector"
+)
+
 POLICY_NODE: tuple[ParamSpec, ...] = (
     ParamSpec(
         "model",
@@ -110,8 +122,8 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         "accept bit_config changes while the policy drives the arm (else they are rejected)",
         read_only=False,
     ),
-    ParamSpec("robot", "sawyer_sim", "robot preset name of config/robots/ or a YAML file path"),
-    ParamSpec("urdf_path", "", "URDF file that overrides the robot preset's URDF ('' = preset)"),
+    _ROBOT,
+    _URDF_PATH,
     ParamSpec(
         "command_interface",
         "pose",
@@ -130,8 +142,8 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         "subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage) instead",
     ),
     ParamSpec("instruction_topic", "/instruction", "std_msgs/String topic of the instruction"),
-    ParamSpec("joint_states_topic", "/joint_states", "sensor_msgs/JointState topic of the arm"),
-    ParamSpec("ee_pose_topic", "/ee_pose", "geometry_msgs/PoseStamped topic of the end effector"),
+    _JOINT_STATES_TOPIC,
+    _EE_POSE_TOPIC,
     ParamSpec("control_hz", 10.0, "policy inference rate, Hz", low=0.5, high=100.0),
     ParamSpec("command_hz", 50.0, "rate of commands sent to the arm, Hz", low=1.0, high=1000.0),
     ParamSpec(
@@ -245,10 +257,10 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
 
 _MONITOR = MonitorConfig()
 DRIFT_MONITOR: tuple[ParamSpec, ...] = (
-    ParamSpec("robot", "sawyer_sim", "robot preset name of config/robots/ or a YAML file path"),
-    ParamSpec("urdf_path", "", "URDF file that overrides the robot preset's URDF ('' = preset)"),
-    ParamSpec("joint_states_topic", "/joint_states", "sensor_msgs/JointState topic of the arm"),
-    ParamSpec("ee_pose_topic", "/ee_pose", "geometry_msgs/PoseStamped topic of the end effector"),
+    _ROBOT,
+    _URDF_PATH,
+    _JOINT_STATES_TOPIC,
+    _EE_POSE_TOPIC,
     ParamSpec(
         "reference_bag",
         "",
@@ -344,8 +356,8 @@ SIM_BRIDGE: tuple[ParamSpec, ...] = (
         high=500.0,
     ),
     ParamSpec("camera_topic", "/camera/image_raw", "sensor_msgs/Image topic the camera goes to"),
-    ParamSpec("joint_states_topic", "/joint_states", "sensor_msgs/JointState topic of the arm"),
-    ParamSpec("ee_pose_topic", "/ee_pose", "geometry_msgs/PoseStamped topic of the end effector"),
+    _JOINT_STATES_TOPIC,
+    _EE_POSE_TOPIC,
     ParamSpec(
         "command_interface",
         "pose",
