@@ -2,11 +2,13 @@
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
 
+from daptq_ros.errors import DaptqError
 from daptq_ros.policy.quantize import keep_narrow_layers, needs_calibration, quantize_policy
-from daptq_ros.quant import load_config
+from daptq_ros.quant import load_config, quantize
 from daptq_ros.quant.deploy import DeployedLinear
 
 
@@ -41,3 +43,15 @@ def test_deployed_policy_quantizes_what_fits_and_runs():
 
 def test_calibrated_methods_are_flagged():
     assert needs_calibration(load_config("gptq_w4")) and not needs_calibration(load_config("w4a16"))
+
+
+def test_int8_weight_only_keeps_inputs_narrower_than_its_kernel_in_bf16():
+    # PyTorch's int8 weight-only kernel crashed the process for 4 input columns at batch > 1.
+    model = nn.Sequential(nn.Linear(4, 64), nn.Linear(64, 64))
+    config = keep_narrow_layers(model, load_config("w8a16"))
+    assert config.keep == ("0",)
+    deployed = quantize(model, config, deployed=True)
+    assert [m.kernel for m in deployed] == ["bf16", "int8_weight_only"]
+    assert torch.isfinite(deployed(torch.randn(8, 4))).all()
+    with pytest.raises(DaptqError, match="divisible by 16"):
+        DeployedLinear(quantize(nn.Sequential(nn.Linear(4, 64)), load_config("w8a16"))[0])

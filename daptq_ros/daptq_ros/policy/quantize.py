@@ -12,17 +12,18 @@ from torch import nn
 from daptq_ros.errors import ConfigError
 from daptq_ros.quant import QuantConfig, quantize
 from daptq_ros.quant.api import METHOD_MODULES
-from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE
+from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE, INT8_COLUMNS_MULTIPLE
 
 FULL_PRECISION = "fp32"  # the bit config name that means: no quantization
 
 
 def keep_narrow_layers(model: nn.Module, config: QuantConfig) -> QuantConfig:
-    """The config plus keep entries for Linears too narrow for their group format's kernel.
+    """The config plus keep entries for Linears too narrow for their format's kernel.
 
     A VLA has tiny projections (a 4-D state or action in, a 4-D action out) that no per-group
-    int4 format covers: the group must divide the input width and the int4 kernel packs output
-    rows in tiles of 16. They hold a negligible share of the weights and stay in bf16.
+    int4 format covers (the group must divide the input width and the int4 kernel packs output
+    rows in tiles of 16) and that the int8 weight-only kernel cannot take (input width a
+    multiple of 16). They hold a negligible share of the weights and stay in bf16.
     """
     narrow = []
     for name, module in model.named_modules():
@@ -32,7 +33,10 @@ def keep_narrow_layers(model: nn.Module, config: QuantConfig) -> QuantConfig:
             too_narrow = (
                 module.in_features % spec.group_size or module.out_features % INT4_ROWS_MULTIPLE
             )
-            if grouped and too_narrow:
+            int8_weight_only = spec.weight_bits == 8 and spec.activation_bits is None
+            if (grouped and too_narrow) or (
+                int8_weight_only and module.in_features % INT8_COLUMNS_MULTIPLE
+            ):
                 narrow.append(name)
     return replace(config, keep=(*config.keep, *narrow)) if narrow else config
 

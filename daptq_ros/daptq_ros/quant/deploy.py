@@ -30,6 +30,9 @@ from daptq_ros.quant.layers import QuantLinear
 
 INT4_GROUP_SIZES = (32, 64, 128)
 INT4_ROWS_MULTIPLE = 16  # the int4 packing lays out output rows in tiles of 16
+# aten._weight_int8pack_mm reads the input in blocks of 16 columns: with any other width it
+# crashed the process (SIGSEGV) for batches above 1 (PyTorch 2.13 CPU, measured here).
+INT8_COLUMNS_MULTIPLE = 16
 DEPLOY_DTYPE = torch.bfloat16
 
 
@@ -115,7 +118,15 @@ def kernel_name(layer: QuantLinear | nn.Linear) -> str:
             )
         return "int4"
     if fmt.bits == 8 and fmt.symmetric and fmt.granularity == "channel":
-        return "int8_dynamic" if layer.activation_bits == 8 else "int8_weight_only"
+        if layer.activation_bits == 8:
+            return "int8_dynamic"
+        if layer.in_features % INT8_COLUMNS_MULTIPLE:
+            raise DaptqError(
+                f"the int8 weight-only kernel needs in_features divisible by "
+                f"{INT8_COLUMNS_MULTIPLE}, this layer has {layer.in_features}; keep it in high "
+                "precision (keep: [...])"
+            )
+        return "int8_weight_only"
     raise DaptqError(
         f"no deployed kernel for {fmt.describe()}: 2-4 bit weights need granularity 'group' with "
         f"group_size in {INT4_GROUP_SIZES}, 8-bit weights need symmetric per-channel; "

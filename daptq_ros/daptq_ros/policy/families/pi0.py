@@ -67,6 +67,31 @@ SIZES: dict[str, dict[str, Any]] = {
         "tokens_per_view": 16,
         "num_inference_steps": 10,
     },
+    # Deployment-scale configurations (random weights; speed and memory only, bench/deploy.py).
+    # SmolVLA-like: ~0.42 G Linear parameters (16 layers, 1024 wide, expert 0.75x).
+    "smolvla": {
+        "hidden_size": 1024,
+        "expert_hidden_size": 768,
+        "num_layers": 16,
+        "num_heads": 16,
+        "head_dim": 64,
+        "intermediate_size": 4096,
+        "stem_channels": [16, 32, 32],
+        "tokens_per_view": 32,
+        "num_inference_steps": 10,
+    },
+    # pi0-like: ~3 G parameters (PaliGemma's Gemma-2B geometry, a 1024-wide action expert).
+    "pi0": {
+        "hidden_size": 2048,
+        "expert_hidden_size": 1024,
+        "num_layers": 18,
+        "num_heads": 8,
+        "head_dim": 256,
+        "intermediate_size": 16384,
+        "stem_channels": [16, 32, 32],
+        "tokens_per_view": 32,
+        "num_inference_steps": 10,
+    },
 }
 
 
