@@ -241,15 +241,15 @@ class EpisodeWriter:
             duration=float(duration),
         )
         self.bag.write(EPISODE_INFO_TOPIC, info, max(end_ns, self.last_ns))
-        custom = {
-            META_TASK: self.task,
-            META_SEED: str(self.seed),
-            META_EPISODE: str(self.episode_index),
-            META_MODEL: self.model,
-            META_BIT_CONFIG: self.bit_config,
-            META_SUCCESS: "true" if success else "false",
-            META_INSTRUCTION: self.instruction,
-        }
+        custom = episode_custom_data(
+            self.task,
+            self.seed,
+            self.episode_index,
+            self.model,
+            self.bit_config,
+            success,
+            self.instruction,
+        )
         for key, value in custom.items():
             self.bag.set_custom_data(key, value)
 
@@ -271,6 +271,27 @@ class EpisodeWriter:
             inference_latency=float(latency),
             bit_config=self.bit_config,
         )
+
+
+def episode_custom_data(
+    task: str,
+    seed: int,
+    episode_index: int,
+    model: str,
+    bit_config: str,
+    success: bool,
+    instruction: str,
+) -> dict[str, str]:
+    """The bag metadata (custom_data, META_* keys) that tools pair and group episodes by."""
+    return {
+        META_TASK: task,
+        META_SEED: str(seed),
+        META_EPISODE: str(episode_index),
+        META_MODEL: model,
+        META_BIT_CONFIG: bit_config,
+        META_SUCCESS: "true" if success else "false",
+        META_INSTRUCTION: instruction,
+    }
 
 
 def read_episode(path: str | Path) -> EpisodeData:

@@ -15,15 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daptq_ros.bags.convert import sec_to_ns
-from daptq_ros.bags.episode import (
-    META_BIT_CONFIG,
-    META_EPISODE,
-    META_INSTRUCTION,
-    META_MODEL,
-    META_SEED,
-    META_SUCCESS,
-    META_TASK,
-)
+from daptq_ros.bags.episode import episode_custom_data
 from daptq_ros.bags.writer import BagWriter
 from daptq_ros.errors import ControlError
 from daptq_ros.robot import policy_core, sim_bridge_core
@@ -141,15 +133,10 @@ def run_lockstep(
 
 def episode_metadata(bridge: SimBridgeCore, node: PolicyNodeCore, success: bool) -> dict[str, str]:
     """The daptq.* bag metadata `daptq drift` pairs and groups episodes by."""
-    return {
-        META_TASK: str(bridge.params["task"]),
-        META_SEED: str(bridge.seed),
-        META_EPISODE: "0",
-        META_MODEL: node.model_label,
-        META_BIT_CONFIG: node.bit_config,
-        META_SUCCESS: "true" if success else "false",
-        META_INSTRUCTION: bridge.instruction,
-    }
+    task = str(bridge.params["task"])
+    return episode_custom_data(
+        task, bridge.seed, 0, node.model_label, node.bit_config, success, bridge.instruction
+    )
 
 
 def _await_inference(node: PolicyNodeCore) -> None:

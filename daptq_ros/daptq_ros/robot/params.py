@@ -103,6 +103,14 @@ _EE_POSE_TOPIC = ParamSpec(
     "ee_pose_topic", "/ee_pose", "geometry_msgs/PoseStamped topic of the end effector"
 )
 
+_ACTION_SCALE = ParamSpec(
+    "action_scale",
+    0.01,
+    "metres per unit of an ee_delta action (MetaWorld's scale)",
+    low=1e-4,
+    high=1.0,
+)
+
 POLICY_NODE: tuple[ParamSpec, ...] = (
     ParamSpec(
         "model",
@@ -231,13 +239,7 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         low=0.0,
         high=30.0,
     ),
-    ParamSpec(
-        "action_scale",
-        0.01,
-        "metres per unit of an ee_delta action (MetaWorld's scale)",
-        low=1e-4,
-        high=1.0,
-    ),
+    _ACTION_SCALE,
     ParamSpec("num_threads", 2, "CPU threads for inference", low=1, high=64),
     ParamSpec("device", "cpu", "inference device", choices=("cpu", "cuda")),
     ParamSpec(
@@ -371,13 +373,7 @@ SIM_BRIDGE: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("publish_clock", True, "publish the simulation time on /clock"),
     ParamSpec("max_steps", 500, "steps before an episode ends", low=1, high=100000),
-    ParamSpec(
-        "action_scale",
-        0.01,
-        "metres per unit of an ee_delta action (MetaWorld's scale)",
-        low=1e-4,
-        high=1.0,
-    ),
+    _ACTION_SCALE,
 )
 
 NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
