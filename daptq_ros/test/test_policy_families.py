@@ -196,3 +196,39 @@ def test_a_rows_output_does_not_depend_on_its_padding(family):
     b = adapter.sample(model, long, 2, torch.Generator().manual_seed(0))
     torch.testing.assert_close(a[0], b[0])
     assert not torch.allclose(a[1], b[1])
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_prefix_modules_run_once_per_chunk(family):
+    adapter = get_family(family)
+    model, _ = tiny_model(family)
+    model.eval()
+    calls = {name: 0 for name in adapter.prefix_modules(model)}
+    for name in calls:
+
+        def count(*_, name=name):
+            calls[name] += 1
+
+        model.get_submodule(name).register_forward_hook(count)
+    adapter.sample(model, synthetic_batch(2), 4, torch.Generator().manual_seed(0))
+    assert calls and all(n == 1 for n in calls.values()), calls
+    head = set(adapter.action_head_layers(model))
+    assert not any(layer.startswith(f"{name}.") for layer in head for name in calls)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_whole_model_bf16_deployment_samples_float32_chunks_close_to_fp32(family):
+    from daptq_ros.quant import deploy
+
+    adapter = get_family(family)
+    model, _ = tiny_model(family)
+    for parameter in model.parameters():  # cogact's zero-initialised output would hide errors
+        if parameter.dim() > 1:
+            nn.init.normal_(parameter, std=0.2)
+    model.eval()
+    batch = synthetic_batch(2)
+    reference = adapter.sample(model, batch, 3, torch.Generator().manual_seed(1))
+    deployed = deploy(model, whole_model_bf16=True)
+    chunk = adapter.sample(deployed, batch, 3, torch.Generator().manual_seed(1))
+    assert chunk.dtype == torch.float32 and chunk.shape == reference.shape
+    assert 0 < (chunk - reference).abs().max() < 0.15

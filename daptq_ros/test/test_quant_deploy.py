@@ -130,3 +130,19 @@ def test_int4_layer_with_too_few_output_rows_names_the_fix():
     simulated = quantize(nn.Sequential(nn.Linear(256, 4)), load_config("w4a16"))
     with pytest.raises(DaptqError, match="out_features divisible by 16, this layer has 4"):
         deploy(simulated)
+
+
+def test_whole_model_bf16_casts_every_parameter_but_keeps_buffers_and_packed_weights():
+    model = nn.Sequential(nn.Conv1d(4, 4, 1), nn.Flatten(), nn.Linear(4 * 256, 256))
+    model.register_buffer("schedule", torch.linspace(0, 1, 5))
+    simulated = quantize(model, load_config("w4a16"))
+    deployed = deploy(copy.deepcopy(simulated), whole_model_bf16=True)
+    assert {p.dtype for p in deployed.parameters()} == {torch.bfloat16}
+    assert deployed.schedule.dtype == torch.float32
+    assert deployed[2].weight_int4.dtype != torch.bfloat16  # packed codes are untouched
+    x = torch.randn(2, 4, 256)
+    with torch.no_grad():
+        out = deployed(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert _relative_error(out, simulated(x)) < TOLERANCE

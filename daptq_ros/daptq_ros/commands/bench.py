@@ -1,9 +1,10 @@
-"""`daptq bench`: measured benchmarks (kernels now; deployment and control loop later)."""
+"""`daptq bench`: measured benchmarks of the deployed kernels and of whole deployed VLAs."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from daptq_ros.errors import DaptqError
 
@@ -16,38 +17,82 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Benchmarks that print measured numbers, each also as a ratio to FP32 "
         "measured in the same process. Set OMP_WAIT_POLICY=PASSIVE (the daptq command does).",
     )
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--kernels",
         action="store_true",
-        help="benchmark a stack of Linear layers in every deployed format (required for now)",
+        help="benchmark a stack of Linear layers in every deployed format",
     )
-    parser.add_argument(
+    which.add_argument(
+        "--deploy",
+        action="store_true",
+        help="benchmark whole VLAs at deployment scale (~0.45 G parameters, random weights) in "
+        "every variant: memory, load time, chunk / prefix / head latency, torch.compile, "
+        "batch-1 roofline; writes docs/performance.md with --out",
+    )
+    deploy = parser.add_argument_group("--deploy options")
+    deploy.add_argument(
+        "--families",
+        nargs="+",
+        default=["pi0", "cogact"],
+        choices=["pi0", "cogact"],
+        help="VLA families to build (default: pi0 cogact)",
+    )
+    deploy.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="FAMILY=SIZE",
+        help="size preset per family (default: pi0=smolvla, cogact=large; pi0=pi0 is ~3 G)",
+    )
+    deploy.add_argument(
+        "--runs", type=int, default=20, help="timed action chunks per variant (default: 20)"
+    )
+    deploy.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="skip the torch.compile measurements (they add ~30 s of compilation per variant)",
+    )
+    deploy.add_argument(
+        "--out",
+        type=Path,
+        help="write the markdown report here (and its plot beside it), e.g. docs/performance.md",
+    )
+    deploy.add_argument(
+        "--findings",
+        type=Path,
+        help="markdown appended to the report as its analysis (default with --out: "
+        "performance_findings.md beside it, if it exists)",
+    )
+    kernels = parser.add_argument_group("--kernels options")
+    kernels.add_argument(
         "--widths",
         type=int,
         nargs="+",
         default=[2048, 256],
         help="layer widths: a realistic VLA width and the default model's (default: 2048 256)",
     )
-    parser.add_argument(
+    kernels.add_argument(
         "--batches",
         type=int,
         nargs="+",
         default=[1, 64],
         help="batch sizes (rows of activations) to test (default: 1 64)",
     )
-    parser.add_argument(
+    kernels.add_argument(
         "--layers", type=int, default=8, help="Linear layers in the stack (default: 8)"
     )
     parser.add_argument(
         "--variants",
         nargs="+",
-        help="formats to measure (default: all; an unknown name lists the valid ones); "
-        "FP32 is always measured as the baseline",
+        help="formats (--kernels) or variants (--deploy: fp32 bf16 w8a16 w8a8 w4a16 daptq_topk "
+        "daptq_budget) to measure (default: all; an unknown name lists the valid ones); "
+        "FP32 is always the baseline of --kernels",
     )
-    parser.add_argument(
+    kernels.add_argument(
         "--repeats", type=int, default=30, help="timed calls per measurement (default: 30)"
     )
-    parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default: 5)")
+    kernels.add_argument("--warmup", type=int, default=5, help="untimed calls first (default: 5)")
     parser.add_argument(
         "--threads", type=int, default=2, help="torch intra-op threads (default: 2)"
     )
@@ -57,8 +102,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run the selected benchmark and print its report."""
+    if args.deploy:
+        return run_deploy(args)
     if not args.kernels:
-        raise DaptqError("choose a benchmark: --kernels (more arrive with later releases)")
+        raise DaptqError("choose a benchmark: --kernels or --deploy")
     import torch
 
     from daptq_ros.quant.kernel_bench import VARIANTS, format_table, run_kernel_bench
@@ -73,3 +120,47 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    """`daptq bench --deploy`: every variant of each family, then the table (and the report)."""
+    import sys
+
+    from daptq_ros.policy.deploy_bench import VARIANTS, run_deploy_bench
+    from daptq_ros.policy.deploy_report import results_table, write_performance_doc
+
+    sizes = {}
+    for item in args.size:
+        family, _, size = item.partition("=")
+        if family not in ("pi0", "cogact") or not size:
+            raise DaptqError(f"--size {item!r}: expected FAMILY=SIZE, e.g. pi0=smolvla")
+        sizes[family] = size
+    log = (lambda message: print(message, file=sys.stderr)) if args.json else print
+    report = run_deploy_bench(
+        args.families,
+        args.variants or list(VARIANTS),
+        args.runs,
+        args.threads,
+        not args.no_compile,
+        sizes,
+        progress=log,
+    )
+    if args.out:
+        findings = args.findings or args.out.parent / "performance_findings.md"
+        text = findings.read_text() if findings.is_file() else ""
+        write_performance_doc(report, args.out, _deploy_command(args), text)
+        log(f"report written to {args.out}")
+    print(
+        json.dumps(report, indent=2) if args.json else "\n".join(results_table(report["results"]))
+    )
+    return 0
+
+
+def _deploy_command(args: argparse.Namespace) -> str:
+    """The command line that regenerates a --deploy report, for the report itself."""
+    parts = ["daptq bench --deploy", "--families", *args.families, "--runs", str(args.runs)]
+    parts += [f"--size {item}" for item in args.size]
+    if args.variants:
+        parts += ["--variants", *args.variants]
+    parts += ["--threads", str(args.threads)] + (["--no-compile"] if args.no_compile else [])
+    return " ".join([*parts, "--out", str(args.out)])

@@ -134,8 +134,16 @@ def kernel_name(layer: QuantLinear | nn.Linear) -> str:
     )
 
 
-def deploy(model: nn.Module, device: str = "cpu") -> nn.Module:
-    """Replace every QuantLinear and nn.Linear with its DeployedLinear; the rest is unchanged."""
+def deploy(model: nn.Module, device: str = "cpu", whole_model_bf16: bool = False) -> nn.Module:
+    """Replace every QuantLinear and nn.Linear with its DeployedLinear.
+
+    By default the rest of the model is unchanged (float32 convolutions, norms, embeddings; each
+    deployed Linear converts its input to bfloat16 and back). `whole_model_bf16` also casts
+    every other floating parameter to bfloat16, so activations stay bfloat16 from end to end
+    and the conversions disappear: at the ~450 M deployment scale it cut a BF16 action chunk
+    from 555 to 502 ms on this CPU (bench/deploy.py). Buffers (rotary frequencies, noise
+    schedules) stay float32; family samplers cast their inputs with `compute_dtype`.
+    """
     if device != "cpu":
         raise DaptqError(f"deploying to '{device}' is not supported yet; deploy on 'cpu'")
     for name, module in list(model.named_modules()):
@@ -145,7 +153,21 @@ def deploy(model: nn.Module, device: str = "cpu") -> nn.Module:
             except DaptqError as error:
                 raise DaptqError(f"layer '{name}': {error}") from None
             _set_submodule(model, name, replacement)
+    if whole_model_bf16:
+        _cast_float32_parameters(model, DEPLOY_DTYPE)
     return model.eval()
+
+
+def _cast_float32_parameters(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast every plain float32 parameter (not tensor subclasses, not buffers) to `dtype`."""
+    for module in model.modules():
+        for key, param in module._parameters.items():
+            if (
+                param is not None
+                and type(param.data) is torch.Tensor
+                and param.dtype == torch.float32
+            ):
+                module._parameters[key] = nn.Parameter(param.data.to(dtype), requires_grad=False)
 
 
 def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:

@@ -35,6 +35,24 @@ class Batch:
         }
         return Batch(**moved)
 
+    def to_dtype(self, dtype: torch.dtype) -> Batch:
+        """The same batch with its floating-point tensors (images, state, actions) in `dtype`."""
+        if self.images.dtype == dtype and self.state.dtype == dtype:
+            return self
+        cast = {
+            f.name: value.to(dtype) if value is not None and value.is_floating_point() else value
+            for f in fields(self)
+            for value in [getattr(self, f.name)]
+        }
+        return Batch(**cast)
+
+
+def compute_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype inputs must have: that of every floating parameter if they share one (a
+    whole-model bfloat16 deployment), else float32 (deployed Linears convert on their own)."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
+
 
 def trim_padding(
     input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -121,6 +139,11 @@ class FamilyAdapter(ABC):
     @abstractmethod
     def action_head_layers(self, model: nn.Module) -> list[str]:
         """Names of the action head's nn.Linear layers, in forward order."""
+
+    @abstractmethod
+    def prefix_modules(self, model: nn.Module) -> list[str]:
+        """Modules that run once per chunk to encode the observation (vision, language
+        backbone); the rest of `sample` is the action head's denoising loop."""
 
 
 def preset(

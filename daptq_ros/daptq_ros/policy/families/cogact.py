@@ -30,6 +30,7 @@ from daptq_ros.errors import ModelError
 from daptq_ros.policy.families.base import (
     Batch,
     FamilyAdapter,
+    compute_dtype,
     linear_names,
     preset,
     trim_padding,
@@ -62,6 +63,21 @@ SIZES: dict[str, dict[str, Any]] = {
         "head_hidden_size": 128,
         "head_layers": 2,
         "head_heads": 4,
+        "noise_samples": 4,
+    },
+    # Deployment scale (random weights; speed and memory only, `daptq bench --deploy`): a
+    # ~0.42 G Llama backbone (20 layers, 1024 wide) and a DiT-B-like head (12 blocks, 768
+    # wide), CogACT's geometry at SmolVLA's size.
+    "large": {
+        "stem_channels": [16, 32, 32],
+        "tokens_per_view": 32,
+        "hidden_size": 1024,
+        "num_layers": 20,
+        "num_heads": 16,
+        "intermediate_size": 4096,
+        "head_hidden_size": 768,
+        "head_layers": 12,
+        "head_heads": 12,
         "noise_samples": 4,
     },
 }
@@ -194,7 +210,7 @@ class DiffusionActionHead(nn.Module):
         self, noisy: torch.Tensor, timesteps: torch.Tensor, z: torch.Tensor
     ) -> torch.Tensor:
         """Predicted noise [B, H, D] for noisy chunks [B, H, D] at integer timesteps [B]."""
-        time = sinusoidal_embedding(timesteps, self.time_in.in_features)
+        time = sinusoidal_embedding(timesteps, self.time_in.in_features).to(noisy.dtype)
         condition = z + self.time_out(F.silu(self.time_in(time)))
         x = torch.cat([condition[:, None, :], self.action_in(noisy)], dim=1) + self.position
         for block in self.blocks:
@@ -356,7 +372,7 @@ class CogactAdapter(FamilyAdapter):
         """Deterministic DDIM (eta = 0) over `num_steps` evenly spaced timesteps, x0 in [-1, 1]."""
         config = model.config
         steps = min(num_steps or config.sample_steps, config.train_timesteps)
-        z = model.encode(batch)
+        z = model.encode(batch.to_dtype(compute_dtype(model)))
         shape = (z.shape[0], config.horizon, config.action_dim)
         x = torch.randn(shape, generator=generator).to(z)
         alphas = model.alphas_cumprod
@@ -369,11 +385,16 @@ class CogactAdapter(FamilyAdapter):
             # Re-derive the noise from the clipped estimate so both stay consistent (as DDIM does).
             eps = (x - alpha_t.sqrt() * clean) / (1 - alpha_t).sqrt()
             x = alpha_prev.sqrt() * clean + (1 - alpha_prev).sqrt() * eps
-        return x
+        return x.float()
 
     def interface_layers(self, model: nn.Module) -> list[str]:
         """cognition_proj: its output is z, the action head's only view of the backbone."""
         return ["cognition_proj"]
+
+    def prefix_modules(self, model: nn.Module) -> list[str]:
+        """The vision encoder (with its projector) and the Llama language model."""
+        vision = ["vision"] + (["vision_proj"] if hasattr(model, "vision_proj") else [])
+        return [*vision, "language_model"]
 
     def action_head_layers(self, model: nn.Module) -> list[str]:
         """Every nn.Linear of the DiT action head."""

@@ -35,6 +35,7 @@ from daptq_ros.errors import ModelError
 from daptq_ros.policy.families.base import (
     Batch,
     FamilyAdapter,
+    compute_dtype,
     linear_names,
     preset,
     trim_padding,
@@ -281,13 +282,13 @@ class Pi0Adapter(FamilyAdapter):
     ) -> torch.Tensor:
         """PI0's own Euler sampler from seeded noise; the first action_dim dims of each step."""
         config = model.config
-        inputs = self._inputs(model, batch)
+        inputs = self._inputs(model, batch.to_dtype(compute_dtype(model)))
         shape = (batch.state.shape[0], config.chunk_size, config.max_action_dim)
         noise = torch.randn(shape, generator=generator).to(inputs["pixel_values"])
         actions = model.sample_actions(
             **inputs, noise=noise, num_steps=num_steps or config.num_inference_steps
         )
-        return actions[..., : self._action_dim(model)]
+        return actions[..., : self._action_dim(model)].float()
 
     def interface_layers(self, model: nn.Module) -> list[str]:
         """Backbone k/v_proj (the prefix KV cache) + embed_action_time and action_out_proj."""
@@ -297,6 +298,14 @@ class Pi0Adapter(FamilyAdapter):
             if name.endswith(("self_attn.k_proj", "self_attn.v_proj"))
         ]
         return backbone + linear_names(model, "embed_action_time") + ["action_out_proj"]
+
+    def prefix_modules(self, model: nn.Module) -> list[str]:
+        """The vision tower (with its projector) and the PaliGemma language model."""
+        return [
+            "model.vlm.vision_tower",
+            "model.vlm.multi_modal_projector",
+            "model.vlm.language_model",
+        ]
 
     def action_head_layers(self, model: nn.Module) -> list[str]:
         """The action expert's nn.Linear layers with its input embedding and output projection."""

@@ -1,0 +1,379 @@
+"""Deployment benchmark: latency and memory of a VLA at deployment scale, per quantization variant.
+
+No weights can be downloaded, so each family is built at a realistic size with random weights:
+accuracy is not measured, only speed and memory. Per variant, in child processes of their own so
+that memory figures are the variant's own:
+
+1. prepare: build the FP32 model, quantize it (simulated mode) and save it (safetensors), which
+   gives the quantization time;
+2. measure: load it as a robot would (architecture, weights file, deployment on the real
+   kernels with the whole model in bfloat16), then time action chunks (prefix encoding + every
+   denoising step, batch 1, p50/p95 after warm-up), the prefix alone (the family's
+   `prefix_modules`, timed by hooks inside the same chunks) and the head (chunk - prefix);
+   optionally the same after `torch.compile` of every transformer block (inductor, freezing,
+   max-autotune with its C++ AMX micro-GEMMs); and the batch-1 roofline: one token through every
+   Linear of the model in turn, weight bytes over time, against the read bandwidth of a buffer
+   of the same size measured in the same process.
+
+The DA-PTQ maps use a synthetic sensitivity profile (action-head and interface layers weigh 4x
+the backbone's), because the trained default's profile cannot be mapped onto a model of another
+depth and width; top-k keeps 30 % of the layers in bf16, the budgeted map averages 4.5 bits.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from daptq_ros.errors import DaptqError
+
+VARIANTS = ("fp32", "bf16", "w8a16", "w8a8", "w4a16", "daptq_topk", "daptq_budget")
+SCALE_SIZES = {"pi0": "smolvla", "cogact": "large"}  # ~0.45 G parameters each
+SENSITIVE_WEIGHT = 4.0  # synthetic phi of action-head and interface layers (backbone: 1)
+BUDGET_BITS = 4.5
+TOPK_KEEP = 0.3
+IMAGE_SIZE = (96, 192)  # two 96 px views, as the embedded models
+TEXT_TOKENS = 12
+
+
+def build_scaled(family: str, size: str) -> tuple[Any, nn.Module, Any]:
+    """(adapter, FP32 model with random weights, batch-1 input) of `family` at preset `size`."""
+    from daptq_ros.policy.families import Batch, get_family
+
+    adapter = get_family(family)
+    config = adapter.default_config(
+        size=size,
+        vocab_size=512,
+        max_text_length=16,
+        state_dim=4,
+        action_dim=4,
+        horizon=8,
+        image_size=IMAGE_SIZE,
+        num_views=2,
+    )
+    torch.manual_seed(0)
+    model = adapter.build(config).eval()
+    batch = Batch(
+        images=torch.rand(1, 3, *IMAGE_SIZE),
+        input_ids=torch.randint(1, 512, (1, TEXT_TOKENS)),
+        attention_mask=torch.ones(1, TEXT_TOKENS, dtype=torch.int64),
+        state=torch.zeros(1, 4),
+    )
+    return adapter, model, batch
+
+
+def variant_config(adapter: Any, model: nn.Module, variant: str):
+    """The QuantConfig of `variant` for this model (None for fp32 and bf16: no quantization)."""
+    from daptq_ros.policy.daptq import linear_layer_names, narrow_layers
+    from daptq_ros.policy.quantize import keep_narrow_layers
+    from daptq_ros.quant import QuantConfig, load_config
+    from daptq_ros.quant.allocation import (
+        allocate_budget,
+        allocate_topk,
+        bit_map_config,
+        weight_error_table,
+    )
+
+    if variant in ("fp32", "bf16"):
+        return None
+    if not variant.startswith("daptq_"):
+        return keep_narrow_layers(model, load_config(variant))
+    names = linear_layer_names(model)
+    sensitive = set(adapter.action_head_layers(model)) | set(adapter.interface_layers(model))
+    phi = {n: SENSITIVE_WEIGHT if n in sensitive else 1.0 for n in names}
+    costs = weight_error_table(model, names)
+    never = narrow_layers(model, 128)
+    if variant == "daptq_budget":
+        bit_map = allocate_budget(phi, costs, BUDGET_BITS, never=never)
+    else:
+        bit_map = allocate_topk(phi, costs, TOPK_KEEP, never=never)
+    base = QuantConfig(method="rtn", weight_bits=4, activation_bits=8, name=variant)
+    return bit_map_config(base, bit_map, variant, model)
+
+
+def prepare(family: str, size: str, variant: str, path: Path) -> dict[str, float]:
+    """Build, quantize (simulated) and save one variant; its quantization time."""
+    from safetensors.torch import save_model
+
+    from daptq_ros.quant import quantize
+    from daptq_ros.quant.serialization import save_quantized
+
+    adapter, model, _ = build_scaled(family, size)
+    parameters_m = sum(p.numel() for p in model.parameters()) / 1e6
+    start = time.perf_counter()
+    config = variant_config(adapter, model, variant)
+    if config is None:
+        save_model(model, str(path))
+        return {"parameters_m": parameters_m, "quantize_s": 0.0}
+    model = quantize(model, config)
+    quantize_s = time.perf_counter() - start
+    save_quantized(model, path, config)
+    return {"parameters_m": parameters_m, "quantize_s": quantize_s}
+
+
+def load(family: str, size: str, variant: str, path: Path) -> tuple[Any, nn.Module, Any]:
+    """The variant as a robot loads it: architecture, weights file, deployed (bf16 model)."""
+    from safetensors.torch import load_model
+
+    from daptq_ros.quant import deploy
+    from daptq_ros.quant.serialization import load_quantized
+
+    adapter, model, batch = build_scaled(family, size)
+    if variant == "fp32":
+        load_model(model, str(path))
+        return adapter, model, batch
+    if variant == "bf16":
+        load_model(model, str(path))
+    else:
+        model, _ = load_quantized(model, path)
+    return adapter, deploy(model, whole_model_bf16=True), batch
+
+
+def chunk_timings(
+    adapter: Any, model: nn.Module, batch: Any, runs: int
+) -> tuple[list[float], list[float]]:
+    """Per timed chunk: total and prefix milliseconds (prefix timed by hooks, same chunks)."""
+    spans: list[float] = []
+    handles = []
+    for name in adapter.prefix_modules(model):
+        module = model.get_submodule(name)
+        handles.append(
+            module.register_forward_pre_hook(lambda *_: spans.append(-time.perf_counter()))
+        )
+        handles.append(module.register_forward_hook(lambda *_: spans.append(time.perf_counter())))
+    generator = torch.Generator().manual_seed(0)
+    totals, prefixes = [], []
+    try:
+        with torch.inference_mode():
+            for _ in range(2):  # warm-up
+                adapter.sample(model, batch, None, generator)
+            for _ in range(runs):
+                spans.clear()
+                start = time.perf_counter()
+                adapter.sample(model, batch, None, generator)
+                totals.append(1e3 * (time.perf_counter() - start))
+                prefixes.append(1e3 * sum(spans))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return totals, prefixes
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """torch.compile every transformer block (each child of a ModuleList), static shapes.
+
+    Inductor with freezing and max-autotune picks, per shape, between ATen and its C++
+    micro-GEMMs (AMX int4 / int8 weight-only templates on this CPU).
+    """
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
+    inductor.max_autotune = True
+    inductor.max_autotune_gemm_backends = "CPP,ATEN"
+    for module in list(model.modules()):
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                block.compile(dynamic=False)
+
+
+def gemv_roofline(model: nn.Module) -> dict[str, float]:
+    """One token through every Linear in turn (the batch-1 part): ms, GB/s, share of roofline."""
+    from daptq_ros.quant.deploy import DeployedLinear
+    from daptq_ros.quant.kernel_bench import median_latency_ms, read_bandwidth_gbs
+
+    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, DeployedLinear))]
+    dtype = torch.float32 if any(isinstance(m, nn.Linear) for m in linears) else torch.bfloat16
+    inputs = [torch.randn(1, m.in_features).to(dtype) for m in linears]
+    n_bytes = sum(
+        sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()]) for m in linears
+    )
+
+    def run() -> None:
+        for layer, x in zip(linears, inputs, strict=True):
+            layer(x)
+
+    ms = median_latency_ms(run, warmup=3, repeats=20)
+    bandwidth = read_bandwidth_gbs(n_bytes)
+    achieved = n_bytes / (ms * 1e-3) / 1e9
+    return {
+        "gemv_ms": ms,
+        "gemv_weight_mb": n_bytes / 1e6,
+        "gemv_gbs": achieved,
+        "read_bandwidth_gbs": bandwidth,
+        "roofline_share": achieved / bandwidth,
+    }
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1e6
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def measure(
+    family: str, size: str, variant: str, path: Path, runs: int, with_compile: bool
+) -> dict[str, Any]:
+    """Load one prepared variant and measure it (run in a child process of its own)."""
+    from daptq_ros.quant import weight_bytes
+
+    start = time.perf_counter()
+    adapter, model, batch = load(family, size, variant, path)
+    load_s = time.perf_counter() - start
+    gc.collect()
+    result: dict[str, Any] = {
+        "load_s": load_s,
+        "weight_mb": weight_bytes(model) / 1e6,
+    }
+    totals, prefixes = chunk_timings(adapter, model, batch, runs)
+    result.update(_latencies(totals, prefixes, ""))
+    result["rss_loaded_mb"] = _rss_mb()
+    result.update(gemv_roofline(model))
+    if with_compile:
+        compile_blocks(model)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            adapter.sample(model, batch, None, torch.Generator().manual_seed(0))
+        result["compile_s"] = time.perf_counter() - start
+        totals, prefixes = chunk_timings(adapter, model, batch, runs)
+        result.update(_latencies(totals, prefixes, "compiled_"))
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def _latencies(totals: list[float], prefixes: list[float], prefix: str) -> dict[str, float]:
+    heads = [t - p for t, p in zip(totals, prefixes, strict=True)]
+    return {
+        f"{prefix}chunk_ms_p50": statistics.median(totals),
+        f"{prefix}chunk_ms_p95": _percentile(totals, 0.95),
+        f"{prefix}prefix_ms_p50": statistics.median(prefixes),
+        f"{prefix}head_ms_p50": statistics.median(heads),
+    }
+
+
+def _child(stage: str, **kwargs: Any) -> dict[str, Any]:
+    """Run `stage` of this module in a fresh Python process; its JSON result."""
+    command = [sys.executable, "-m", "daptq_ros.policy.deploy_bench", stage, json.dumps(kwargs)]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    if done.returncode != 0:
+        raise DaptqError(
+            f"deploy bench: {stage} of {kwargs.get('variant')} failed "
+            f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_deploy_bench(
+    families: list[str],
+    variants: list[str],
+    runs: int,
+    threads: int,
+    with_compile: bool,
+    sizes: dict[str, str] | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every (family, variant): prepared and measured in child processes; ratios to FP32 / BF16."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise DaptqError(f"unknown variant '{unknown[0]}'; valid: {', '.join(VARIANTS)}")
+    sizes = {**SCALE_SIZES, **(sizes or {})}
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["DAPTQ_BENCH_THREADS"] = str(threads)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="daptq_deploy_bench_") as scratch:
+        for family in families:
+            size = sizes[family]
+            for variant in variants:
+                progress(f"{family}/{size}: {variant}")
+                path = str(Path(scratch) / f"{family}_{variant}.safetensors")
+                common = {"family": family, "size": size, "variant": variant, "path": path}
+                row = {**common, **_child("prepare", **common)}
+                row.update(_child("measure", runs=runs, with_compile=with_compile, **common))
+                Path(path).unlink()
+                del row["path"]
+                rows.append(row)
+    _add_ratios(rows)
+    from daptq_ros.quant.kernel_bench import copy_bandwidth_gbs
+
+    torch.set_num_threads(threads)
+    return {
+        "machine": machine_description(threads),
+        "threads": threads,
+        "runs": runs,
+        "compiled": with_compile,
+        "dram_copy_bandwidth_gbs": copy_bandwidth_gbs(),
+        "results": rows,
+    }
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    """x_fp32 / x_bf16 of chunk latency and weight bytes, against the same family's run."""
+    for row in rows:
+        family_rows = {r["variant"]: r for r in rows if r["family"] == row["family"]}
+        for ref in ("fp32", "bf16"):
+            if ref in family_rows:
+                base = family_rows[ref]
+                row[f"chunk_x_{ref}"] = row["chunk_ms_p50"] / base["chunk_ms_p50"]
+                row[f"bytes_x_{ref}"] = row["weight_mb"] / base["weight_mb"]
+
+
+def machine_description(threads: int) -> dict[str, str]:
+    """CPU model, cores and library versions, for the report."""
+    import platform
+
+    import torchao
+    import transformers
+
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "threads": str(threads),
+        "torch": torch.__version__,
+        "torchao": torchao.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+    }
+
+
+def _main(argv: list[str]) -> None:
+    """Child-process entry: `prepare` or `measure` with JSON keyword arguments."""
+    stage, kwargs = argv[0], json.loads(argv[1])
+    torch.set_num_threads(int(os.environ.get("DAPTQ_BENCH_THREADS", "2")))
+    kwargs["path"] = Path(kwargs["path"])
+    result = prepare(**kwargs) if stage == "prepare" else measure(**kwargs)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

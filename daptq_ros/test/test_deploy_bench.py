@@ -1,0 +1,50 @@
+"""`daptq bench --deploy`: every variant measured in its own process, ratios, the report."""
+
+import json
+
+import pytest
+
+from daptq_ros.cli import main
+from daptq_ros.errors import DaptqError
+from daptq_ros.policy.deploy_bench import run_deploy_bench
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """One small run (the embedded model's size, 2 chunks per variant, no compile)."""
+    out = tmp_path_factory.mktemp("perf") / "performance.md"
+    args = ["bench", "--deploy", "--families", "pi0", "--size", "pi0=default", "--runs", "2"]
+    args += ["--variants", "fp32", "bf16", "w4a16", "daptq_budget", "--no-compile"]
+    args += ["--out", str(out), "--json"]
+    return args, out
+
+
+def test_deploy_bench_reports_every_variant_with_ratios_and_writes_the_doc(report, capsys):
+    args, out = report
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {r["variant"]: r for r in data["results"]}
+    assert list(rows) == ["fp32", "bf16", "w4a16", "daptq_budget"]
+    assert rows["fp32"]["chunk_x_fp32"] == 1.0 and rows["bf16"]["chunk_x_bf16"] == 1.0
+    for row in rows.values():
+        assert 0 < row["prefix_ms_p50"] < row["chunk_ms_p50"] <= row["chunk_ms_p95"]
+        assert row["head_ms_p50"] > 0 and row["load_s"] > 0 and row["peak_rss_mb"] > 0
+        assert row["gemv_gbs"] > 0 and row["roofline_share"] > 0
+        assert "compiled_chunk_ms_p50" not in row
+    assert rows["bf16"]["bytes_x_fp32"] == pytest.approx(0.5, abs=0.02)
+    assert rows["w4a16"]["weight_mb"] < rows["bf16"]["weight_mb"]
+    assert rows["daptq_budget"]["quantize_s"] > 0 and rows["fp32"]["quantize_s"] == 0
+    doc = out.read_text()
+    assert data["machine"]["torch"] in doc and "2 torch threads" in doc
+    assert "daptq bench --deploy --families pi0 --runs 2 --size pi0=default" in doc
+    assert (out.parent / "performance_latency_vs_bytes.png").stat().st_size > 1000
+
+
+def test_unknown_variant_is_refused_before_any_work():
+    with pytest.raises(DaptqError, match="unknown variant 'w5'"):
+        run_deploy_bench(["pi0"], ["fp32", "w5"], runs=1, threads=1, with_compile=False)
+
+
+def test_bad_size_option_fails_with_one_line(capsys):
+    assert main(["bench", "--deploy", "--size", "pi0"]) == 2
+    assert "expected FAMILY=SIZE" in capsys.readouterr().err
