@@ -7,17 +7,25 @@ its next deadline. Prints, per model: achieved inference rate, command-timer per
 command computed from the chunk that frame produced), dropped frames, and CPU use.
 
     python bench/control_loop.py --models default out/q_daptq --seconds 20
+    python bench/control_loop.py --models scale:pi0/smolvla:fp32 \
+        scale:pi0/smolvla:daptq_budget --whole-model-bf16 --threads 2
+
+A `scale:FAMILY/SIZE:VARIANT` model is built with random weights at that size preset and
+quantized as VARIANT of `daptq bench --deploy` (speed only: the commands are meaningless).
 """
 
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # short spin: see docs/performance.md
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import json
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -39,7 +47,13 @@ def parse_args() -> argparse.Namespace:
         "--models",
         nargs="+",
         default=["default"],
-        help="model directories ('default' = the embedded pi0)",
+        help="model directories ('default' = the embedded pi0), or scale:FAMILY/SIZE:VARIANT "
+        "(random weights at a deployment-scale preset, e.g. scale:pi0/smolvla:daptq_budget)",
+    )
+    parser.add_argument(
+        "--whole-model-bf16",
+        action="store_true",
+        help="deploy quantized models with every layer in bfloat16 (the node's parameter)",
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="run time per model")
     parser.add_argument("--control-hz", type=float, default=10.0, help="inference rate asked")
@@ -65,10 +79,23 @@ def every(period: float, stop: threading.Event, tick) -> threading.Thread:
     return thread
 
 
-def run(model: str, args: argparse.Namespace) -> dict:
+def model_directory(model: str, scratch: Path) -> str:
+    """The model directory of a --models entry (scale: entries are written into scratch)."""
+    if not model.startswith("scale:"):
+        return model
+    from daptq_ros.policy.deploy_bench import write_scaled_model_dir
+
+    family_size, _, variant = model.removeprefix("scale:").partition(":")
+    family, _, size = family_size.partition("/")
+    directory = scratch / f"{family}_{size}_{variant or 'fp32'}"
+    return str(write_scaled_model_dir(family, size, directory, variant or "fp32"))
+
+
+def run(model: str, args: argparse.Namespace, scratch: Path) -> dict:
     """One model: the pipeline for args.seconds; its measured numbers."""
     params = {
-        "model": model,
+        "model": model_directory(model, scratch),
+        "whole_model_bf16": args.whole_model_bf16,
         "dry_run": False,
         "control_hz": args.control_hz,
         "command_hz": args.command_hz,
@@ -140,7 +167,8 @@ def run(model: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     """Measure every model and print a table (or JSON)."""
     args = parse_args()
-    results = [run(model, args) for model in args.models]
+    with tempfile.TemporaryDirectory(prefix="daptq_control_loop_") as scratch:
+        results = [run(model, args, Path(scratch)) for model in args.models]
     if args.json:
         print(json.dumps(results, indent=2))
         return

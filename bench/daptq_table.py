@@ -15,6 +15,7 @@ action chunk and calibration time. Writes OUT/results.md (+ results.json, drift 
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # short spin: see docs/performance.md
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse

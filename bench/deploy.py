@@ -8,6 +8,7 @@ import os
 import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads cost 3x on 2 cores
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # short spin: see docs/performance.md
 
 from daptq_ros.cli import main
 

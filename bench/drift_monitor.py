@@ -11,6 +11,7 @@ import os
 # One thread per math library and sleeping idle threads: the monitor is single-threaded and
 # shares the robot computer, so spinning pool threads would only steal time from it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # short spin: see docs/performance.md
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 

@@ -9,8 +9,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-# Before torch loads OpenMP: spinning worker threads ran 3x slower on small, shared CPUs.
+# Before torch loads OpenMP: spinning worker threads ran 3x slower on small, shared CPUs, but
+# a purely passive wait puts threads to sleep between the hundreds of small parallel regions of
+# an action chunk (+37 % at 0.42 G parameters); a short spin keeps most of the speed and still
+# yields the CPU (docs/performance.md). Values set by the user win.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 # torchao's CPU wheel logs that its CUDA-only extensions cannot load, and torch logs enum
 # registrations when torchao imports: noise for a CLI user.
 for _noisy in ("torchao", "torch.utils._pytree"):

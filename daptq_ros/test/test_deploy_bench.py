@@ -29,10 +29,12 @@ def test_deploy_bench_reports_every_variant_with_ratios_and_writes_the_doc(repor
     for row in rows.values():
         assert 0 < row["prefix_ms_p50"] < row["chunk_ms_p50"] <= row["chunk_ms_p95"]
         assert row["head_ms_p50"] > 0 and row["load_s"] > 0 and row["peak_rss_mb"] > 0
-        assert row["gemv_gbs"] > 0 and row["roofline_share"] > 0
+        assert row["gemv_gbs"] > 0 and row["gemv_roofline_share"] > 0
         assert "compiled_chunk_ms_p50" not in row
     assert rows["bf16"]["bytes_x_fp32"] == pytest.approx(0.5, abs=0.02)
     assert rows["w4a16"]["weight_mb"] < rows["bf16"]["weight_mb"]
+    assert rows["w4a16"]["int4_gemv_weight_mb"] < rows["w4a16"]["gemv_weight_mb"]
+    assert "int4_gemv_gbs" not in rows["bf16"]
     assert rows["daptq_budget"]["quantize_s"] > 0 and rows["fp32"]["quantize_s"] == 0
     doc = out.read_text()
     assert data["machine"]["torch"] in doc and "2 torch threads" in doc

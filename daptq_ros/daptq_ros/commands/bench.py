@@ -15,7 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "bench",
         help="measure latency, weight bytes and bandwidth use of the deployed kernels",
         description="Benchmarks that print measured numbers, each also as a ratio to FP32 "
-        "measured in the same process. Set OMP_WAIT_POLICY=PASSIVE (the daptq command does).",
+        "measured in the same process. The daptq command sets OMP_WAIT_POLICY=PASSIVE and "
+        "GOMP_SPINCOUNT=10000 unless they are set (see daptq_ros/openmp.py).",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(

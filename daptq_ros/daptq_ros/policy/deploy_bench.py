@@ -103,6 +103,50 @@ def variant_config(adapter: Any, model: nn.Module, variant: str):
     return bit_map_config(base, bit_map, variant, model)
 
 
+def write_scaled_model_dir(family: str, size: str, directory: Path, variant: str = "fp32") -> Path:
+    """A model directory at preset `size` with random weights, quantized as `variant` (fp32
+    and bf16 both write the float32 weights: bf16 is a bit config applied at load time).
+
+    Tokenizer, normalisation, action space and image size come from the embedded pi0 model,
+    so the policy node and its benches run it unchanged (bench/control_loop.py).
+    """
+    from dataclasses import replace
+
+    from daptq_ros.policy.families import get_family
+    from daptq_ros.policy.model_dir import (
+        LoadedModel,
+        default_model_dir,
+        load_model_dir,
+        save_model_dir,
+        save_quantized_model_dir,
+    )
+    from daptq_ros.quant import quantize
+
+    template = load_model_dir(default_model_dir("pi0"))
+    adapter = get_family(family)
+    config = adapter.default_config(
+        size=size,
+        vocab_size=template.tokenizer.vocab_size,
+        max_text_length=template.tokenizer.max_length,
+        state_dim=template.meta.normalizer.state_dim,
+        action_dim=template.meta.normalizer.action_dim,
+        horizon=template.meta.horizon,
+        image_size=template.meta.image_size,
+        num_views=template.meta.num_views,
+    )
+    torch.manual_seed(0)
+    model = adapter.build(config).eval()
+    provenance = {"random_weights": f"{family}/{size}: speed and memory only (daptq bench)"}
+    meta = replace(template.meta, family=family, provenance=provenance)
+    quant_config = variant_config(adapter, model, variant)
+    if quant_config is None:
+        return save_model_dir(directory, model, config, template.tokenizer, meta)
+    model = quantize(model, quant_config)
+    loaded = LoadedModel(model, adapter, config, template.tokenizer, meta)
+    summary = {"method": quant_config.method, "config": quant_config.to_dict()}
+    return save_quantized_model_dir(directory, loaded, quant_config, summary)
+
+
 def prepare(family: str, size: str, variant: str, path: Path) -> dict[str, float]:
     """Build, quantize (simulated) and save one variant; its quantization time."""
     from safetensors.torch import save_model
@@ -189,11 +233,24 @@ def compile_blocks(model: nn.Module) -> None:
 
 
 def gemv_roofline(model: nn.Module) -> dict[str, float]:
-    """One token through every Linear in turn (the batch-1 part): ms, GB/s, share of roofline."""
+    """The batch-1 part: one token through every Linear in turn, and through the int4 ones only.
+
+    Per stack: ms, weight MB, achieved GB/s (weight bytes / time) and its share of the read
+    bandwidth of a buffer of the same size (the roofline).
+    """
     from daptq_ros.quant.deploy import DeployedLinear
-    from daptq_ros.quant.kernel_bench import median_latency_ms, read_bandwidth_gbs
 
     linears = [m for m in model.modules() if isinstance(m, (nn.Linear, DeployedLinear))]
+    result = _stack_roofline(linears, "gemv_")
+    int4 = [m for m in linears if getattr(m, "kernel", None) == "int4"]
+    if int4:
+        result.update(_stack_roofline(int4, "int4_gemv_"))
+    return result
+
+
+def _stack_roofline(linears: list[nn.Module], prefix: str) -> dict[str, float]:
+    from daptq_ros.quant.kernel_bench import median_latency_ms, read_bandwidth_gbs
+
     dtype = torch.float32 if any(isinstance(m, nn.Linear) for m in linears) else torch.bfloat16
     inputs = [torch.randn(1, m.in_features).to(dtype) for m in linears]
     n_bytes = sum(
@@ -201,18 +258,19 @@ def gemv_roofline(model: nn.Module) -> dict[str, float]:
     )
 
     def run() -> None:
-        for layer, x in zip(linears, inputs, strict=True):
-            layer(x)
+        with torch.inference_mode():
+            for layer, x in zip(linears, inputs, strict=True):
+                layer(x)
 
     ms = median_latency_ms(run, warmup=3, repeats=20)
-    bandwidth = read_bandwidth_gbs(n_bytes)
     achieved = n_bytes / (ms * 1e-3) / 1e9
+    bandwidth = read_bandwidth_gbs(n_bytes)
     return {
-        "gemv_ms": ms,
-        "gemv_weight_mb": n_bytes / 1e6,
-        "gemv_gbs": achieved,
-        "read_bandwidth_gbs": bandwidth,
-        "roofline_share": achieved / bandwidth,
+        f"{prefix}ms": ms,
+        f"{prefix}weight_mb": n_bytes / 1e6,
+        f"{prefix}gbs": achieved,
+        f"{prefix}read_bandwidth_gbs": bandwidth,
+        f"{prefix}roofline_share": achieved / bandwidth,
     }
 
 
@@ -299,7 +357,6 @@ def run_deploy_bench(
     if unknown:
         raise DaptqError(f"unknown variant '{unknown[0]}'; valid: {', '.join(VARIANTS)}")
     sizes = {**SCALE_SIZES, **(sizes or {})}
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     os.environ["DAPTQ_BENCH_THREADS"] = str(threads)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="daptq_deploy_bench_") as scratch:
@@ -362,7 +419,8 @@ def machine_description(threads: int) -> dict[str, str]:
         "torchao": torchao.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "omp": f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}",
     }
 
 

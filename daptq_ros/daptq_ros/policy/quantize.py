@@ -75,11 +75,14 @@ def load_policy_with_bits(
     deployed: bool = True,
     device: str = "cpu",
     num_steps: int | None = None,
+    whole_model_bf16: bool = False,
 ) -> tuple[Any, str]:
     """Load a model directory and quantize it with `bits` ("fp32" = none); (policy, label).
 
     A directory written by `daptq quantize` is already quantized: it runs as stored (on the
-    deployed kernels when `deployed`), and its bit config is the label.
+    deployed kernels when `deployed`), and its bit config is the label. `whole_model_bf16`
+    deploys the rest of a quantized model in bfloat16 too (see quant.deploy.deploy); a
+    full-precision model stays float32.
     """
     from daptq_ros.policy.inference import load_policy
     from daptq_ros.quant import deploy
@@ -94,10 +97,12 @@ def load_policy_with_bits(
                 "or pass the full-precision model directory"
             )
         if deployed:
-            policy.loaded.model = deploy(policy.model)
+            policy.loaded.model = deploy(policy.model, whole_model_bf16=whole_model_bf16)
         return policy, name
     if bits == FULL_PRECISION:
         return policy, FULL_PRECISION
     config = check_runtime_bit_config(bits)
     quantize_policy(policy, config, deployed=deployed)
+    if deployed and whole_model_bf16:
+        deploy(policy.model, whole_model_bf16=True)  # casts the rest; Linears are deployed
     return policy, config.name

@@ -243,6 +243,12 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
     ParamSpec("num_threads", 2, "CPU threads for inference", low=1, high=64),
     ParamSpec("device", "cpu", "inference device", choices=("cpu", "cuda")),
     ParamSpec(
+        "whole_model_bf16",
+        False,
+        "run the whole deployed model in bfloat16, not only its Linear layers (faster at "
+        "deployment scale on CPUs with bf16 units; see docs/performance.md)",
+    ),
+    ParamSpec(
         "flow_steps",
         0,
         "denoising steps of the action head (0 = the model's default)",

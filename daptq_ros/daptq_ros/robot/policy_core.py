@@ -86,7 +86,14 @@ def default_policy_builder(params: Mapping[str, Any]) -> Callable[[str], ChunkPo
         model = params["model"]
         directory = default_model_dir("pi0") if model == "default" else model
         steps = int(params["flow_steps"]) or None
-        policy, _ = load_policy_with_bits(directory, bits, True, str(params["device"]), steps)
+        policy, _ = load_policy_with_bits(
+            directory,
+            bits,
+            True,
+            str(params["device"]),
+            steps,
+            whole_model_bf16=bool(params["whole_model_bf16"]),
+        )
         return policy
 
     return build
