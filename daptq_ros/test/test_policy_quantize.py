@@ -55,3 +55,17 @@ def test_int8_weight_only_keeps_inputs_narrower_than_its_kernel_in_bf16():
     assert torch.isfinite(deployed(torch.randn(8, 4))).all()
     with pytest.raises(DaptqError, match="divisible by 16"):
         DeployedLinear(quantize(nn.Sequential(nn.Linear(4, 64)), load_config("w8a16"))[0])
+
+
+def test_whole_model_bf16_policy_runs_every_parameter_in_bf16_and_predicts():
+    import numpy as np
+
+    from daptq_ros.policy.model_dir import default_model_dir
+    from daptq_ros.policy.quantize import load_policy_with_bits
+
+    policy, label = load_policy_with_bits(default_model_dir("pi0"), "w4a16", whole_model_bf16=True)
+    assert label == "w4a16"
+    assert {p.dtype for p in policy.model.parameters()} == {torch.bfloat16}
+    image = np.zeros((*policy.loaded.meta.image_size, 3), dtype=np.uint8)
+    chunk = policy.predict(image, "push the puck to the goal", np.zeros(policy.state_dim))
+    assert np.isfinite(chunk.actions).all() and chunk.actions.dtype.kind == "f"

@@ -12,7 +12,11 @@ from torch import nn
 from daptq_ros.errors import ConfigError
 from daptq_ros.quant import QuantConfig, quantize
 from daptq_ros.quant.api import METHOD_MODULES
-from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE, INT8_COLUMNS_MULTIPLE
+from daptq_ros.quant.deploy import (
+    INT4_ROWS_MULTIPLE,
+    INT8_COLUMNS_MULTIPLE,
+    cast_float32_parameters,
+)
 
 FULL_PRECISION = "fp32"  # the bit config name that means: no quantization
 
@@ -104,5 +108,5 @@ def load_policy_with_bits(
     config = check_runtime_bit_config(bits)
     quantize_policy(policy, config, deployed=deployed)
     if deployed and whole_model_bf16:
-        deploy(policy.model, whole_model_bf16=True)  # casts the rest; Linears are deployed
+        cast_float32_parameters(policy.model)
     return policy, config.name

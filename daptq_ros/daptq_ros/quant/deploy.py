@@ -141,8 +141,9 @@ def deploy(model: nn.Module, device: str = "cpu", whole_model_bf16: bool = False
     deployed Linear converts its input to bfloat16 and back). `whole_model_bf16` also casts
     every other floating parameter to bfloat16, so activations stay bfloat16 from end to end
     and the conversions disappear: at the ~450 M deployment scale it cut a BF16 action chunk
-    from 555 to 502 ms on this CPU (bench/deploy.py). Buffers (rotary frequencies, noise
-    schedules) stay float32; family samplers cast their inputs with `compute_dtype`.
+    from 555 to 502 ms on this CPU (a prototype of bench/deploy.py). Buffers (rotary
+    frequencies, noise schedules) stay float32; family samplers cast their inputs with
+    `compute_dtype`.
     """
     if device != "cpu":
         raise DaptqError(f"deploying to '{device}' is not supported yet; deploy on 'cpu'")
@@ -154,11 +155,11 @@ def deploy(model: nn.Module, device: str = "cpu", whole_model_bf16: bool = False
                 raise DaptqError(f"layer '{name}': {error}") from None
             _set_submodule(model, name, replacement)
     if whole_model_bf16:
-        _cast_float32_parameters(model, DEPLOY_DTYPE)
+        cast_float32_parameters(model)
     return model.eval()
 
 
-def _cast_float32_parameters(model: nn.Module, dtype: torch.dtype) -> None:
+def cast_float32_parameters(model: nn.Module, dtype: torch.dtype = DEPLOY_DTYPE) -> None:
     """Cast every plain float32 parameter (not tensor subclasses, not buffers) to `dtype`."""
     for module in model.modules():
         for key, param in module._parameters.items():
