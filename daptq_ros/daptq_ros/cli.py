@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "train",
     "eval",
     "quantize",
+    "report",
 )
 
 

@@ -124,3 +124,31 @@ def test_eval_runs_a_quantized_directory_on_the_deployed_kernels(setup, tmp_path
     bits = ["eval", "--model", str(report["out"]), "--bits", "w8a8", "--out", str(tmp_path / "x")]
     assert main(bits) == 2
     assert "already quantized" in capsys.readouterr().err
+
+
+def test_report_runs_every_method_on_paired_episodes_and_resumes(setup, tmp_path, capsys):
+    methods = ["rtn_w8a8", "daptq_topk", "ablation_allocation_only"]
+    args = ["report", "--models", str(setup["pi0"]), "--calib", str(setup["demos"])]
+    args += ["--methods", *methods, "--tasks", "reach", "--episodes", "2", "--bins", "1"]
+    args += ["--threads", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "docs")]
+    assert main([*args, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    results = record["models"]["pi0"]["methods"]
+    assert list(results) == ["fp32", *methods]
+    assert results["fp32"]["average_bits"] == 32
+    assert 8 <= results["rtn_w8a8"]["average_bits"] < 16  # narrow layers stay bf16
+    for name in methods:
+        assert results[name]["eval"]["overall"]["episodes"] == 2
+        assert results[name]["drift"]["ee_position_rmse"]["n"] == 2
+    markdown = (tmp_path / "docs" / "results.md").read_text()
+    assert "## pi0 (pi0)" in markdown and "### At the weight budget" in markdown
+    ablation = next(line for line in markdown.splitlines() if " vs daptq_topk |" in line)
+    assert ablation.count("±") == 2  # success and EE RMSE differences, both with intervals
+    for name in ("results_pi0_drift.png", "results_pi0_bits.png"):
+        assert (tmp_path / "docs" / name).stat().st_size > 0
+    assert (tmp_path / "docs" / "drift" / "pi0" / "daptq_topk" / "report.md").is_file()
+
+    calibration = tmp_path / "work" / "pi0" / "models" / "daptq_topk" / "calibration.json"
+    before = calibration.stat().st_mtime_ns
+    assert main(args) == 0  # finished steps are kept: nothing is quantized again
+    assert calibration.stat().st_mtime_ns == before

@@ -1,0 +1,118 @@
+"""`daptq report`: the results table of every quantization method on paired simulated episodes."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+FAMILIES = ("pi0", "cogact")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `daptq report`."""
+    from daptq_ros.policy.results_table import METHODS
+
+    parser = subparsers.add_parser(
+        "report",
+        help="the paper-style results table: every quantization method, paired episodes",
+        description="For each model: quantize with every method (`daptq quantize` on the "
+        "calibration bags), evaluate each on the same seeds (`daptq eval`), measure drift "
+        "against the FP32 rollout of the same seed, and write OUT/results.md (table, comparison "
+        "at 4.5 average weight bits, ablations as paired differences, drift curves and bit-map "
+        "plots), OUT/results.json and a drift report per method under OUT/drift/. Finished "
+        "steps are kept under WORK, so a re-run resumes.",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="DIR",
+        help="model directories (default: the embedded default of every family that has one)",
+    )
+    parser.add_argument(
+        "--calib", nargs="+", required=True, metavar="BAGS", help="calibration episode bags"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(METHODS),
+        metavar="METHOD",
+        help=f"methods to run (FP32 always runs), from: {', '.join(METHODS)} (default: all)",
+    )
+    parser.add_argument(
+        "--tasks", nargs="+", metavar="TASK", help="sim tasks (default: the five default tasks)"
+    )
+    parser.add_argument(
+        "--episodes", type=int, default=50, help="episodes per task and method (default: 50)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=100_000, help="first evaluation seed (default: 100000)"
+    )
+    parser.add_argument("--bins", type=int, default=6, help="calibration bins (default: 6)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("out/daptq_table"),
+        help="quantized models and runs, one folder per model (default: out/daptq_table)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("docs"), help="where results.md goes (default: docs)"
+    )
+    parser.add_argument("--note", default="", help="a remark printed under the title")
+    parser.add_argument("--json", action="store_true", help="print results.json instead")
+    return parser
+
+
+def _run_quietly(argv: list[str]) -> int:
+    """Run a `daptq` subcommand with its printed output on stderr (stdout is the report's)."""
+    from daptq_ros.cli import main
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return main(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every model's table and write the results."""
+    from daptq_ros.errors import DaptqError
+    from daptq_ros.policy.model_dir import default_model_dir
+    from daptq_ros.policy.results_table import TableOptions, run_model_table, write_results
+
+    if args.models:
+        models = [Path(m) for m in args.models]
+    else:
+        models = []
+        for family in FAMILIES:
+            try:
+                models.append(default_model_dir(family))
+            except DaptqError:
+                continue
+        if not models:
+            raise DaptqError("no embedded default model found; pass --models DIR")
+    labels = [model.resolve().name for model in models]
+    if len(set(labels)) != len(labels):
+        raise DaptqError(f"model directories must have distinct names, got {labels}")
+    options = TableOptions(
+        calib=tuple(args.calib),
+        methods=tuple(args.methods),
+        tasks=tuple(args.tasks) if args.tasks else None,
+        episodes=args.episodes,
+        seed=args.seed,
+        bins=args.bins,
+        threads=args.threads,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    tables = []
+    for model, label in zip(models, labels, strict=True):
+        drift_out = args.out / "drift" / label
+        tables.append(
+            run_model_table(model, label, options, args.work / label, drift_out, _run_quietly)
+        )
+    path = write_results(tables, options, args.out, args.note)
+    if args.json:
+        print((args.out / "results.json").read_text())
+    else:
+        print(path.read_text())
+    return 0

@@ -1,0 +1,65 @@
+"""The results table's computed comparisons: paired differences, the budget verdict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from daptq_ros.errors import DaptqError
+from daptq_ros.policy.results_table import (
+    MethodRun,
+    ModelTable,
+    budget_verdict,
+    check_methods,
+    paired_difference,
+)
+
+
+def method_run(name: str, bits: float, successes: list[int], rmse: list[float | None]) -> MethodRun:
+    """A run over episodes seeded 0.. on one task, with a drift summary of the given RMSEs."""
+    run = MethodRun(name, {}, 0.0, bits, {})
+    run.episodes = {
+        ("reach", seed): {"success": float(s), "ee_position_rmse": r}
+        for seed, (s, r) in enumerate(zip(successes, rmse, strict=True))
+    }
+    values = [r for r in rmse if r is not None]
+    if values:
+        run.drift = {"ee_position_rmse": {"mean": sum(values) / len(values)}}
+    return run
+
+
+def test_paired_difference_uses_only_episodes_both_runs_have():
+    base = method_run("fp32", 32, [1, 1, 0, 0], [0.0, 0.0, 0.0, 0.0])
+    run = method_run("q", 4, [1, 0, 0, 1], [0.01, 0.03, None, 0.02])
+    mean, half, n = paired_difference(run, base, "success")
+    assert n == 4 and mean == pytest.approx(0.0) and half > 0
+    mean, _, n = paired_difference(run, base, "ee_position_rmse")
+    assert n == 3 and mean == pytest.approx(0.02)
+
+
+def test_paired_difference_without_common_episodes_is_nan():
+    base = method_run("fp32", 32, [1], [0.0])
+    run = method_run("q", 4, [1], [None])
+    mean, half, n = paired_difference(run, base, "ee_position_rmse")
+    assert math.isnan(mean) and half is None and n == 0
+
+
+def test_budget_verdict_ranks_methods_inside_the_budget_by_drift():
+    runs = {
+        "fp32": method_run("fp32", 32, [1, 1, 1, 1], [None] * 4),
+        "rtn_w8a8": method_run("rtn_w8a8", 8, [1, 1, 1, 1], [0.001] * 4),  # outside 4.5 bits
+        "gptq_w4": method_run("gptq_w4", 4.02, [1, 1, 1, 0], [0.010] * 4),
+        "daptq_topk": method_run("daptq_topk", 5.1, [1, 1, 1, 1], [0.002] * 4),
+        "daptq_budget": method_run("daptq_budget", 4.48, [1, 1, 0, 0], [0.020] * 4),
+    }
+    lines = budget_verdict(ModelTable("m", "dir", "pi0", runs, 0.0))
+    assert lines[0].endswith("gptq_w4 10.00 mm, daptq_budget 20.00 mm.")
+    assert "daptq_topk: 5.10 average weight bits, above" in lines[1]
+    assert "NOT within 5 points" in lines[2] and "rank 2 of 2 (lowest: gptq_w4)" in lines[2]
+
+
+def test_unknown_method_is_refused_and_fp32_always_runs_first():
+    assert check_methods(["daptq_budget", "fp32"]) == ("fp32", "daptq_budget")
+    with pytest.raises(DaptqError, match="unknown method 'int3'"):
+        check_methods(["int3"])
