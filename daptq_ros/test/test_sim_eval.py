@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,19 @@ def test_demo_writes_the_table_and_report(
     assert "| w4a16 |" in markdown and (out / "drift" / "ee_paths.png").stat().st_size > 0
     assert main([*args, "--out", str(out)]) == 0  # a rerun replaces its own earlier output
     assert main([*args, "--out", str(tmp_path)]) == 2  # but never a folder it did not write
+
+
+@pytest.mark.sim
+def test_eval_record_writes_the_measured_success_into_the_manifest(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    args = ["eval", "--model", str(model), "--tasks", "reach", "--episodes", "1", "--record"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    metrics = json.loads((model / "daptq.json").read_text())["provenance"]["metrics"]
+    assert metrics["overall"] == summary["overall"] and metrics["seeds"] == [100000, 100000]
+    assert "final_train_loss" in metrics  # what training recorded is kept
+    assert main([*args, "--bits", "w8a8", "--out", str(tmp_path / "q")]) == 2
+    assert "drop --bits" in capsys.readouterr().err

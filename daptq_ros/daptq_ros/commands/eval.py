@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from daptq_ros.errors import DaptqError
 
 MODES = ("deployed", "simulated")
 
@@ -61,6 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--threads", type=int, default=2, help="torch intra-op threads (default: 2)"
     )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="full precision only: write the measured success (per task, overall, seeds, "
+        "episodes) and latency into the model directory's manifest (daptq.json), as the "
+        "embedded default models carry it",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
@@ -69,10 +79,16 @@ def run(args: argparse.Namespace) -> int:
     """Load (and quantize) the policy, evaluate it, print the table or JSON."""
     import torch
 
+    from daptq_ros.policy.model_dir import record_evaluation
     from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
     from daptq_ros.quant import weight_bytes
     from daptq_ros.sim.evaluate import SUMMARY_FILE, EvalConfig, evaluate, format_summary
 
+    if args.record and args.bits:
+        raise DaptqError(
+            "--record writes a full-precision evaluation into the model's manifest; "
+            "drop --bits (or --record)"
+        )
     torch.set_num_threads(args.threads)
     policy, label = load_policy_with_bits(
         args.model, args.bits or FULL_PRECISION, deployed=args.mode == "deployed"
@@ -93,5 +109,21 @@ def run(args: argparse.Namespace) -> int:
     )
     summary["weight_bytes"] = weight_bytes(policy.model)
     (Path(args.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    if args.record:
+        record_evaluation(args.model, manifest_metrics(summary, args))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
+
+
+def manifest_metrics(summary: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """What `--record` writes into the manifest: the command, seeds, success and latency."""
+    last_seed = args.seed + args.episodes - 1
+    command = f"daptq eval --model {args.model} --episodes {args.episodes} --seed {args.seed}"
+    command += f" --tasks {' '.join(args.tasks)} --threads {args.threads}"
+    return {
+        "eval_command": command,
+        "seeds": [args.seed, last_seed],
+        "per_task": summary["per_task"],
+        "overall": summary["overall"],
+        f"inference_ms_p50_{args.threads}_thread": summary["inference_ms"]["p50"],
+    }

@@ -203,6 +203,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def record_evaluation(directory: str | Path, metrics: dict[str, Any]) -> None:
+    """Merge measured evaluation metrics into the manifest's provenance.metrics (daptq.json)."""
+    directory = check_model_dir(directory)
+    meta = ModelMeta.from_dict(_read_json(directory / META_FILE))
+    recorded = {**meta.provenance.get("metrics", {}), **metrics}
+    meta = replace(meta, provenance={**meta.provenance, "metrics": recorded})
+    (directory / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+
+
 def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model from config.json, load model.safetensors, eval mode, on `device`."""
     directory = check_model_dir(directory)
