@@ -146,6 +146,7 @@ def test_report_runs_every_method_on_paired_episodes_and_resumes(setup, tmp_path
     assert ablation.count("±") == 2  # success and EE RMSE differences, both with intervals
     for name in ("results_pi0_drift.png", "results_pi0_bits.png"):
         assert (tmp_path / "docs" / name).stat().st_size > 0
+    assert "Fold check" in markdown and "daptq_topk passed" in markdown
     assert (tmp_path / "docs" / "drift" / "pi0" / "daptq_topk" / "report.md").is_file()
 
     calibration = tmp_path / "work" / "pi0" / "models" / "daptq_topk" / "calibration.json"

@@ -99,6 +99,7 @@ class MethodRun:
     # (task, seed) -> {"success": 0/1, "ee_position_rmse": metres or None}
     episodes: dict[tuple[str, int], dict[str, float | None]] = field(default_factory=dict)
     curve: tuple[np.ndarray, np.ndarray] | None = None  # mean EE deviation over time
+    fold_check: bool | None = None  # CSRC methods: same parameters and modules after folding
 
 
 @dataclass
@@ -135,11 +136,13 @@ def run_model_table(
     }
     runs = {}
     for name in check_methods(options.methods):
-        model_used, calibration_s, bit_map = _quantize(name, model, options, work, daptq, layers)
+        model_used, calibration, bit_map = _quantize(name, model, options, work, daptq, layers)
         summary = _evaluate(name, model_used, options, work, daptq)
         total = sum(layers.values())
         bits = sum(layers[n] * bit_map[n] for n in layers) / total
+        calibration_s = float(calibration.get("timings", {}).get("total_s", 0.0))
         run = MethodRun(name, summary, calibration_s, bits, bit_map)
+        run.fold_check = calibration.get("fold_check")
         run.episodes = {
             (e["task"], int(e["seed"])): {"success": float(e["success"]), "ee_position_rmse": None}
             for e in summary["episodes_run"]
@@ -156,12 +159,12 @@ def _quantize(
     work: Path,
     daptq: Runner,
     layers: dict[str, int],
-) -> tuple[Path, float, dict[str, int]]:
-    """Quantize with one method (kept when done before): model dir, calibration s, bit map."""
+) -> tuple[Path, dict[str, Any], dict[str, int]]:
+    """Quantize with one method (kept when done before): model dir, calibration.json, bit map."""
     from daptq_ros.quant.config import load_config
 
     if METHODS[name] is None:
-        return model, 0.0, {layer: 32 for layer in layers}
+        return model, {}, {layer: 32 for layer in layers}
     qdir = work / "models" / name
     if not (qdir / "calibration.json").is_file():
         command = ["quantize", "--model", str(model), "--calib", *options.calib, *METHODS[name]]
@@ -171,7 +174,7 @@ def _quantize(
     calibration = json.loads((qdir / "calibration.json").read_text())
     config = load_config(qdir / "bits.yaml")
     bit_map = {layer: config.spec_for(layer).weight_bits for layer in layers}
-    return qdir, float(calibration["timings"]["total_s"]), bit_map
+    return qdir, calibration, bit_map
 
 
 def _evaluate(
@@ -296,6 +299,20 @@ def budget_verdict(table: ModelTable) -> list[str]:
     return lines
 
 
+def fold_lines(table: ModelTable) -> list[str]:
+    """The CSRC fold check of every method that compensates, as markdown lines."""
+    runs = table.runs.items()
+    checked = {name: run.fold_check for name, run in runs if run.fold_check is not None}
+    if not checked:
+        return []
+    verdicts = ", ".join(f"{name} {'passed' if ok else 'FAILED'}" for name, ok in checked.items())
+    return [
+        "Fold check (the compensated model has exactly the parameters and modules of the "
+        f"uncompensated quantized one): {verdicts}.",
+        "",
+    ]
+
+
 def ablation_lines(table: ModelTable) -> list[str]:
     """Each DA-PTQ component's contribution: paired differences ablation - full method."""
     lines = [
@@ -408,6 +425,7 @@ def model_section(table: ModelTable, options: TableOptions, out: Path) -> list[s
         "",
         *budget_verdict(table),
         "",
+        *fold_lines(table),
         "### Ablations (paired differences, ablation - full method, 95 % Student-t)",
         "",
         *ablation_lines(table),
@@ -454,6 +472,7 @@ def write_results(
                         "eval": run.eval_summary,
                         "calibration_s": run.calibration_s,
                         "average_bits": run.average_bits,
+                        "fold_check": run.fold_check,
                         "drift": run.drift,
                     }
                     for name, run in table.runs.items()
