@@ -151,5 +151,6 @@ def test_report_runs_every_method_on_paired_episodes_and_resumes(setup, tmp_path
 
     calibration = tmp_path / "work" / "pi0" / "models" / "daptq_topk" / "calibration.json"
     before = calibration.stat().st_mtime_ns
+    assert (tmp_path / "work" / "pi0" / "runs" / "daptq_topk" / "drift_scores.json").is_file()
     assert main(args) == 0  # finished steps are kept: nothing is quantized again
     assert calibration.stat().st_mtime_ns == before

@@ -196,25 +196,46 @@ def _score_drift(runs: dict[str, MethodRun], work: Path, drift_out: Path) -> Non
     RMSE, the mean deviation curve, and a drift report per method.
 
     One analysis per run: runs are told apart by method here, not by their bit-config name
-    (the ablations share DA-PTQ's).
+    (the ablations share DA-PTQ's). The scores are kept beside the run (drift_scores.json), so
+    assembling the table again does not re-read every bag.
     """
+    for name, run in runs.items():
+        if name == "fp32":
+            continue
+        scores = _drift_scores(work / "runs" / name, work / "runs" / "fp32", drift_out / name)
+        run.drift = scores["drift"]
+        for task, seed, rmse in scores["ee_position_rmse"]:
+            if (task, seed) in run.episodes:
+                run.episodes[(task, seed)]["ee_position_rmse"] = rmse
+        if scores["curve"] is not None:
+            grid, mean = scores["curve"]
+            run.curve = (np.asarray(grid), np.asarray(mean))
+
+
+def _drift_scores(run: Path, reference: Path, report: Path) -> dict[str, Any]:
+    """One run's drift summaries, per-episode EE RMSE and mean curve (cached), and its report."""
     from daptq_ros.bags.episode import META_SEED, META_TASK
     from daptq_ros.drift.analysis import analyze
     from daptq_ros.drift.report import write_report
 
-    for name, run in runs.items():
-        if name == "fp32":
-            continue
-        analysis = analyze([work / "runs" / name], work / "runs" / "fp32")
-        write_report(analysis, drift_out / name)
-        (summary,) = analysis.summaries.values()
-        run.drift = {metric: s.to_dict() for metric, s in summary.items()}
-        for result in analysis.episodes:
-            metadata = result.run.metadata
-            key = (metadata.get(META_TASK, ""), int(metadata.get(META_SEED, -1)))
-            if key in run.episodes:
-                run.episodes[key]["ee_position_rmse"] = result.metrics.ee_position_rmse
-        run.curve = _mean_deviation_curve(analysis.episodes)
+    cache = run / "drift_scores.json"
+    if cache.is_file() and (report / "report.md").is_file():
+        return json.loads(cache.read_text())
+    analysis = analyze([run], reference)
+    write_report(analysis, report)
+    (summary,) = analysis.summaries.values()
+    curve = _mean_deviation_curve(analysis.episodes)
+    scores = {
+        "drift": {metric: s.to_dict() for metric, s in summary.items()},
+        "ee_position_rmse": [
+            [r.run.metadata.get(META_TASK, ""), int(r.run.metadata.get(META_SEED, -1)), rmse]
+            for r in analysis.episodes
+            if (rmse := r.metrics.ee_position_rmse) is not None
+        ],
+        "curve": None if curve is None else [curve[0].tolist(), curve[1].tolist()],
+    }
+    cache.write_text(json.dumps(scores) + "\n")
+    return scores
 
 
 def _mean_deviation_curve(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
