@@ -115,3 +115,23 @@ def test_a_missing_directory_and_mismatched_weights_are_model_errors(model_dir, 
     (broken / WEIGHTS_FILE).write_bytes(b"garbage")
     with pytest.raises(ModelError, match=r"model\.safetensors"):
         load_model_dir(broken)
+
+
+@pytest.mark.parametrize("family", ["pi0", "cogact"])
+def test_embedded_default_model_loads_and_carries_its_manifest(family):
+    from daptq_ros.policy.model_dir import default_model_dir
+
+    directory = default_model_dir(family)
+    assert all((directory / name).stat().st_size <= 25e6 for name in REQUIRED_FILES)
+    policy = load_policy(directory)
+    meta = policy.loaded.meta
+    assert meta.family == family
+    provenance = meta.provenance
+    assert provenance["command"].startswith("bash scripts/train_default_models.sh")
+    assert len(provenance["git_revision"]) == 40
+    overall = provenance["metrics"]["overall"]  # measured by `daptq eval --record`
+    assert overall["episodes"] >= 50 and 0.0 <= overall["success_rate"] <= 1.0
+    height, width = meta.image_size
+    image = np.zeros((height, width, 3), np.uint8)
+    chunk = policy.predict(image, "push the puck to the goal", np.zeros(4), seed=0)
+    assert chunk.actions.shape == (meta.horizon, 4) and np.isfinite(chunk.actions).all()
