@@ -7,7 +7,7 @@ import math
 import pytest
 
 from daptq_ros.errors import DaptqError
-from daptq_ros.policy.results_table import (
+from daptq_ros.commands.results_table import (
     MethodRun,
     ModelTable,
     budget_verdict,

@@ -12,7 +12,7 @@ FAMILIES = ("pi0", "cogact")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `daptq report`."""
-    from daptq_ros.policy.results_table import METHODS
+    from daptq_ros.commands.results_table import METHODS
 
     parser = subparsers.add_parser(
         "report",
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Run every model's table and write the results."""
     from daptq_ros.errors import DaptqError
     from daptq_ros.policy.model_dir import default_model_dir
-    from daptq_ros.policy.results_table import TableOptions, run_model_table, write_results
+    from daptq_ros.commands.results_table import TableOptions, run_model_table, write_results
 
     if args.models:
         models = [Path(m) for m in args.models]
