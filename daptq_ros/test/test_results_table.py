@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from daptq_ros.errors import DaptqError
 from daptq_ros.commands.results_table import (
     MethodRun,
     ModelTable,
@@ -14,6 +13,7 @@ from daptq_ros.commands.results_table import (
     check_methods,
     paired_difference,
 )
+from daptq_ros.errors import DaptqError
 
 
 def method_run(name: str, bits: float, successes: list[int], rmse: list[float | None]) -> MethodRun:

@@ -76,9 +76,9 @@ def _run_quietly(argv: list[str]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run every model's table and write the results."""
+    from daptq_ros.commands.results_table import TableOptions, run_model_table, write_results
     from daptq_ros.errors import DaptqError
     from daptq_ros.policy.model_dir import default_model_dir
-    from daptq_ros.commands.results_table import TableOptions, run_model_table, write_results
 
     if args.models:
         models = [Path(m) for m in args.models]
