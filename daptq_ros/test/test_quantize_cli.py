@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("mujoco")
 pytest.importorskip("metaworld")
@@ -154,3 +155,16 @@ def test_report_runs_every_method_on_paired_episodes_and_resumes(setup, tmp_path
     assert (tmp_path / "work" / "pi0" / "runs" / "daptq_topk" / "drift_scores.json").is_file()
     assert main(args) == 0  # finished steps are kept: nothing is quantized again
     assert calibration.stat().st_mtime_ns == before
+
+
+def test_daptq_with_gptq_rounding_keeps_the_bit_map_and_the_fold(setup, tmp_path, capsys):
+    extra = ("--method", "daptq", "--allocation", "budget", "--average-bits", "4.5")
+    (tmp_path / "rtn").mkdir(), (tmp_path / "gptq").mkdir()
+    rtn = quantize(setup, tmp_path / "rtn", capsys, "cogact", *extra)
+    gptq = quantize(setup, tmp_path / "gptq", capsys, "cogact", *extra, "--rounding", "gptq")
+    assert gptq["config"]["method"] == "gptq" and gptq["config"]["name"] == "daptq_budget_gptq"
+    assert gptq["config"]["overrides"] == rtn["config"]["overrides"]  # the same allocation
+    assert gptq["fold_check"] is True
+    rtn_weights = load_model_dir(rtn["out"]).model.state_dict()
+    gptq_weights = load_model_dir(gptq["out"]).model.state_dict()
+    assert any(not torch.equal(rtn_weights[k], gptq_weights[k]) for k in rtn_weights)

@@ -73,6 +73,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="daptq: skip the interface compensation (the allocation-only ablation)",
     )
     parser.add_argument(
+        "--rounding",
+        default="rtn",
+        choices=["rtn", "gptq"],
+        help="daptq: how the low-bit layers of the bit map are rounded: round-to-nearest (the "
+        "paper) or GPTQ's Hessian error feedback on the calibration inputs (default: rtn)",
+    )
+    parser.add_argument(
         "--scores",
         default="virtual",
         choices=SCORES,
@@ -243,6 +250,7 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
             activation_bits=base.activation_bits,
             group_size=base.group_size,
             compensate=not args.no_csrc,
+            rounding=args.rounding,
             seed=args.seed,
         )
         loaded.model, result = daptq_quantize(adapter, model, batches, scores, options)
@@ -277,6 +285,8 @@ def _daptq_name(args: argparse.Namespace) -> str:
         name += "_nocsrc"
     if args.scores != "virtual":
         name += f"_{args.scores}"
+    if args.rounding != "rtn":
+        name += f"_{args.rounding}"
     return name
 
 

@@ -34,9 +34,14 @@ METHODS: dict[str, list[str] | None] = {
     "smoothquant_w8a8": ["--method", "smoothquant", "--config", "w8a8"],
     "awq_w4": ["--method", "awq", "--config", "w4a16"],
     "gptq_w4": ["--method", "gptq", "--config", "w4a16"],
+    "gptq_w4a8": ["--method", "gptq", "--config", "w4a8"],
     "qvla": ["--method", "qvla", "--config", "w4a8", "--average-bits", "4.5"],
     "daptq_topk": ["--method", "daptq", "--config", "w4a8"],
     "daptq_budget": ["--method", "daptq", "--config", "w4a8", "--allocation", "budget"],
+    "daptq_budget_gptq": [
+        *("--method", "daptq", "--config", "w4a8", "--allocation", "budget"),
+        *("--rounding", "gptq"),
+    ],
     "ablation_csrc_only": ["--method", "daptq", "--config", "w4a8", "--allocation", "uniform"],
     "ablation_allocation_only": ["--method", "daptq", "--config", "w4a8", "--no-csrc"],
     "ablation_jacobian_scores": [
@@ -44,7 +49,7 @@ METHODS: dict[str, list[str] | None] = {
         *("--urdf", "sawyer_sim"),
     ],
 }
-DAPTQ_METHODS = ("daptq_topk", "daptq_budget")
+DAPTQ_METHODS = ("daptq_topk", "daptq_budget", "daptq_budget_gptq")
 # ablation -> (the full method it removes something from, what it removes).
 ABLATIONS = {
     "ablation_allocation_only": ("daptq_topk", "CSRC"),

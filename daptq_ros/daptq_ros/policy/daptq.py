@@ -48,6 +48,7 @@ from daptq_ros.quant.csrc import (
 from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE
 
 ALLOCATIONS = ("topk", "budget", "uniform")
+ROUNDINGS = ("rtn", "gptq")  # how the low-bit layers of the bit map are rounded
 BLOCK_INDEX = re.compile(r"\.(\d+)\.")
 PROTECTED_SHARE = 6  # protect at most 1 of every 6 action-head blocks (2 of CogACT's 12)
 
@@ -64,6 +65,7 @@ class DaptqOptions:
     group_size: int = 128
     protected_blocks: int = 2  # last action-head blocks kept in bf16
     compensate: bool = True  # CSRC on the interface layers
+    rounding: str = "rtn"  # rtn (the paper) | gptq (Hessian error feedback, ours)
     csrc: CSRCConfig = field(default_factory=CSRCConfig)
     seed: int = 0
 
@@ -71,6 +73,10 @@ class DaptqOptions:
         if self.allocation not in ALLOCATIONS:
             raise ConfigError(
                 f"allocation {self.allocation!r} is unknown; use one of {', '.join(ALLOCATIONS)}"
+            )
+        if self.rounding not in ROUNDINGS:
+            raise ConfigError(
+                f"rounding {self.rounding!r} is unknown; use one of {', '.join(ROUNDINGS)}"
             )
 
 
@@ -162,7 +168,7 @@ def daptq_quantize(
     else:
         bit_map = {n: 16 if n in fixed else options.low_bits for n in names}
     base = QuantConfig(
-        method="rtn",
+        method=options.rounding,
         weight_bits=options.low_bits,
         activation_bits=options.activation_bits,
         group_size=options.group_size,
@@ -173,7 +179,7 @@ def daptq_quantize(
 
     fp_model = copy.deepcopy(model) if options.compensate else None
     start = time.perf_counter()
-    quantized = quantize(model, config)
+    quantized = quantize(model, config, calls)
     timings["quantize_s"] = time.perf_counter() - start
 
     report: dict[str, Any] = {"average_bits": average_bits(bit_map, costs), "layers": {}}
@@ -212,7 +218,7 @@ def _compensate(
             comp = Compensation(comp.gain, torch.zeros_like(comp.shift), comp.U, comp.V)
         fold_into_linear(layer, comp)
         compensations[name] = comp
-    folded = quantize(fp_model, config)
+    folded = quantize(fp_model, config, calls)
     after = collect_output_stats(folded, interface, calls, max_samples=rows)
     folded_modules = dict(folded.named_modules())
     for name in interface:
