@@ -53,7 +53,7 @@ def test_budget_verdict_ranks_methods_inside_the_budget_by_drift():
         "daptq_topk": method_run("daptq_topk", 5.1, [1, 1, 1, 1], [0.002] * 4),
         "daptq_budget": method_run("daptq_budget", 4.48, [1, 1, 0, 0], [0.020] * 4),
     }
-    lines = budget_verdict(ModelTable("m", "dir", "pi0", runs, 0.0))
+    lines = budget_verdict(ModelTable("m", "dir", "pi0", runs))
     assert lines[0].endswith("gptq_w4 10.00 mm, daptq_budget 20.00 mm.")
     assert "daptq_topk: 5.10 average weight bits, above" in lines[1]
     assert "NOT within 5 points" in lines[2] and "rank 2 of 2 (lowest: gptq_w4)" in lines[2]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +114,13 @@ class ModelTable:
     model: str
     family: str
     runs: dict[str, MethodRun]
-    wall_s: float
+
+    @property
+    def compute_s(self) -> float:
+        """Seconds spent quantizing and evaluating every method (kept runs included)."""
+        return sum(
+            run.calibration_s + run.eval_summary.get("wall_s", 0.0) for run in self.runs.values()
+        )
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -133,7 +138,6 @@ def run_model_table(
     from daptq_ros.policy.daptq import linear_layer_names
     from daptq_ros.policy.model_dir import load_model_dir
 
-    start = time.perf_counter()
     loaded = load_model_dir(model)
     layers = {
         name: loaded.model.get_submodule(name).weight.numel()
@@ -154,7 +158,10 @@ def run_model_table(
         }
         runs[name] = run
     _score_drift(runs, work, drift_out)
-    return ModelTable(label, str(model), loaded.meta.family, runs, time.perf_counter() - start)
+    shown = model.resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())  # the repository-relative path, not this machine's
+    return ModelTable(label, str(shown), loaded.meta.family, runs)
 
 
 def _quantize(
@@ -443,7 +450,8 @@ def model_section(table: ModelTable, options: TableOptions, out: Path) -> list[s
         "",
         f"Model `{table.model}`: FP32 success {100 * fp32['success_rate']:.1f} % over "
         f"{fp32['episodes']} episodes; {options.episodes} episodes per task, seeds from "
-        f"{options.seed} for every method (paired). Wall time {table.wall_s:.0f} s.",
+        f"{options.seed} for every method (paired). Quantization + evaluation took "
+        f"{table.compute_s / 60:.0f} min.",
         "",
         *table_rows(table),
         "",
@@ -492,7 +500,7 @@ def write_results(
             table.label: {
                 "model": table.model,
                 "family": table.family,
-                "wall_s": table.wall_s,
+                "compute_s": table.compute_s,
                 "methods": {
                     name: {
                         "eval": run.eval_summary,
