@@ -54,6 +54,7 @@ ABLATIONS = {
     "ablation_allocation_only": ("daptq_topk", "CSRC"),
     "ablation_csrc_only": ("daptq_topk", "motion-driven allocation (uniform W4 instead)"),
     "ablation_jacobian_scores": ("daptq_topk", "virtual-chain scores (real Jacobian instead)"),
+    "daptq_budget": ("daptq_budget_gptq", "GPTQ rounding (round-to-nearest instead)"),
 }
 BUDGET_BITS = 4.5  # the acceptance budget: average weight bits
 SUCCESS_MARGIN = 0.05  # DA-PTQ's success must stay within 5 points of FP32
