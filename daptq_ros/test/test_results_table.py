@@ -63,3 +63,25 @@ def test_unknown_method_is_refused_and_fp32_always_runs_first():
     assert check_methods(["daptq_budget", "fp32"]) == ("fp32", "daptq_budget")
     with pytest.raises(DaptqError, match="unknown method 'int3'"):
         check_methods(["int3"])
+
+
+def test_mean_drift_curve_stops_where_few_episodes_still_run():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from daptq_ros.commands.results_table import _mean_deviation_curve
+
+    def episode(duration: float, deviation: float) -> SimpleNamespace:
+        stamps = np.linspace(0.0, duration, 20)
+        positions = np.zeros((20, 3))
+        pair = SimpleNamespace(
+            stamps=stamps,
+            exec_positions=positions + np.array([deviation, 0.0, 0.0]),
+            ref_positions=positions,
+        )
+        return SimpleNamespace(pair=pair)
+
+    grid, mean = _mean_deviation_curve([episode(1.0, 0.01)] * 4 + [episode(3.0, 0.5)])
+    assert grid[-1] == pytest.approx(1.0)  # 1 of 5 episodes past 1 s: below a quarter
+    assert mean[0] == pytest.approx((4 * 0.01 + 0.5) / 5)

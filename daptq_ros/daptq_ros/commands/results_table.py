@@ -74,6 +74,7 @@ DRIFT_COLUMNS = ("ee_position_rmse", "ee_position_final_error", "drift_growth_ra
 DRIFT_COLUMNS += ("dtw_distance", "ee_jerk_rms")
 MILLIMETRES = {"ee_position_rmse", "ee_position_final_error", "drift_growth_rate", "dtw_distance"}
 CURVE_STEP_S = 0.05  # time grid of the mean drift curves
+CURVE_MIN_SHARE = 0.25  # the curves stop where fewer episodes than this share still run
 
 Runner = Callable[[list[str]], int]  # the `daptq` CLI: arguments -> exit status
 
@@ -252,7 +253,11 @@ def _drift_scores(run: Path, reference: Path, report: Path) -> dict[str, Any]:
 
 
 def _mean_deviation_curve(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Mean end-effector deviation over episode time, averaged over the episodes still running."""
+    """Mean end-effector deviation over episode time, averaged over the episodes still running.
+
+    The curve ends where fewer than a quarter of the episodes are still running: a mean over
+    the few longest episodes would jump with each one that ends.
+    """
     from daptq_ros.drift.metrics import position_deviation
 
     tracks = []
@@ -270,7 +275,8 @@ def _mean_deviation_curve(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarra
         inside = grid <= t[-1]
         total[inside] += np.interp(grid[inside], t, d)
         count[inside] += 1
-    return grid, total / np.maximum(count, 1)
+    enough = count >= max(1.0, CURVE_MIN_SHARE * len(tracks))
+    return grid[enough], total[enough] / count[enough]
 
 
 def paired_difference(
