@@ -5,7 +5,7 @@
 # Collects 12 calibration demonstrations per task (seeds 0-11, the demonstration protocol of
 # scripts/train_default_models.sh) unless out/calib exists, then runs `daptq report`.
 # On this workplace's 2-core CPU, 10 episodes per task take ~3 min per method and model
-# (13 methods; the models run one after the other).
+# (15 methods; the models run one after the other, or side by side: see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPISODES="${1:-10}"
