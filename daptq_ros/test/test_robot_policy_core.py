@@ -422,3 +422,25 @@ def test_a_given_urdf_sets_the_joint_limits():
         assert np.allclose(core.safety.limits.upper, expected.upper)
     finally:
         core.close()
+
+
+def test_freeze_heap_hides_the_heap_and_frees_cycles_dropped_since_the_last_freeze():
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    old = Node()
+    old.self = old  # a reference cycle, as a swapped-out model may hold
+    alive = weakref.ref(old)
+    try:
+        policy_core.freeze_heap()
+        assert gc.get_freeze_count() > 0
+        del old
+        gc.collect()
+        assert alive() is not None  # frozen: ordinary collections do not see it
+        policy_core.freeze_heap()  # the next model's load
+        assert alive() is None
+    finally:
+        gc.unfreeze()
