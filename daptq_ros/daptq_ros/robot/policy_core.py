@@ -105,9 +105,10 @@ def freeze_heap() -> None:
     """Move every live object (model, libraries) out of the garbage collector's sight.
 
     A full collection traverses the whole heap; with transformers and a model loaded it paused
-    the command thread for ~20 ms (command jitter p99 19 ms at 50 Hz, 2.0 ms frozen;
-    bench/control_loop.py). Unfreezing first lets a swap's collection free the old model's
-    reference cycles before the heap is frozen again.
+    the command thread for ~20 ms (bench/control_loop.py, default model, 50 Hz commands:
+    jitter p99 19.3 ms before, 3.8 ms with this call; README "Benchmarks"). Unfreezing first
+    lets a swap's collection free the old model's reference cycles before the heap is frozen
+    again.
     """
     gc.unfreeze()
     gc.collect()
