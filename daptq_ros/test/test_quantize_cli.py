@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -155,6 +156,16 @@ def test_report_runs_every_method_on_paired_episodes_and_resumes(setup, tmp_path
     assert (tmp_path / "work" / "pi0" / "runs" / "daptq_topk" / "drift_scores.json").is_file()
     assert main(args) == 0  # finished steps are kept: nothing is quantized again
     assert calibration.stat().st_mtime_ns == before
+    sha = record["models"]["pi0"]["identity"]["weights_sha256"]
+    assert f"weights sha256 {sha[:12]}, 4 training steps" in markdown
+    assert re.search(r"FP32 success \d+\.\d % over 2 episodes", markdown)
+
+    changed = tmp_path / "pi0"  # same name, other weights: the kept runs must not be reused
+    shutil.copytree(setup["cogact"], changed)
+    args[args.index("--models") + 1] = str(changed)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "holds the runs of other weights" in capsys.readouterr().err
 
 
 def test_daptq_with_gptq_rounding_keeps_the_bit_map_and_the_fold(setup, tmp_path, capsys):

@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Roll the policy out on each task for seeds SEED..SEED+N-1 (the same seeds "
         "give the same scenes for every model, so runs of different bit configs are paired), "
         "write one episode bag per rollout under RUN_DIR/<task>/, and report success per task "
-        "with 95 %% Wilson intervals and the inference latency per action chunk.",
+        "with 95 % Wilson intervals and the inference latency per action chunk.",
     )
     parser.add_argument("--model", required=True, metavar="DIR", help="model directory to load")
     parser.add_argument(

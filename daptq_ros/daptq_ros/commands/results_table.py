@@ -11,6 +11,7 @@ runs, never written by hand.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -77,6 +78,7 @@ CURVE_STEP_S = 0.05  # time grid of the mean drift curves
 CURVE_MIN_SHARE = 0.25  # the curves stop where fewer episodes than this share still run
 
 Runner = Callable[[list[str]], int]  # the `daptq` CLI: arguments -> exit status
+IDENTITY_FILE = "model_identity.json"  # in each model's work folder: whose runs it holds
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class ModelTable:
     model: str
     family: str
     runs: dict[str, MethodRun]
+    identity: dict[str, Any] = field(default_factory=dict)  # see model_identity()
 
     @property
     def compute_s(self) -> float:
@@ -133,6 +136,38 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     return ("fp32", *(m for m in dict.fromkeys(methods) if m != "fp32"))
 
 
+def model_identity(model: Path) -> dict[str, Any]:
+    """What names the evaluated weights: sha256 of the weights file, training steps, revision."""
+    from daptq_ros.policy.model_dir import WEIGHTS_FILE, check_model_dir, load_model_dir
+
+    digest = hashlib.sha256()
+    with open(check_model_dir(model) / WEIGHTS_FILE, "rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    provenance = load_model_dir(model).meta.provenance
+    return {
+        "weights_sha256": digest.hexdigest(),
+        "training_steps": provenance.get("training", {}).get("steps"),
+        "git_revision": provenance.get("git_revision"),
+    }
+
+
+def _claim_work_folder(work: Path, identity: dict[str, Any]) -> None:
+    """Tie `work` to one model's weights: kept runs of other weights must not be reused."""
+    path = work / IDENTITY_FILE
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept.get("weights_sha256") != identity["weights_sha256"]:
+            raise DaptqError(
+                f"{work} holds the runs of other weights (sha256 "
+                f"{str(kept.get('weights_sha256'))[:12]}, now {identity['weights_sha256'][:12]}): "
+                "the model changed since; pass a new --work folder or delete this one"
+            )
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity, indent=2) + "\n")
+
+
 def run_model_table(
     model: Path, label: str, options: TableOptions, work: Path, drift_out: Path, daptq: Runner
 ) -> ModelTable:
@@ -140,6 +175,8 @@ def run_model_table(
     from daptq_ros.policy.daptq import linear_layer_names
     from daptq_ros.policy.model_dir import load_model_dir
 
+    identity = model_identity(model)
+    _claim_work_folder(work, identity)
     loaded = load_model_dir(model)
     layers = {
         name: loaded.model.get_submodule(name).weight.numel()
@@ -163,7 +200,7 @@ def run_model_table(
     shown = model.resolve()
     if shown.is_relative_to(Path.cwd()):
         shown = shown.relative_to(Path.cwd())  # the repository-relative path, not this machine's
-    return ModelTable(label, str(shown), loaded.meta.family, runs)
+    return ModelTable(label, str(shown), loaded.meta.family, runs, identity)
 
 
 def _quantize(
@@ -452,10 +489,14 @@ def model_section(table: ModelTable, options: TableOptions, out: Path) -> list[s
     curves = plot_drift_curves(table, out / f"results_{table.label}_drift.png")
     bit_maps = plot_bit_maps(table, out / f"results_{table.label}_bits.png")
     fp32 = table.runs["fp32"].eval_summary["overall"]
+    identity = table.identity
+    revision = str(identity.get("git_revision") or "unknown")[:12]
     return [
         f"## {table.label} ({table.family})",
         "",
-        f"Model `{table.model}`: FP32 success {100 * fp32['success_rate']:.1f} % over "
+        f"Model `{table.model}` (weights sha256 {identity.get('weights_sha256', '?')[:12]}, "
+        f"{identity.get('training_steps')} training steps, trained at revision {revision}): "
+        f"FP32 success {100 * fp32['success_rate']:.1f} % over "
         f"{fp32['episodes']} episodes; {options.episodes} episodes per task, seeds from "
         f"{options.seed} for every method (paired). Quantization + evaluation took "
         f"{table.compute_s / 60:.0f} min.",
@@ -507,6 +548,7 @@ def write_results(
             table.label: {
                 "model": table.model,
                 "family": table.family,
+                "identity": table.identity,
                 "compute_s": table.compute_s,
                 "methods": {
                     name: {
