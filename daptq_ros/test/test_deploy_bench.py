@@ -12,7 +12,9 @@ from daptq_ros.policy.deploy_bench import run_deploy_bench
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """One small run (the embedded model's size, 2 chunks per variant, no compile)."""
-    out = tmp_path_factory.mktemp("perf") / "performance.md"
+    out = tmp_path_factory.mktemp("perf") / "performance_small.md"
+    # the analysis beside the report, named after it, is appended to it
+    (out.parent / "performance_small_findings.md").write_text("## What limits it\n\nmeasured.\n")
     args = ["bench", "--deploy", "--families", "pi0", "--size", "pi0=default", "--runs", "2"]
     args += ["--variants", "fp32", "bf16", "w4a16", "daptq_budget", "--no-compile"]
     args += ["--out", str(out), "--json"]
@@ -39,7 +41,8 @@ def test_deploy_bench_reports_every_variant_with_ratios_and_writes_the_doc(repor
     doc = out.read_text()
     assert data["machine"]["torch"] in doc and "2 torch threads" in doc
     assert "daptq bench --deploy --families pi0 --runs 2 --size pi0=default" in doc
-    assert (out.parent / "performance_latency_vs_bytes.png").stat().st_size > 1000
+    assert (out.parent / "performance_small_latency_vs_bytes.png").stat().st_size > 1000
+    assert "(performance_small_latency_vs_bytes.png)" in doc and "## What limits it" in doc
 
 
 def test_unknown_variant_is_refused_before_any_work():

@@ -92,6 +92,18 @@ def test_save_load_round_trip_gives_identical_predictions(model_dir, tmp_path):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
 
 
+def test_loading_skips_random_initialisation_and_reads_every_tensor(model_dir):
+    from safetensors.torch import load_file
+
+    normal = torch.nn.init.normal_
+    state = load_model_dir(model_dir).model.state_dict()
+    assert torch.nn.init.normal_ is normal  # the initialisers are back after loading
+    saved = load_file(str(model_dir / WEIGHTS_FILE))
+    for name, tensor in saved.items():
+        torch.testing.assert_close(state[name], tensor, rtol=0, atol=0, msg=name)
+    assert set(state) <= set(saved) | {n for n in state if n.endswith("lm_head.weight")}
+
+
 @pytest.mark.parametrize("missing", REQUIRED_FILES)
 def test_a_missing_file_is_named(model_dir, tmp_path, missing):
     broken = shutil.copytree(model_dir, tmp_path / "broken")

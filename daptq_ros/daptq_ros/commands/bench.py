@@ -63,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--findings",
         type=Path,
         help="markdown appended to the report as its analysis (default with --out: "
-        "performance_findings.md beside it, if it exists)",
+        "<report name>_findings.md beside it, e.g. performance_findings.md, if it exists)",
     )
     kernels = parser.add_argument_group("--kernels options")
     kernels.add_argument(
@@ -147,7 +147,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         progress=log,
     )
     if args.out:
-        findings = args.findings or args.out.parent / "performance_findings.md"
+        findings = args.findings or args.out.with_name(args.out.stem + "_findings.md")
         text = findings.read_text() if findings.is_file() else ""
         write_performance_doc(report, args.out, _deploy_command(args), text)
         log(f"report written to {args.out}")

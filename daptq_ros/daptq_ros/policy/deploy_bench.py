@@ -48,9 +48,11 @@ IMAGE_SIZE = (96, 192)  # two 96 px views, as the embedded models
 TEXT_TOKENS = 12
 
 
-def build_scaled(family: str, size: str) -> tuple[Any, nn.Module, Any]:
-    """(adapter, FP32 model with random weights, batch-1 input) of `family` at preset `size`."""
+def build_scaled(family: str, size: str, initialise: bool = True) -> tuple[Any, nn.Module, Any]:
+    """(adapter, FP32 model with random weights, batch-1 input) of `family` at preset `size`;
+    `initialise=False` skips the random initialisation, for weights loaded next."""
     from daptq_ros.policy.families import Batch, get_family
+    from daptq_ros.policy.model_dir import build_for_loading
 
     adapter = get_family(family)
     config = adapter.default_config(
@@ -64,7 +66,7 @@ def build_scaled(family: str, size: str) -> tuple[Any, nn.Module, Any]:
         num_views=2,
     )
     torch.manual_seed(0)
-    model = adapter.build(config).eval()
+    model = (adapter.build(config) if initialise else build_for_loading(adapter, config)).eval()
     batch = Batch(
         images=torch.rand(1, 3, *IMAGE_SIZE),
         input_ids=torch.randint(1, 512, (1, TEXT_TOKENS)),
@@ -174,7 +176,7 @@ def load(family: str, size: str, variant: str, path: Path) -> tuple[Any, nn.Modu
     from daptq_ros.quant import deploy
     from daptq_ros.quant.serialization import load_quantized
 
-    adapter, model, batch = build_scaled(family, size)
+    adapter, model, batch = build_scaled(family, size, initialise=False)
     if variant == "fp32":
         load_model(model, str(path))
         return adapter, model, batch

@@ -8,7 +8,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-PLOT_NAME = "performance_latency_vs_bytes.png"
+PLOT_SUFFIX = "_latency_vs_bytes.png"  # beside the report: performance.md -> performance_...
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -94,7 +94,7 @@ def write_performance_doc(
 ) -> Path:
     """Write the markdown report (tables, machine, command) and the plot beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    plot = plot_latency_vs_bytes(report["results"], path.parent / PLOT_NAME)
+    plot = plot_latency_vs_bytes(report["results"], path.with_name(path.stem + PLOT_SUFFIX))
     machine = report["machine"]
     lines = [
         "# Deployment performance",
@@ -113,8 +113,10 @@ def write_performance_doc(
         "one token through every Linear in turn (weight bytes / time), *int4* = through the "
         "int4-kernel layers only; *roofline* = that over the read bandwidth of a buffer of the "
         "same size (a large last-level cache serves the smaller ones). *RSS loaded* = "
-        "resident memory after loading and warm-up; *peak RSS* includes "
-        "the float32 skeleton the loader builds first.",
+        "resident memory after loading and warm-up; *peak RSS* = the most resident memory of "
+        "the loading and measuring process (the loader builds the architecture without "
+        "initialising it, so skeleton pages that the weights never overwrite stay unmapped; "
+        "file pages of the memory-mapped weights count while they are read).",
         "",
         "## Eager",
         "",

@@ -212,13 +212,25 @@ def record_evaluation(directory: str | Path, metrics: dict[str, Any]) -> None:
     (directory / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
 
 
+def build_for_loading(adapter: FamilyAdapter, config: dict[str, Any]) -> nn.Module:
+    """The architecture without its random initialisation, for weights that are loaded next.
+
+    transformers' `no_init_weights` turns torch's and transformers' initialisers into no-ops;
+    at 3 G parameters the random initialisation took longer than reading the weights.
+    """
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        return adapter.build(config)
+
+
 def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model from config.json, load model.safetensors, eval mode, on `device`."""
     directory = check_model_dir(directory)
     meta = ModelMeta.from_dict(_read_json(directory / META_FILE))
     config = _read_json(directory / CONFIG_FILE)
     adapter = get_family(meta.family)
-    model = adapter.build(config)
+    model = build_for_loading(adapter, config)
     weights = directory / WEIGHTS_FILE
     if is_quantized_file(weights):
         # A quantized directory: packed codes + bit map + the folded compensation, so it runs
