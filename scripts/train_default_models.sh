@@ -2,18 +2,18 @@
 # Retrain the embedded default models from scratch: simulated demonstrations -> behaviour cloning.
 # Usage: [FAMILIES="pi0 cogact"] [STAGES_pi0=...] bash scripts/train_default_models.sh [DATA_DIR]
 # Each family trains in stages, each resuming the last and extending its cosine schedule, as the
-# embedded defaults were trained: pi0 14000 then 40000 steps (STAGES_pi0), cogact 30000 steps in
-# one schedule (STAGES_cogact). Then each model is evaluated on held-out seeds (50 episodes per
-# task) and the result is written into its manifest (daptq eval --record).
+# embedded defaults were trained: pi0 14000, 40000, 70000, then 90000 steps (STAGES_pi0), cogact
+# 30000 then 48000 steps (STAGES_cogact). Then each model is evaluated on held-out seeds (50
+# episodes per task) and the result is written into its manifest (daptq eval --record).
 # On this workplace's 2-core CPU: collection ~12 min (two collectors side by side), then each
-# family trains with one thread (pi0: 40000 steps in ~1 h 50 min at ~6 steps/s, batch 32;
-# cogact: 30000 steps in ~2 h at ~4.3 steps/s); the evaluation takes ~15 min per family.
+# family trains with one thread (pi0: 90000 steps in ~4 h 30 min at ~5.5-6 steps/s, batch 32;
+# cogact: 48000 steps in ~3 h at ~4.3-5 steps/s); the evaluation takes ~15 min per family.
 # The models land in daptq_ros/models/<family>_default/ (checkpoints beside them, git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-out/demos}"
-STAGES_pi0="${STAGES_pi0:-14000 40000}"
-STAGES_cogact="${STAGES_cogact:-30000}"
+STAGES_pi0="${STAGES_pi0:-14000 40000 70000 90000}"
+STAGES_cogact="${STAGES_cogact:-30000 48000}"
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 MUJOCO_GL="${MUJOCO_GL:-egl}"
 DAPTQ=.venv/bin/daptq
 
