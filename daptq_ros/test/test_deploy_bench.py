@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from daptq_ros.cli import main
 from daptq_ros.errors import DaptqError
@@ -53,3 +54,17 @@ def test_unknown_variant_is_refused_before_any_work():
 def test_bad_size_option_fails_with_one_line(capsys):
     assert main(["bench", "--deploy", "--size", "pi0"]) == 2
     assert "expected FAMILY=SIZE" in capsys.readouterr().err
+
+
+def test_read_bandwidth_buffer_stops_growing_at_the_cap(monkeypatch):
+    import daptq_ros.quant.kernel_bench as kernel_bench
+
+    monkeypatch.setattr(kernel_bench, "READ_BUFFER_CAP", 1 << 20)
+    allocated = []
+    ones = torch.ones
+    monkeypatch.setattr(
+        kernel_bench.torch, "ones", lambda n, **kw: allocated.append(n) or ones(n, **kw)
+    )
+    # a terabyte of weights: measured on a buffer of the cap, not of their size
+    assert kernel_bench.read_bandwidth_gbs(1 << 40, repeats=2) > 0
+    assert allocated == [(1 << 20) // 4]
