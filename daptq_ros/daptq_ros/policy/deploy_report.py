@@ -112,11 +112,13 @@ def write_performance_doc(
         "(once per chunk), *head* = every denoising step of the action head. *batch-1 GB/s* = "
         "one token through every Linear in turn (weight bytes / time), *int4* = through the "
         "int4-kernel layers only; *roofline* = that over the read bandwidth of a buffer of the "
-        "same size (a large last-level cache serves the smaller ones). *RSS loaded* = "
+        "same size, up to 2 GiB (a large last-level cache serves the smaller ones). *RSS "
+        "loaded* = "
         "resident memory after loading and warm-up; *peak RSS* = the most resident memory of "
         "the loading and measuring process (the loader builds the architecture without "
         "initialising it, so skeleton pages that the weights never overwrite stay unmapped; "
-        "file pages of the memory-mapped weights count while they are read).",
+        "file pages of the memory-mapped weights count while they are read, and so does the "
+        "roofline's read buffer of up to 2 GiB).",
         "",
         "## Eager",
         "",
