@@ -136,15 +136,15 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     return ("fp32", *(m for m in dict.fromkeys(methods) if m != "fp32"))
 
 
-def model_identity(model: Path) -> dict[str, Any]:
-    """What names the evaluated weights: sha256 of the weights file, training steps, revision."""
-    from daptq_ros.policy.model_dir import WEIGHTS_FILE, check_model_dir, load_model_dir
+def model_identity(model: Path, provenance: dict[str, Any]) -> dict[str, Any]:
+    """What names the evaluated weights: sha256 of the weights file, and from the manifest's
+    `provenance` the training steps and revision."""
+    from daptq_ros.policy.model_dir import WEIGHTS_FILE
 
     digest = hashlib.sha256()
-    with open(check_model_dir(model) / WEIGHTS_FILE, "rb") as weights:
+    with open(model / WEIGHTS_FILE, "rb") as weights:
         for block in iter(lambda: weights.read(1 << 20), b""):
             digest.update(block)
-    provenance = load_model_dir(model).meta.provenance
     return {
         "weights_sha256": digest.hexdigest(),
         "training_steps": provenance.get("training", {}).get("steps"),
@@ -175,9 +175,9 @@ def run_model_table(
     from daptq_ros.policy.daptq import linear_layer_names
     from daptq_ros.policy.model_dir import load_model_dir
 
-    identity = model_identity(model)
-    _claim_work_folder(work, identity)
     loaded = load_model_dir(model)
+    identity = model_identity(model, loaded.meta.provenance)
+    _claim_work_folder(work, identity)
     layers = {
         name: loaded.model.get_submodule(name).weight.numel()
         for name in linear_layer_names(loaded.model)
