@@ -112,3 +112,39 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert learning_rate(CONFIG, 0) == pytest.approx(CONFIG.lr / 2)
     assert learning_rate(CONFIG, 2) == pytest.approx(CONFIG.lr)
     assert learning_rate(CONFIG, 6) == pytest.approx(0.0)
+
+
+def test_fine_tuning_starts_from_the_model_and_keeps_its_statistics(tmp_path):
+    episodes = synthetic_episodes()
+    base = train(episodes, tmp_path / "base", CONFIG, progress=False).model_dir
+    # A learning rate of zero: the fine-tuned export must be the base model, bit for bit.
+    frozen = dataclasses.replace(CONFIG, steps=2, lr=0.0, init_from=str(base))
+    other = synthetic_episodes(seed=1)
+    tuned = train(other, tmp_path / "tuned", frozen, progress=False).model_dir
+    a, b = load_file(str(base / WEIGHTS_FILE)), load_file(str(tuned / WEIGHTS_FILE))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    base_meta, tuned_meta = load_model_dir(base).meta, load_model_dir(tuned).meta
+    assert tuned_meta.normalizer.to_dict() == base_meta.normalizer.to_dict()
+    assert tuned_meta.provenance["training"]["init_from"] == str(base)
+    assert (base / "tokenizer.json").read_text() == (tuned / "tokenizer.json").read_text()
+    # Training on from there changes the weights.
+    moving = dataclasses.replace(frozen, lr=1e-2, checkpoint_every=100)
+    moved = train(other, tmp_path / "moved", moving, progress=False).model_dir
+    c = load_file(str(moved / WEIGHTS_FILE))
+    assert any(not torch.equal(a[key], c[key]) for key in a)
+
+
+def test_fine_tuning_refuses_a_model_made_for_other_data(tmp_path):
+    base = train(synthetic_episodes(), tmp_path / "base", CONFIG, progress=False).model_dir
+    wrong = dataclasses.replace(CONFIG, family="pi0", horizon=HORIZON + 1, init_from=str(base))
+    with pytest.raises(ModelError, match=r"cannot fine-tune.*family 'cogact' vs 'pi0'.*horizon"):
+        train(synthetic_episodes(), tmp_path / "tuned", wrong, progress=False)
+    with pytest.raises(ModelError, match="missing"):
+        train(
+            synthetic_episodes(),
+            tmp_path / "tuned",
+            dataclasses.replace(CONFIG, init_from=str(tmp_path / "missing")),
+            progress=False,
+        )

@@ -56,6 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="skip episodes whose metadata marks them failed",
     )
     parser.add_argument(
+        "--init",
+        metavar="MODEL_DIR",
+        help="fine-tune: start from this model directory's weights, tokenizer and normalisation "
+        "statistics instead of a random initialisation (e.g. an embedded default model); the "
+        "data must have its action space, chunk, timing and camera layout",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue from MODEL_DIR's checkpoint if one exists"
     )
     parser.add_argument(
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         **({} if args.lr is None else {"lr": args.lr}),
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
+        init_from=args.init,
     )
     provenance = {
         "command": " ".join(["daptq", *sys.argv[1:]]),

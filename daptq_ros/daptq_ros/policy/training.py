@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from daptq_ros.errors import ModelError, PolicyError
 from daptq_ros.policy.families import Batch, FamilyAdapter, get_family
-from daptq_ros.policy.model_dir import ModelMeta, save_model_dir
+from daptq_ros.policy.model_dir import ModelMeta, load_model_dir, save_model_dir
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.preprocess import image_tensor
 from daptq_ros.policy.tokenizer import InstructionTokenizer
@@ -76,6 +76,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     dim_weights: tuple[float, ...] | None = None
+    # Fine-tune: start from this model directory's weights, config, tokenizer and statistics.
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -232,6 +234,37 @@ def _model_setup(
     return adapter, family_config, tokenizer, meta
 
 
+def _init_from_model_dir(
+    episodes: Sequence[Demonstration], config: TrainConfig
+) -> tuple[FamilyAdapter, dict[str, Any], InstructionTokenizer, ModelMeta, nn.Module]:
+    """What _model_setup gives, and the weights, taken from `config.init_from` (fine-tuning).
+
+    The model keeps its tokenizer and normalisation statistics, so the data must match it in
+    family, action space and names, chunk, timing and camera layout; a ModelError names each
+    difference.
+    """
+    loaded = load_model_dir(config.init_from)
+    meta = loaded.meta
+    wanted = {
+        "family": (meta.family, config.family),
+        "action_space": (meta.action_space, config.action_space),
+        "action_names": (meta.action_names, tuple(config.action_names)),
+        "horizon": (meta.horizon, config.horizon),
+        "dt": (meta.dt, config.dt),
+        "num_views": (meta.num_views, config.num_views),
+        "image_size": (meta.image_size, tuple(episodes[0].images.shape[1:3])),
+    }
+    differences = [f"{k} {m!r} vs {d!r}" for k, (m, d) in wanted.items() if m != d]
+    if differences:
+        raise ModelError(
+            f"{config.init_from}: cannot fine-tune from this model, it differs from the data "
+            f"and settings ({'; '.join(differences)}); train from scratch or pick a model "
+            "made for this data"
+        )
+    meta = replace(meta, provenance={})
+    return loaded.adapter, loaded.config, loaded.tokenizer, meta, loaded.model
+
+
 class _Trainer:
     """The mutable training state: model, EMA, optimizer, RNGs, step; and its checkpoints."""
 
@@ -333,7 +366,8 @@ def train(
 
     Checkpoints go to `checkpoint_dir` (default: `<out_dir>.checkpoint` beside it) every
     `checkpoint_every` steps; `resume=True` continues from the latest one (with more `steps`
-    if asked: the schedule then follows the new total). `stop_at` ends the
+    if asked: the schedule then follows the new total). `config.init_from` fine-tunes an
+    existing model directory instead of starting from random weights. `stop_at` ends the
     run early at that step (checkpointed, not exported). `provenance` (command, data seed, git
     revision, ...) is stored in daptq.json with the training settings and final loss.
     """
@@ -341,14 +375,18 @@ def train(
     checkpoint_dir = Path(checkpoint_dir or out_dir.with_name(out_dir.name + ".checkpoint"))
     device = torch.device(device)
     _check_episodes(episodes, config.num_views)
-    adapter, family_config, tokenizer, meta = _model_setup(episodes, config)
+    if config.init_from is None:
+        adapter, family_config, tokenizer, meta = _model_setup(episodes, config)
+        torch.manual_seed(config.seed)
+        model = adapter.build(family_config)
+    else:
+        adapter, family_config, tokenizer, meta, model = _init_from_model_dir(episodes, config)
     if config.dim_weights is not None and len(config.dim_weights) != meta.normalizer.action_dim:
         raise ModelError(
             f"dim_weights has {len(config.dim_weights)} values for "
             f"{meta.normalizer.action_dim} action dimensions"
         )
-    torch.manual_seed(config.seed)
-    trainer = _Trainer(adapter.build(family_config), config, device)
+    trainer = _Trainer(model, config, device)
     if resume:
         if not (checkpoint_dir / CHECKPOINT_STATE).is_file():
             raise ModelError(f"{checkpoint_dir}: no checkpoint to resume from; drop --resume")
