@@ -162,6 +162,9 @@ class PolicyNodeCore:
         self.counters = {"rejected_actions": 0, "clipped_actions": 0, "failed_inferences": 0}
         self.counters["stale_results"] = 0
         self.last_error = ""
+        # A failed bit_config swap stays reported until the next swap request: the chunks the
+        # old model keeps producing must not clear it (last_error is cleared by each chunk).
+        self.swap_error = ""
         self._builder: TargetBuilder | None = None
         self._chunk_dt = 0.0
         self._image: NDArray[np.uint8] | None = None
@@ -364,8 +367,9 @@ class PolicyNodeCore:
         """/diagnostics: model, bit config, rates, drops, clipping, watchdog state."""
         fields = self.status_fields(now)
         level, message = "OK", fields["safety_status"]
-        if fields["estopped"] or self.last_error:
-            level, message = "ERROR", self.last_error or "e-stop latched"
+        error = self.last_error or self.swap_error
+        if fields["estopped"] or error:
+            level, message = "ERROR", error or "e-stop latched"
         elif fields["hold_reasons"] and fields["enabled"]:
             level, message = "WARN", "holding: " + "; ".join(fields["hold_reasons"])
         values = {k: v for k, v in fields.items() if k != "hold_reasons"}
@@ -449,6 +453,7 @@ class PolicyNodeCore:
                 self.dry_run = bool(value)
             elif name == "bit_config":
                 bits = str(value)
+                self.swap_error = ""
                 self.worker.request_swap(bits, lambda bits=bits: self._build(bits))
             elif name in ("velocity_scale", "acceleration_scale") and not self.safety.enabled:
                 self.safety = SafetyFilter(self._limits(), self._safety_config())
@@ -463,7 +468,7 @@ class PolicyNodeCore:
             self.outputs.reset()
             self._submitted_stamp = float("nan")
         elif self.worker.swap_state is SwapState.FAILED:
-            self.last_error = f"bit_config swap failed: {self.worker.acknowledge_failed_swap()}"
+            self.swap_error = f"bit_config swap failed: {self.worker.acknowledge_failed_swap()}"
             self.params["bit_config"] = self.bit_config
 
     def _accept(self, result: InferenceResult, now: float, out: list[tuple[str, Any]]) -> None:
