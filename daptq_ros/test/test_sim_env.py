@@ -79,6 +79,27 @@ def test_goal_marker_is_visible(task: str) -> None:
     assert marker.sum() >= 4
 
 
+def goal_marker_centre(image: np.ndarray) -> np.ndarray:
+    """Pixel centroid (x, y) of the goal colour in each camera view, [views, 2]."""
+    colour = (np.array(GOAL_RGBA[:3]) * 255).astype(int)
+    marker = np.all(np.abs(image.astype(int) - colour) < 90, axis=2)
+    views = np.split(marker, image.shape[1] // image.shape[0], axis=1)
+    return np.array([np.argwhere(view)[:, ::-1].mean(axis=0) for view in views])
+
+
+@pytest.mark.parametrize("task", ["reach", "pick-place"])
+def test_first_frame_draws_this_episodes_goal(task: str) -> None:
+    # The goal moves between these seeds by several pixels; the first frame must already show
+    # it where the episode put it, not where the previous episode had it.
+    with SimEnv(task, image_size=SIZE) as env:
+        env.reset(1)
+        first = env.reset(2)
+        moved, _ = env.step([0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(
+        goal_marker_centre(first.image), goal_marker_centre(moved.image), atol=0.5
+    )
+
+
 def test_misuse_is_refused() -> None:
     with SimEnv("reach", image_size=SIZE, max_steps=1) as env:
         with pytest.raises(SimError, match="call reset"):

@@ -102,7 +102,9 @@ class SimEnv:
         self._env = env
         self.dt = float(env.dt)  # s, control period: 5 physics steps of 2.5 ms
         model = env.model
-        if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, GOAL_SITE) >= 0:
+        goal_site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, GOAL_SITE)
+        self._goal_site = goal_site if goal_site >= 0 else None
+        if self._goal_site is not None:
             model.site(GOAL_SITE).rgba = GOAL_RGBA
             model.site(GOAL_SITE).size[0] = GOAL_RADIUS
         if not antialias:
@@ -134,6 +136,7 @@ class SimEnv:
             privileged, _ = env.reset()
         finally:
             np.random.set_state(saved)
+        self._place_goal_marker()
         self.steps = 0
         self._instruction = self.spec.instruction(int(seed))
         return self._observe(privileged)
@@ -181,6 +184,22 @@ class SimEnv:
         if self._env is None:
             raise SimError("the SimEnv is closed; make a new one")
         return self._env
+
+    def _place_goal_marker(self) -> None:
+        """Put the goal marker where reset() put the goal, for the first frame.
+
+        MetaWorld moves the goal site after its last forward pass, so the first frame would draw
+        it where the previous episode had it. A full forward pass would also move the hand by
+        ~0.1 mm away from the state MetaWorld returned; only the marker's world position is set.
+        """
+        if self._goal_site is None:
+            return
+        model, data = self._open().model, self._open().data
+        body = model.site_bodyid[self._goal_site]
+        rotation = data.xmat[body].reshape(3, 3)
+        data.site_xpos[self._goal_site] = (
+            data.xpos[body] + rotation @ model.site_pos[self._goal_site]
+        )
 
     def _observe(self, privileged: NDArray[np.float64]) -> Observation:
         data = self._open().data

@@ -44,6 +44,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
         "stem_channels": [8, 16],
         "tokens_per_view": 4,
+        "stem_sharpness": 10.0,
         "hidden_size": 32,
         "num_layers": 1,
         "num_heads": 2,
@@ -56,6 +57,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "default": {
         "stem_channels": [16, 32, 32],
         "tokens_per_view": 16,
+        "stem_sharpness": 10.0,
         "hidden_size": 128,
         "num_layers": 2,
         "num_heads": 4,
@@ -71,6 +73,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "large": {
         "stem_channels": [16, 32, 32],
         "tokens_per_view": 32,
+        "stem_sharpness": 10.0,
         "hidden_size": 1024,
         "num_layers": 20,
         "num_heads": 16,
@@ -96,6 +99,8 @@ class CogactConfig:
     num_views: int
     stem_channels: tuple[int, ...] = (16, 32, 32)
     tokens_per_view: int = 16
+    # Initial keypoint logit scale (learned); None in models saved before it existed.
+    stem_sharpness: float | None = None
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
@@ -226,7 +231,9 @@ class CogactModel(nn.Module):
         self.config = config
         hidden = config.hidden_size
         if config.vision == "keypoints":
-            self.vision = KeypointStem(config.stem_channels, config.tokens_per_view, hidden)
+            self.vision = KeypointStem(
+                config.stem_channels, config.tokens_per_view, hidden, config.stem_sharpness
+            )
         else:
             siglip = SiglipVisionConfig(**{"vision_use_head": False, **config.siglip})
             self.vision = SiglipVisionModel(siglip)

@@ -55,6 +55,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "intermediate_size": 64,
         "stem_channels": [8, 16],
         "tokens_per_view": 4,
+        "stem_sharpness": 10.0,
         "num_inference_steps": 5,
     },
     "default": {
@@ -66,6 +67,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "intermediate_size": 384,
         "stem_channels": [16, 32, 32],
         "tokens_per_view": 16,
+        "stem_sharpness": 10.0,
         "num_inference_steps": 10,
     },
     # Deployment-scale configurations (random weights; speed and memory only, bench/deploy.py).
@@ -79,6 +81,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "intermediate_size": 4096,
         "stem_channels": [16, 32, 32],
         "tokens_per_view": 32,
+        "stem_sharpness": 10.0,
         "num_inference_steps": 10,
     },
     # pi0-like: ~3 G parameters (PaliGemma's Gemma-2B geometry, a 1024-wide action expert).
@@ -91,6 +94,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "intermediate_size": 16384,
         "stem_channels": [16, 32, 32],
         "tokens_per_view": 32,
+        "stem_sharpness": 10.0,
         "num_inference_steps": 10,
     },
 }
@@ -99,9 +103,15 @@ SIZES: dict[str, dict[str, Any]] = {
 class KeypointVisionTower(nn.Module):
     """Stands in for PaliGemma's SigLIP tower: same call, keypoint tokens as last_hidden_state."""
 
-    def __init__(self, channels: list[int], num_tokens: int, hidden_size: int) -> None:
+    def __init__(
+        self,
+        channels: list[int],
+        num_tokens: int,
+        hidden_size: int,
+        sharpness: float | None = None,
+    ) -> None:
         super().__init__()
-        self.stem = KeypointStem(channels, num_tokens, hidden_size)
+        self.stem = KeypointStem(channels, num_tokens, hidden_size, sharpness)
 
     def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> BaseModelOutputWithPooling:
         """pixel_values [N, 3, H, W] in [-1, 1] -> tokens [N, K, hidden]."""
@@ -180,6 +190,7 @@ class Pi0Adapter(FamilyAdapter):
             "daptq_vision_stem": {
                 "channels": settings["stem_channels"],
                 "tokens_per_view": settings["tokens_per_view"],
+                "sharpness": settings["stem_sharpness"],
             },
         }
 
@@ -193,7 +204,10 @@ class Pi0Adapter(FamilyAdapter):
         if stem:
             vlm = model.model.vlm
             vlm.vision_tower = KeypointVisionTower(
-                stem["channels"], stem["tokens_per_view"], vlm.config.vision_config.hidden_size
+                stem["channels"],
+                stem["tokens_per_view"],
+                vlm.config.vision_config.hidden_size,
+                stem.get("sharpness"),  # absent in models saved before it existed
             )
         return model
 

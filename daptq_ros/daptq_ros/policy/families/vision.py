@@ -5,10 +5,17 @@ with 36-64 patch tokens per camera, and the task's bottleneck is localising a sm
 precisely (SIM_NOTES.md). A spatial softmax gives each token an attention map over the feature
 grid (H/4 x W/4); the token carries the expected (x, y) of that map, at sub-cell precision, and
 the feature vector pooled under it.
+
+The attention logits are multiplied by a learned per-keypoint sharpness (a spatial-softmax
+temperature, as in Levine et al. 2016). Without it the logits stayed small and the maps stayed
+near uniform: in the first default models (120k steps) the mean attention entropy was 6.0 of
+the 6.36 maximum over a 24x24 grid, and a linear probe could not read the reach goal's position
+from the tokens at all (R^2 <= 0), so the policies moved to the average goal.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +26,15 @@ from torch import nn
 class KeypointStem(nn.Module):
     """Images [N, 3, H, W] in [-1, 1] (as SigLIP) -> `num_tokens` tokens of `hidden_size` each."""
 
-    def __init__(self, channels: Sequence[int], num_tokens: int, hidden_size: int) -> None:
+    def __init__(
+        self,
+        channels: Sequence[int],
+        num_tokens: int,
+        hidden_size: int,
+        sharpness: float | None = None,
+    ) -> None:
+        """`sharpness`: initial logit scale of every keypoint, learned; None keeps the logits
+        unscaled (models saved before the scale existed)."""
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
@@ -44,12 +59,20 @@ class KeypointStem(nn.Module):
             num_tokens * (in_channels + 2), num_tokens * hidden_size, 1, groups=num_tokens
         )
         self.num_tokens = num_tokens
+        self.log_sharpness = (
+            None
+            if sharpness is None
+            else nn.Parameter(torch.full((num_tokens,), math.log(sharpness)))
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Tokens [N, num_tokens, hidden_size]."""
         features = self.convs(images)  # [N, C, h, w]
         h, w = features.shape[-2:]
-        attention = F.softmax(self.keypoints(features).flatten(2), dim=-1)  # [N, K, h*w]
+        logits = self.keypoints(features).flatten(2)  # [N, K, h*w]
+        if self.log_sharpness is not None:
+            logits = logits * self.log_sharpness.exp()[:, None]
+        attention = F.softmax(logits, dim=-1)
         pooled = attention @ features.flatten(2).transpose(1, 2)  # [N, K, C]
         ys = torch.linspace(-1.0, 1.0, h, device=images.device, dtype=features.dtype)
         xs = torch.linspace(-1.0, 1.0, w, device=images.device, dtype=features.dtype)
