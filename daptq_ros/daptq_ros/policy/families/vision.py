@@ -10,7 +10,9 @@ The attention logits are multiplied by a learned per-keypoint sharpness (a spati
 temperature, as in Levine et al. 2016). Without it the logits stayed small and the maps stayed
 near uniform: in the first default models (120k steps) the mean attention entropy was 6.0 of
 the 6.36 maximum over a 24x24 grid, and a linear probe could not read the reach goal's position
-from the tokens at all (R^2 <= 0), so the policies moved to the average goal.
+from the tokens at all (R^2 <= 0), so the policies moved to the average goal. Trained from
+scratch with an initial scale of 10 (on 1840 demonstrations, those 990 included), the probe read
+the goal with R^2 0.90-0.99 after 6000-7000 steps.
 """
 
 from __future__ import annotations
