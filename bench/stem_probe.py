@@ -21,7 +21,6 @@ import json
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from daptq_ros.policy.families.vision import KeypointStem
 from daptq_ros.policy.model_dir import load_model_dir
@@ -42,17 +41,16 @@ def scenes(task: str, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def stem_features(stem: KeypointStem, images: np.ndarray, views: int) -> tuple[np.ndarray, float]:
-    """Tokens of all views per scene [N, views*K*hidden], and the mean attention entropy."""
+def stem_features(
+    stem: KeypointStem, images: np.ndarray, views: int
+) -> tuple[np.ndarray, float, int]:
+    """Tokens of all views per scene [N, views*K*hidden], mean attention entropy, grid cells."""
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 * 2.0 - 1.0
     per_view = torch.cat(pixels.chunk(views, dim=-1), dim=0)
-    logits = stem.keypoints(stem.convs(per_view)).flatten(2)
-    if stem.log_sharpness is not None:
-        logits = logits * stem.log_sharpness.exp()[:, None]
-    attention = F.softmax(logits, dim=-1)
+    attention = stem.attention(stem.convs(per_view))
     entropy = -(attention * attention.clamp_min(1e-12).log()).sum(-1).mean().item()
     tokens = stem(per_view).unflatten(0, (views, len(images))).transpose(0, 1)
-    return tokens.flatten(1).numpy(), entropy
+    return tokens.flatten(1).numpy(), entropy, attention.shape[-1]
 
 
 def ridge_r2(features: np.ndarray, targets: np.ndarray, alpha: float) -> np.ndarray:
@@ -67,14 +65,6 @@ def ridge_r2(features: np.ndarray, targets: np.ndarray, alpha: float) -> np.ndar
     spread = ((targets[split:] - targets[split:].mean(0)) ** 2).sum(0)
     # A coordinate that does not vary (push's goal height) has no R^2.
     return np.where(spread > 1e-12, 1.0 - residual / np.maximum(spread, 1e-12), np.nan)
-
-
-def stem_grid_cells(stem: KeypointStem, images: np.ndarray) -> int:
-    """Number of cells of the stem's feature grid for one view of these images."""
-    size = images.shape[1]
-    with torch.no_grad():
-        features = stem.convs(torch.zeros(1, 3, size, size))
-    return int(features.shape[-2] * features.shape[-1])
 
 
 def main() -> None:
@@ -102,7 +92,7 @@ def main() -> None:
             if (task, size) not in frames:
                 frames[task, size] = scenes(task, args.scenes, size)
             images, targets = frames[task, size]
-            features, entropy = stem_features(stem, images, views)
+            features, entropy, cells = stem_features(stem, images, views)
             r2 = ridge_r2(features, targets, args.alpha)
             results.append(
                 {
@@ -111,7 +101,7 @@ def main() -> None:
                     "object_r2": r2[:3].tolist(),
                     "goal_r2": r2[3:].tolist(),
                     "attention_entropy": entropy,
-                    "max_entropy": float(np.log(stem_grid_cells(stem, images))),
+                    "max_entropy": float(np.log(cells)),
                     "sharpness": sharpness,
                 }
             )

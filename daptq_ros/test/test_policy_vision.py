@@ -16,10 +16,9 @@ def dot_images(count: int, generator: torch.Generator) -> tuple[torch.Tensor, to
     """Noisy grey images in [-1, 1] with one 3x3 green dot; the dot centres in [-1, 1]."""
     images = 0.2 * torch.randn(count, 3, SIZE, SIZE, generator=generator)
     cells = torch.randint(2, SIZE - 2, (count, 2), generator=generator)
+    green = torch.tensor([-1.0, 1.0, -1.0])[:, None, None]
     for image, (row, col) in zip(images, cells.tolist(), strict=True):
-        image[:, row - 1 : row + 2, col - 1 : col + 2] = torch.tensor([-1.0, 1.0, -1.0])[
-            :, None, None
-        ]
+        image[:, row - 1 : row + 2, col - 1 : col + 2] = green
     centres = cells.flip(-1).float() / (SIZE - 1) * 2.0 - 1.0  # (x, y), as the stem's grid
     return images, centres
 

@@ -65,14 +65,18 @@ class KeypointStem(nn.Module):
             else nn.Parameter(torch.full((num_tokens,), math.log(sharpness)))
         )
 
+    def attention(self, features: torch.Tensor) -> torch.Tensor:
+        """Each keypoint's softmax map over `convs` features [N, C, h, w]: [N, K, h*w]."""
+        logits = self.keypoints(features).flatten(2)
+        if self.log_sharpness is not None:
+            logits = logits * self.log_sharpness.exp()[:, None]
+        return F.softmax(logits, dim=-1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Tokens [N, num_tokens, hidden_size]."""
         features = self.convs(images)  # [N, C, h, w]
         h, w = features.shape[-2:]
-        logits = self.keypoints(features).flatten(2)  # [N, K, h*w]
-        if self.log_sharpness is not None:
-            logits = logits * self.log_sharpness.exp()[:, None]
-        attention = F.softmax(logits, dim=-1)
+        attention = self.attention(features)
         pooled = attention @ features.flatten(2).transpose(1, 2)  # [N, K, C]
         ys = torch.linspace(-1.0, 1.0, h, device=images.device, dtype=features.dtype)
         xs = torch.linspace(-1.0, 1.0, w, device=images.device, dtype=features.dtype)
