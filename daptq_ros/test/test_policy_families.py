@@ -70,6 +70,33 @@ def test_cogact_interface_is_the_cognition_projection():
     assert "action_head.blocks.0.qkv" in head
 
 
+def test_cogact_head_is_conditioned_on_every_cognition_token():
+    model, _ = tiny_model("cogact")
+    model.eval()
+    batch = synthetic_batch(3)
+    tokens = model.config.cognition_tokens
+    assert tokens > 1
+    z = model.encode(batch)
+    assert z.shape == (3, tokens, model.config.head_hidden_size)
+    nn.init.normal_(model.action_head.out.weight)  # the zero-initialised output hides z
+    noisy = torch.randn(3, HORIZON, ACTION_DIM)
+    timesteps = torch.tensor([5, 50, 90])
+    predicted = model.action_head(noisy, timesteps, z)
+    for index in range(tokens):
+        changed = z.clone()
+        changed[:, index] = torch.randn_like(changed[:, index])  # (a constant shift is normed away)
+        assert not torch.allclose(model.action_head(noisy, timesteps, changed), predicted)
+
+
+def test_cogact_with_one_cognition_token_keeps_the_saved_layout():
+    """Models saved before `cognition_tokens` existed (CogACT's single token) still load."""
+    config = dict(tiny_model("cogact")[0].config.to_dict(), cognition_tokens=1)
+    model = get_family("cogact").build(config)
+    assert model.cognition_token.shape[1] == 1
+    assert model.action_head.position.shape[1] == 1 + HORIZON
+    assert model.encode(synthetic_batch(2)).shape[:2] == (2, 1)
+
+
 def test_pi0_interface_is_backbone_kv_and_expert_io():
     adapter = get_family("pi0")
     model, _ = tiny_model("pi0")

@@ -5,8 +5,9 @@ The architecture the DA-PTQ paper quantizes (CogACT), at a size that trains on a
 - vision: per camera view, `KeypointStem` tokens (or, for real checkpoints, a transformers
   SiglipVisionModel and a linear projector); a learned embedding tells the views apart;
 - language model: a transformers LlamaModel (causal) over
-  [visual tokens; instruction tokens; state token; learnable cognition token];
-- interface: the cognition token's last hidden state, projected by `cognition_proj`, is z;
+  [visual tokens; instruction tokens; state token; C learnable cognition tokens];
+- interface: the cognition tokens' last hidden states, projected by `cognition_proj`, are z
+  [B, C, head_hidden] (CogACT has C = 1; see `cognition_tokens` for why ours has more);
 - action head: a DiT over [z + timestep embedding; H noisy action tokens] (CogACT's
   condition token), trained with epsilon-prediction MSE over a squared-cosine schedule and
   sampled with deterministic DDIM (eta = 0).
@@ -52,6 +53,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "head_hidden_size": 32,
         "head_layers": 1,
         "head_heads": 2,
+        "cognition_tokens": 2,
         "noise_samples": 2,
     },
     "default": {
@@ -65,6 +67,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "head_hidden_size": 128,
         "head_layers": 2,
         "head_heads": 4,
+        "cognition_tokens": 8,
         "noise_samples": 4,
     },
     # Deployment scale (random weights; speed and memory only, `daptq bench --deploy`): a
@@ -108,6 +111,10 @@ class CogactConfig:
     head_hidden_size: int = 128
     head_layers: int = 2
     head_heads: int = 4
+    # Cognition tokens C. CogACT uses one; with one, our default model's z carried the goal
+    # (ridge-probe R^2 0.9) but nothing of the puck's position (R^2 0.0), which push and
+    # pick-place need: one token's few attention heads had not learned to gather it.
+    cognition_tokens: int = 1
     train_timesteps: int = 100
     sample_steps: int = 10
     noise_samples: int = 4
@@ -196,7 +203,8 @@ class DiffusionActionHead(nn.Module):
         super().__init__()
         hidden = config.head_hidden_size
         self.action_in = nn.Linear(config.action_dim, hidden)
-        self.position = nn.Parameter(torch.randn(1, config.horizon + 1, hidden) * hidden**-0.5)
+        length = config.cognition_tokens + config.horizon
+        self.position = nn.Parameter(torch.randn(1, length, hidden) * hidden**-0.5)
         self.time_in = nn.Linear(hidden, hidden)
         self.time_out = nn.Linear(hidden, hidden)
         self.blocks = nn.ModuleList(
@@ -214,13 +222,14 @@ class DiffusionActionHead(nn.Module):
     def forward(
         self, noisy: torch.Tensor, timesteps: torch.Tensor, z: torch.Tensor
     ) -> torch.Tensor:
-        """Predicted noise [B, H, D] for noisy chunks [B, H, D] at integer timesteps [B]."""
+        """Predicted noise [B, H, D] for noisy chunks [B, H, D] at integer timesteps [B]
+        given z [B, C, head_hidden]."""
         time = sinusoidal_embedding(timesteps, self.time_in.in_features).to(noisy.dtype)
-        condition = z + self.time_out(F.silu(self.time_in(time)))
-        x = torch.cat([condition[:, None, :], self.action_in(noisy)], dim=1) + self.position
+        condition = z + self.time_out(F.silu(self.time_in(time)))[:, None, :]
+        x = torch.cat([condition, self.action_in(noisy)], dim=1) + self.position
         for block in self.blocks:
             x = block(x)
-        return self.out(self.norm(x[:, 1:]))
+        return self.out(self.norm(x[:, z.shape[1] :]))
 
 
 class CogactModel(nn.Module):
@@ -254,7 +263,7 @@ class CogactModel(nn.Module):
             )
         )
         self.state_proj = nn.Linear(config.state_dim, hidden)
-        self.cognition_token = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
+        self.cognition_token = nn.Parameter(torch.randn(1, config.cognition_tokens, hidden) * 0.02)
         self.cognition_proj = nn.Linear(hidden, config.head_hidden_size)
         self.action_head = DiffusionActionHead(config)
         self.register_buffer(
@@ -277,23 +286,27 @@ class CogactModel(nn.Module):
         return tokens.flatten(1, 2)
 
     def encode(self, batch: Batch) -> torch.Tensor:
-        """The conditioning latent z [B, head_hidden] (output of the interface layer)."""
+        """The conditioning latent z [B, C, head_hidden] (output of the interface layer)."""
         input_ids, text_mask = trim_padding(batch.input_ids, batch.attention_mask)
         visual = self.visual_tokens(batch.images)
         text = self.language_model.embed_tokens(input_ids)
         state = self.state_proj(batch.state)[:, None, :]
         cognition = self.cognition_token.expand(visual.shape[0], -1, -1)
         embeds = torch.cat([visual, text, state, cognition], dim=1)
-        ones = torch.ones(visual.shape[0], visual.shape[1], dtype=text_mask.dtype)
-        ones = ones.to(embeds.device)
-        mask = torch.cat([ones, text_mask, ones[:, :2]], dim=1)
+
+        def unmasked(length: int) -> torch.Tensor:
+            return torch.ones(len(embeds), length, dtype=text_mask.dtype, device=embeds.device)
+
+        mask = torch.cat(
+            [unmasked(visual.shape[1]), text_mask, unmasked(1 + cognition.shape[1])], dim=1
+        )
         # Padding takes no position, so a row's output does not depend on its padding.
         positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
         hidden = self.language_model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=positions
         ).last_hidden_state
-        # Causal attention: only the last (cognition) token has seen every other token.
-        return self.cognition_proj(hidden[:, -1])
+        # Causal attention: the cognition tokens, last, have seen every other token.
+        return self.cognition_proj(hidden[:, -cognition.shape[1] :])
 
     def forward(
         self,
@@ -395,7 +408,7 @@ class CogactAdapter(FamilyAdapter):
         return x.float()
 
     def interface_layers(self, model: nn.Module) -> list[str]:
-        """cognition_proj: its output is z, the action head's only view of the backbone."""
+        """cognition_proj: its output z is the action head's only view of the backbone."""
         return ["cognition_proj"]
 
     def prefix_modules(self, model: nn.Module) -> list[str]:
