@@ -5,7 +5,8 @@ evaluation), runs the model's KeypointStem on each camera view, and fits a ridge
 the stem's tokens to the object's and the goal's positions on the first 2/3 of the scenes. Prints
 R^2 on the remaining third per coordinate (1 = read exactly, <= 0 = not there), the keypoints'
 attention entropy (the maximum is log(grid cells): near it, every keypoint averages the whole
-view) and their learned sharpness.
+view) and their learned sharpness. For a cogact model, a second row ("z") probes the cognition
+latent, the action head's only view of the scene, the same way.
 
     python bench/stem_probe.py daptq_ros/models/pi0_default daptq_ros/models/cogact_default
 """
@@ -22,22 +23,34 @@ import json
 import numpy as np
 import torch
 
+from daptq_ros.policy.families.cogact import CogactModel
 from daptq_ros.policy.families.vision import KeypointStem
-from daptq_ros.policy.model_dir import load_model_dir
-from daptq_ros.sim.env import SimEnv
+from daptq_ros.policy.model_dir import LoadedModel, load_model_dir
+from daptq_ros.policy.preprocess import make_batch
+from daptq_ros.sim.env import Observation, SimEnv
 
 FIRST_SEED = 200000
 
 
-def scenes(task: str, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """First frames [N, S, V*S, 3] and targets [N, 6]: object xyz, goal xyz."""
-    images, targets = [], []
+def scenes(task: str, count: int, size: int) -> tuple[list[Observation], np.ndarray]:
+    """First observations and targets [N, 6]: object xyz, goal xyz."""
     with SimEnv(task, image_size=size) as env:
-        for seed in range(FIRST_SEED, FIRST_SEED + count):
-            observation = env.reset(seed)
-            images.append(observation.image)
-            targets.append(np.r_[observation.privileged[4:7], observation.privileged[-3:]])
-    return np.stack(images), np.array(targets)
+        observations = [env.reset(seed) for seed in range(FIRST_SEED, FIRST_SEED + count)]
+    targets = [np.r_[o.privileged[4:7], o.privileged[-3:]] for o in observations]
+    return observations, np.array(targets)
+
+
+@torch.no_grad()
+def cognition_features(loaded: LoadedModel, observations: list[Observation]) -> np.ndarray:
+    """A cogact model's cognition latent z per scene, flattened [N, C*head_hidden]."""
+    batch = make_batch(
+        np.stack([o.image for o in observations]),
+        [o.instruction for o in observations],
+        np.stack([o.state for o in observations]),
+        loaded.tokenizer,
+        loaded.meta.normalizer,
+    )
+    return loaded.model.encode(batch).flatten(1).numpy()
 
 
 @torch.no_grad()
@@ -77,7 +90,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    frames: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    frames: dict[tuple[str, int], tuple[list[Observation], np.ndarray]] = {}
     results = []
     for model_dir in args.models:
         loaded = load_model_dir(model_dir)
@@ -91,29 +104,37 @@ def main() -> None:
         for task in args.tasks:
             if (task, size) not in frames:
                 frames[task, size] = scenes(task, args.scenes, size)
-            images, targets = frames[task, size]
+            observations, targets = frames[task, size]
+            images = np.stack([o.image for o in observations])
             features, entropy, cells = stem_features(stem, images, views)
-            r2 = ridge_r2(features, targets, args.alpha)
-            results.append(
-                {
-                    "model": model_dir,
-                    "task": task,
-                    "object_r2": r2[:3].tolist(),
-                    "goal_r2": r2[3:].tolist(),
-                    "attention_entropy": entropy,
-                    "max_entropy": float(np.log(cells)),
-                    "sharpness": sharpness,
-                }
-            )
+            probed = {"stem": features}
+            if isinstance(loaded.model, CogactModel):
+                probed["z"] = cognition_features(loaded, observations)
+            for source, values in probed.items():
+                r2 = ridge_r2(values, targets, args.alpha)
+                results.append(
+                    {
+                        "model": model_dir,
+                        "task": task,
+                        "features": source,
+                        "object_r2": r2[:3].tolist(),
+                        "goal_r2": r2[3:].tolist(),
+                        "attention_entropy": entropy,
+                        "max_entropy": float(np.log(cells)),
+                        "sharpness": sharpness,
+                    }
+                )
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"{'model':44} {'task':6} {'object R2 x y z':>20} {'goal R2 x y z':>20} entropy/max")
+    header = f"{'model':40} {'task':11} {'feat':4} {'object R2 x y z':>17} {'goal R2 x y z':>17}"
+    print(f"{header} entropy/max")
     for row in results:
         obj = " ".join(f"{v:5.2f}" for v in row["object_r2"])
         goal = " ".join(f"{v:5.2f}" for v in row["goal_r2"])
         entropy = f"{row['attention_entropy']:.2f}/{row['max_entropy']:.2f}"
-        print(f"{row['model'][-44:]:44} {row['task']:6} {obj:>20} {goal:>20} {entropy}")
+        name = f"{row['model'][-40:]:40} {row['task']:11} {row['features']:4}"
+        print(f"{name} {obj:>17} {goal:>17} {entropy}")
 
 
 if __name__ == "__main__":
