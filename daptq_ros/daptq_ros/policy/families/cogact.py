@@ -293,13 +293,8 @@ class CogactModel(nn.Module):
         state = self.state_proj(batch.state)[:, None, :]
         cognition = self.cognition_token.expand(visual.shape[0], -1, -1)
         embeds = torch.cat([visual, text, state, cognition], dim=1)
-
-        def unmasked(length: int) -> torch.Tensor:
-            return torch.ones(len(embeds), length, dtype=text_mask.dtype, device=embeds.device)
-
-        mask = torch.cat(
-            [unmasked(visual.shape[1]), text_mask, unmasked(1 + cognition.shape[1])], dim=1
-        )
+        # Only instruction padding is masked: visual, state and cognition tokens all attend.
+        mask = F.pad(text_mask, (visual.shape[1], 1 + cognition.shape[1]), value=1)
         # Padding takes no position, so a row's output does not depend on its padding.
         positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
         hidden = self.language_model(
