@@ -1,27 +1,24 @@
 #!/usr/bin/env bash
 # Retrain the embedded default models from scratch: simulated demonstrations -> behaviour cloning.
-# Usage: [FAMILIES=pi0] [STEPS_pi0=20000] [STEPS_cogact=16000] \
+# Usage: [FAMILIES="pi0 cogact"] [STEPS_pi0=20000] [STEPS_cogact=22000] \
 #        bash scripts/train_default_models.sh [DATA_DIR]
-# FAMILIES defaults to pi0: the embedded cogact weights still come from the previous two-stage
-# recipe (`git show a8f88b5:scripts/train_default_models.sh`, run at that revision); this recipe
-# gave cogact 26.4 % at 16000 steps, below them, so FAMILIES=cogact is an experiment here.
 # 1. Collect 1840 scripted demonstrations of the five tasks (~20 min with two workers): clean
 #    and DART-noisy (0.1 on the executed action; the recorded label stays clean) sets, with more
 #    episodes of the object tasks and reach, where localising the puck and the goal is the hard
 #    part.
 # 2. Train each family from scratch on all of them, lr 3e-4 on a cosine schedule: pi0 20000
-#    steps, cogact 16000, into daptq_ros/models/<family>_default.
+#    steps, cogact (8 cognition tokens) 22000, into daptq_ros/models/<family>_default.
 # Then each model is evaluated on held-out seeds (50 episodes per task) and the result is written
 # into its manifest (daptq eval --record).
 # On this workplace's 2-core CPU (two families side by side, one thread each): reading the
-# 1840 bags ~8 min, then pi0 ~70 min at ~5 steps/s, cogact ~70 min at ~4 steps/s; the
-# evaluation takes ~17 min per family.
+# 1840 bags ~8-12 min, then pi0 ~70 min at ~5 steps/s, cogact ~110 min at ~3.4 steps/s (alone;
+# ~2.8 steps/s beside pi0, ~130 min); the evaluation takes ~17 min per family.
 # Checkpoints sit beside each model (git-ignored); an interrupted run continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${1:-out/demos}"
 STEPS_pi0="${STEPS_pi0:-20000}"
-STEPS_cogact="${STEPS_cogact:-16000}"
+STEPS_cogact="${STEPS_cogact:-22000}"
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 MUJOCO_GL="${MUJOCO_GL:-egl}"
 DAPTQ=.venv/bin/daptq
 
@@ -57,7 +54,7 @@ train_family() {
   $DAPTQ eval --model "$out" --episodes 50 --threads 1 --record --out "out/eval_${family}_default"
 }
 
-for family in ${FAMILIES:-pi0}; do
+for family in ${FAMILIES:-pi0 cogact}; do
   train_family "$family" &
 done
 wait
