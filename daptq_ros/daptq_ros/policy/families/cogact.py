@@ -111,9 +111,9 @@ class CogactConfig:
     head_hidden_size: int = 128
     head_layers: int = 2
     head_heads: int = 4
-    # Cognition tokens C. CogACT uses one; with one, our default model's z carried the goal
-    # (ridge-probe R^2 0.9) but nothing of the puck's position (R^2 0.0), which push and
-    # pick-place need: one token's few attention heads had not learned to gather it.
+    # Cognition tokens C. CogACT uses one; with one, our earlier default model's z carried the
+    # goal (ridge-probe R^2 0.9 on first frames, bench/stem_probe.py) but nothing of the puck's
+    # position (R^2 0.0), which push and pick-place need, though its stem held it (R^2 0.8).
     cognition_tokens: int = 1
     train_timesteps: int = 100
     sample_steps: int = 10
