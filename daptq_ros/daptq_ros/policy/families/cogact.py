@@ -9,8 +9,8 @@ The architecture the DA-PTQ paper quantizes (CogACT), at a size that trains on a
 - interface: the cognition tokens' last hidden states, projected by `cognition_proj`, are z
   [B, C, head_hidden] (CogACT has C = 1; see `cognition_tokens` for why ours has more);
 - action head: a DiT over [z + timestep embedding; H noisy action tokens] (CogACT's
-  condition token), trained with epsilon-prediction MSE over a squared-cosine schedule and
-  sampled with deterministic DDIM (eta = 0).
+  condition token, one per cognition token), trained with epsilon-prediction MSE over a
+  squared-cosine schedule and sampled with deterministic DDIM (eta = 0).
 
 As in CogACT, each observation is paired with several noise draws per step (`noise_samples`):
 the backbone pass is the expensive part, the head is cheap.
@@ -191,12 +191,13 @@ class DiTBlock(nn.Module):
 
 
 class DiffusionActionHead(nn.Module):
-    """DiT that predicts the noise in a noisy action chunk from a condition token (z + time).
+    """DiT that predicts the noise in a noisy action chunk from condition tokens (z + time).
 
-    As in CogACT's action model, the condition (z plus the timestep embedding) is one token
-    in front of the H noisy action tokens. We first built DiT's adaLN-Zero conditioning on
-    z + time instead; on a localisation task it had not learned to use z after 800 steps,
-    while the condition token did by 600 (and pi0, which also conditions by attention, by 400).
+    As in CogACT's action model, the condition (each of z's C tokens plus the timestep
+    embedding) sits as tokens in front of the H noisy action tokens. We first built DiT's
+    adaLN-Zero conditioning on z + time instead; on a localisation task it had not learned to
+    use z after 800 steps, while the condition token did by 600 (and pi0, which also conditions
+    by attention, by 400).
     """
 
     def __init__(self, config: CogactConfig) -> None:
