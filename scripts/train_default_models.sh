@@ -19,6 +19,8 @@ cd "$(dirname "$0")/.."
 DATA="${1:-out/demos}"
 STEPS_pi0="${STEPS_pi0:-20000}"
 STEPS_cogact="${STEPS_cogact:-22000}"
+FINETUNE_pi0="${FINETUNE_pi0:-0}"
+FINETUNE_cogact="${FINETUNE_cogact:-8000}"
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 MUJOCO_GL="${MUJOCO_GL:-egl}"
 DAPTQ=.venv/bin/daptq
 
@@ -44,17 +46,35 @@ collect demos_more/clean_objects 4000 0 160 push pick-place
 collect demos_more/clean_drawer 4000 0 60 drawer-open
 collect demos_more/noisy_main 5000 0.1 70 reach push pick-place
 collect demos_more/noisy_drawer 5000 0.1 20 drawer-open
+# Fine-tuning set of cogact (stage 2): button-press-topdown, 95 of the 1840 episodes above.
+collect demos_button/clean 6000 0 300 button-press-topdown
+collect demos_button/noisy 7000 0.1 100 button-press-topdown
 
-train_family() {
-  local family=$1 out="daptq_ros/models/${1}_default" steps="STEPS_$1" resume=()
+train() {  # FAMILY OUT STEPS LR INIT DATA...  (INIT "-" for a random initialisation)
+  local family=$1 out=$2 steps=$3 lr=$4 init=$5 resume=() init_args=()
+  shift 5
   [ -d "$out.checkpoint" ] && resume=(--resume)  # continue an interrupted run
-  $DAPTQ train --data "$DATA/demos_clean" "$DATA/demos_noisy" "$DATA/demos_extra" \
-    "$DATA/demos_more" --family "$family" --steps "${!steps}" --lr 3e-4 --threads 1 \
-    --checkpoint-every 500 "${resume[@]}" --out "$out"
-  $DAPTQ eval --model "$out" --episodes 50 --threads 1 --record --out "out/eval_${family}_default"
+  [ "$init" != - ] && init_args=(--init "$init")
+  $DAPTQ train --data "$@" --family "$family" --steps "$steps" --lr "$lr" --threads 1 \
+    --checkpoint-every 500 "${init_args[@]}" "${resume[@]}" --out "$out"
 }
 
-for family in ${FAMILIES:-pi0 cogact}; do
+train_family() {
+  local family=$1 out="daptq_ros/models/${1}_default" steps="STEPS_$1" finetune="FINETUNE_$1"
+  local base_data=("$DATA/demos_clean" "$DATA/demos_noisy" "$DATA/demos_extra" "$DATA/demos_more")
+  if [ "${!finetune}" -gt 0 ]; then
+    local base="out/models/${family}_base"
+    [ -f "$base/model.safetensors" ] || train "$family" "$base" "${!steps}" 3e-4 - "${base_data[@]}"
+    train "$family" "$out" "${!finetune}" 1e-4 "$base" "${base_data[@]}" "$DATA/demos_button"
+  else
+    train "$family" "$out" "${!steps}" 3e-4 - "${base_data[@]}"
+  fi
+  $DAPTQ eval --model "$out" --episodes 50 --threads "$EVAL_THREADS" --record --out "out/eval_${family}_default"
+}
+
+FAMILIES=(${FAMILIES:-pi0 cogact})
+EVAL_THREADS=$((${#FAMILIES[@]} > 1 ? 1 : 2))  # one core per family when both train at once
+for family in "${FAMILIES[@]}"; do
   train_family "$family" &
 done
 wait

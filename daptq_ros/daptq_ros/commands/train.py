@@ -18,8 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="train a VLA policy (behaviour cloning) from episode bags",
         description="Behaviour cloning from demonstration bags (e.g. written by `daptq collect`): "
         "each step's image, instruction and state -> the chunk of the next H commanded actions. "
-        "Deterministic for a seed, resumable from the checkpoint in MODEL_DIR/checkpoint, "
-        "exports the EMA weights as a model directory (safetensors).",
+        "Deterministic for a seed, resumable from the checkpoint beside the model "
+        "(MODEL_DIR.checkpoint/), exports the EMA weights as a model directory (safetensors).",
     )
     parser.add_argument(
         "--data",
@@ -63,7 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "data must have its action space, chunk, timing and camera layout",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue from MODEL_DIR's checkpoint if one exists"
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint in MODEL_DIR.checkpoint/ if one exists",
     )
     parser.add_argument(
         "--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: 500)"
