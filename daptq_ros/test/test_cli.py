@@ -35,6 +35,20 @@ def test_bad_bit_config_fails_with_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "weight_bits=1 is not allowed" in err
 
 
+def test_train_settings_are_parsed_and_a_bad_one_fails_with_one_line(tmp_path, capsys):
+    from daptq_ros.commands.train import parse_settings
+
+    assert parse_settings(["guidance_scale=1.5", "vision=keypoints", "stem_channels=[8,16]"]) == {
+        "guidance_scale": 1.5,
+        "vision": "keypoints",
+        "stem_channels": [8, 16],
+    }
+    args = ["train", "--data", str(tmp_path), "--family", "cogact", "--out", str(tmp_path / "m")]
+    assert main([*args, "--set", "guidance_scale"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--set 'guidance_scale' is not KEY=VALUE" in err
+
+
 def test_group_size_not_dividing_the_width_fails_with_one_line(tmp_path, capsys):
     config = tmp_path / "g100.yaml"
     config.write_text("weight_bits: 4\ngroup_size: 100\n")

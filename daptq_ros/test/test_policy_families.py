@@ -97,6 +97,46 @@ def test_cogact_with_one_cognition_token_keeps_the_saved_layout():
     assert model.encode(synthetic_batch(2)).shape[:2] == (2, 1)
 
 
+def _guided_cogact(**settings):
+    config = dict(tiny_model("cogact")[0].config.to_dict(), **settings)
+    torch.manual_seed(0)
+    model = get_family("cogact").build(config)
+    nn.init.normal_(model.action_head.out.weight)  # the zero-initialised output hides z
+    return model.eval()
+
+
+def test_cogact_guidance_scale_zero_samples_the_unconditional_head():
+    adapter = get_family("cogact")
+    batch, other = synthetic_batch(3, seed=0), synthetic_batch(3, seed=1)
+
+    def sample(model, batch):
+        return adapter.sample(model, batch, 3, torch.Generator().manual_seed(1))
+
+    plain = _guided_cogact()
+    assert not torch.allclose(sample(plain, batch), sample(plain, other))
+    unconditional = _guided_cogact(guidance_scale=0.0)  # eps_u only: z cannot matter
+    torch.testing.assert_close(sample(unconditional, batch), sample(unconditional, other))
+    guided = _guided_cogact(guidance_scale=2.0)
+    assert not torch.allclose(sample(guided, batch), sample(plain, batch))
+
+
+def test_cogact_condition_dropout_drops_z_in_training_only():
+    adapter = get_family("cogact")
+    batch, other = synthetic_batch(4, seed=0), synthetic_batch(4, seed=1)
+    other.actions = batch.actions  # the same targets: only the observations differ
+
+    def loss(model, batch):
+        with torch.no_grad():
+            return float(adapter.loss(model, batch, generator=torch.Generator().manual_seed(5)))
+
+    model = _guided_cogact(condition_dropout=0.999)  # every row is (almost surely) dropped
+    assert loss(model, batch) != loss(model, other)  # eval mode: z is kept
+    model.train()
+    assert loss(model, batch) == pytest.approx(loss(model, other), rel=1e-6)
+    with pytest.raises(ModelError, match="condition_dropout"):
+        _guided_cogact(condition_dropout=1.0)
+
+
 def test_pi0_interface_is_backbone_kv_and_expert_io():
     adapter = get_family("pi0")
     model, _ = tiny_model("pi0")

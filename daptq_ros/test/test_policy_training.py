@@ -136,6 +136,28 @@ def test_fine_tuning_starts_from_the_model_and_keeps_its_statistics(tmp_path):
     assert any(not torch.equal(a[key], c[key]) for key in a)
 
 
+def test_fine_tuning_applies_settings_that_keep_the_weights(tmp_path):
+    base = train(synthetic_episodes(), tmp_path / "base", CONFIG, progress=False).model_dir
+    guided = dataclasses.replace(
+        CONFIG,
+        steps=2,
+        lr=0.0,
+        init_from=str(base),
+        model_overrides={"condition_dropout": 0.1, "guidance_scale": 1.5},
+    )
+    tuned = train(synthetic_episodes(), tmp_path / "tuned", guided, progress=False).model_dir
+    config = load_model_dir(tuned).config
+    assert (config["condition_dropout"], config["guidance_scale"]) == (0.1, 1.5)
+    a, b = load_file(str(base / WEIGHTS_FILE)), load_file(str(tuned / WEIGHTS_FILE))
+    assert all(torch.equal(a[key], b[key]) for key in a)  # lr 0: the base weights
+    reshaped = dataclasses.replace(guided, model_overrides={"hidden_size": 64})
+    with pytest.raises(ModelError, match=r"hidden_size.*shapes of its weights"):
+        train(synthetic_episodes(), tmp_path / "reshaped", reshaped, progress=False)
+    unknown = dataclasses.replace(guided, model_overrides={"guidance": 2.0})
+    with pytest.raises(ModelError, match=r"model settings \{'guidance': 2.0\}"):
+        train(synthetic_episodes(), tmp_path / "unknown", unknown, progress=False)
+
+
 def test_fine_tuning_refuses_a_model_made_for_other_data(tmp_path):
     base = train(synthetic_episodes(), tmp_path / "base", CONFIG, progress=False).model_dir
     wrong = dataclasses.replace(CONFIG, family="pi0", horizon=HORIZON + 1, init_from=str(base))

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daptq_ros.errors import ConfigError
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `daptq train`."""
@@ -39,6 +41,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="default",
         help="model size preset of the family: 'default' (the embedded model) or 'tiny' "
         "(smoke tests) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model settings over the size preset (VALUE read as JSON, else as text), e.g. "
+        "cognition_tokens=8; with --init, only settings that keep the weights' shapes, e.g. "
+        "cogact's condition_dropout=0.1 guidance_scale=1.5 (classifier-free guidance)",
     )
     parser.add_argument(
         "--steps", type=int, default=10_000, help="optimiser steps (default: 10000)"
@@ -77,6 +88,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs -> {KEY: VALUE}, each VALUE read as JSON where it parses, else as text."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r} is not KEY=VALUE; write e.g. guidance_scale=1.5")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
 def _git_revision() -> str:
     try:
         out = subprocess.run(
@@ -99,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from daptq_ros.bags import find_bag_dirs, read_episode
     from daptq_ros.policy import TrainConfig, train
 
+    overrides = parse_settings(args.set)  # before minutes of reading bags
     torch.set_num_threads(args.threads)
     bags = [bag for root in args.data for bag in find_bag_dirs(root)]
     episodes = [read_episode(p) for p in tqdm(bags, desc="read episodes", unit="bag")]
@@ -111,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         action_names=first.action_names,
         action_space=first.action_space,
         size=args.size,
+        model_overrides=overrides,
         steps=args.steps,
         batch_size=args.batch_size,
         **({} if args.lr is None else {"lr": args.lr}),

@@ -76,7 +76,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     dim_weights: tuple[float, ...] | None = None
-    # Fine-tune: start from this model directory's weights, config, tokenizer and statistics.
+    # Fine-tune: start from this model directory's weights, config, tokenizer and statistics
+    # (model_overrides then change settings of its config that keep the weights' shapes).
     init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -262,7 +263,23 @@ def _init_from_model_dir(
             "made for this data"
         )
     meta = replace(meta, provenance={})
-    return loaded.adapter, loaded.config, loaded.tokenizer, meta, loaded.model
+    if not config.model_overrides:
+        return loaded.adapter, loaded.config, loaded.tokenizer, meta, loaded.model
+    family_config = {**loaded.config, **config.model_overrides}
+    try:
+        model = loaded.adapter.build(family_config)
+    except ModelError as error:
+        raise ModelError(f"model settings {config.model_overrides}: {error}") from None
+    try:
+        model.load_state_dict(loaded.model.state_dict())
+    except RuntimeError:
+        raise ModelError(
+            f"{config.init_from}: the model settings {sorted(config.model_overrides)} change "
+            "the shapes of its weights, so it cannot be fine-tuned with them; override only "
+            "settings that keep the weights (e.g. training or sampling ones) or train from "
+            "scratch"
+        ) from None
+    return loaded.adapter, family_config, loaded.tokenizer, meta, model
 
 
 class _Trainer:

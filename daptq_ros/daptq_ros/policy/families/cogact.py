@@ -55,6 +55,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "head_heads": 2,
         "cognition_tokens": 2,
         "noise_samples": 2,
+        "condition_dropout": 0.0,
+        "guidance_scale": 1.0,
     },
     "default": {
         "stem_channels": [16, 32, 32],
@@ -69,6 +71,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "head_heads": 4,
         "cognition_tokens": 8,
         "noise_samples": 4,
+        "condition_dropout": 0.0,
+        "guidance_scale": 1.0,
     },
     # Deployment scale (random weights; speed and memory only, `daptq bench --deploy`): a
     # ~0.42 G Llama backbone (20 layers, 1024 wide) and a DiT-B-like head (12 blocks, 768
@@ -85,6 +89,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "head_layers": 12,
         "head_heads": 12,
         "noise_samples": 4,
+        "condition_dropout": 0.0,
+        "guidance_scale": 1.0,
     },
 }
 
@@ -118,6 +124,12 @@ class CogactConfig:
     train_timesteps: int = 100
     sample_steps: int = 10
     noise_samples: int = 4
+    # Classifier-free guidance (as CogACT samples, with scale 1.5): training replaces z by zeros
+    # with probability `condition_dropout`, teaching the head an unconditional prediction;
+    # sampling then uses eps_u + guidance_scale * (eps_c - eps_u). Scale 1 is the plain
+    # conditional head (one pass); other scales run the head on both branches in one batch.
+    condition_dropout: float = 0.0
+    guidance_scale: float = 1.0
     vision: str = "keypoints"  # "keypoints" or "siglip"
     siglip: dict[str, Any] = field(default_factory=dict)  # SiglipVisionConfig kwargs
 
@@ -128,6 +140,10 @@ class CogactConfig:
             raise ModelError(
                 f"cogact config: image width {self.image_size[1]} is not a multiple of "
                 f"num_views={self.num_views} (views are tiled horizontally)"
+            )
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ModelError(
+                f"cogact config: condition_dropout {self.condition_dropout} is not in [0, 1)"
             )
         if self.vision not in ("keypoints", "siglip"):
             raise ModelError(f"cogact config: vision {self.vision!r} is not keypoints or siglip")
@@ -368,6 +384,9 @@ class CogactAdapter(FamilyAdapter):
             None if batch.action_mask is None else batch.action_mask.repeat_interleave(repeats, 0)
         )
         z = model.encode(batch).repeat_interleave(repeats, dim=0)
+        if model.training and model.config.condition_dropout > 0:  # guidance: unconditional
+            keep = torch.rand(z.shape[0], generator=generator) >= model.config.condition_dropout
+            z = z * keep.to(z)[:, None, None]
         timesteps = torch.randint(
             0, model.config.train_timesteps, (clean.shape[0],), generator=generator
         ).to(clean.device)
@@ -385,7 +404,8 @@ class CogactAdapter(FamilyAdapter):
         num_steps: int | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Deterministic DDIM (eta = 0) over `num_steps` evenly spaced timesteps, x0 in [-1, 1]."""
+        """Deterministic DDIM (eta = 0) over `num_steps` evenly spaced timesteps, x0 in [-1, 1],
+        with classifier-free guidance where the config's guidance_scale is not 1."""
         config = model.config
         steps = min(num_steps or config.sample_steps, config.train_timesteps)
         z = model.encode(batch.to_dtype(compute_dtype(model)))
@@ -396,12 +416,26 @@ class CogactAdapter(FamilyAdapter):
         for index, t in enumerate(timesteps):
             alpha_t = alphas[t]
             alpha_prev = alphas[timesteps[index + 1]] if index + 1 < steps else alphas.new_ones(())
-            eps = model.action_head(x, torch.full((shape[0],), t, device=z.device), z)
+            eps = self._guided_noise(model, x, t, z)
             clean = ((x - (1 - alpha_t).sqrt() * eps) / alpha_t.sqrt()).clamp(-1.0, 1.0)
             # Re-derive the noise from the clipped estimate so both stay consistent (as DDIM does).
             eps = (x - alpha_t.sqrt() * clean) / (1 - alpha_t).sqrt()
             x = alpha_prev.sqrt() * clean + (1 - alpha_prev).sqrt() * eps
         return x.float()
+
+    @staticmethod
+    def _guided_noise(model: nn.Module, x: torch.Tensor, t: int, z: torch.Tensor) -> torch.Tensor:
+        """The head's noise prediction at timestep t, guided by config.guidance_scale."""
+        scale = model.config.guidance_scale
+        if scale == 1.0:
+            return model.action_head(x, torch.full((x.shape[0],), t, device=z.device), z)
+        both = model.action_head(
+            torch.cat([x, x]),
+            torch.full((2 * x.shape[0],), t, device=z.device),
+            torch.cat([z, torch.zeros_like(z)]),
+        )
+        conditional, unconditional = both.chunk(2)
+        return unconditional + scale * (conditional - unconditional)
 
     def interface_layers(self, model: nn.Module) -> list[str]:
         """cognition_proj: its output z is the action head's only view of the backbone."""
