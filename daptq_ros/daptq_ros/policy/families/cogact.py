@@ -10,7 +10,8 @@ The architecture the DA-PTQ paper quantizes (CogACT), at a size that trains on a
   [B, C, head_hidden] (CogACT has C = 1; see `cognition_tokens` for why ours has more);
 - action head: a DiT over [z + timestep embedding; H noisy action tokens] (CogACT's
   condition token, one per cognition token), trained with epsilon-prediction MSE over a
-  squared-cosine schedule and sampled with deterministic DDIM (eta = 0).
+  squared-cosine schedule and sampled with deterministic DDIM (eta = 0), optionally with
+  classifier-free guidance (`condition_dropout`, `guidance_scale`; CogACT samples at 1.5).
 
 As in CogACT, each observation is paired with several noise draws per step (`noise_samples`):
 the backbone pass is the expensive part, the head is cheap.
