@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,24 @@ def test_mean_drift_curve_stops_where_few_episodes_still_run():
     grid, mean = _mean_deviation_curve([episode(1.0, 0.01)] * 4 + [episode(3.0, 0.5)])
     assert grid[-1] == pytest.approx(1.0)  # 1 of 5 episodes past 1 s: below a quarter
     assert mean[0] == pytest.approx((4 * 0.01 + 0.5) / 5)
+
+
+def test_an_interrupted_evaluation_is_rerun_from_scratch(tmp_path):
+    from daptq_ros.commands.results_table import TableOptions, _evaluate
+
+    partial = tmp_path / "runs" / "fp32" / "reach" / "reach_seed100000"
+    partial.mkdir(parents=True)  # a stopped `daptq eval` left bags but no eval.json
+    calls = []
+
+    def daptq(args):
+        out = Path(args[args.index("--out") + 1])
+        calls.append(out.exists())  # daptq eval refuses an existing episode folder
+        out.mkdir(parents=True)
+        (out / "eval.json").write_text('{"overall": {"successes": 1}}')
+        return 0
+
+    options = TableOptions(calib=("calib",), episodes=1)
+    summary = _evaluate("fp32", tmp_path / "model", options, tmp_path, daptq)
+    assert calls == [False] and summary == {"overall": {"successes": 1}}
+    assert _evaluate("fp32", tmp_path / "model", options, tmp_path, daptq) == summary
+    assert calls == [False]  # a finished evaluation is kept

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,9 @@ def _evaluate(
     """Evaluate one method on the shared seeds (kept when done before); its eval.json."""
     run = work / "runs" / name
     if not (run / "eval.json").is_file():
+        # A folder without eval.json is an evaluation this report started and was stopped in;
+        # its bags are incomplete and `daptq eval` refuses to write over them.
+        shutil.rmtree(run, ignore_errors=True)
         command = ["eval", "--model", str(model), "--episodes", str(options.episodes)]
         command += ["--seed", str(options.seed), "--threads", str(options.threads)]
         command += ["--tasks", *options.tasks] if options.tasks else []
