@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -18,6 +16,7 @@ from rosbags.typesys import (
 )
 
 from daptq_ros.errors import BagError
+from daptq_ros.share import share_candidates
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -38,8 +37,7 @@ def interfaces_msg_dir() -> Path:
     """The folder of daptq_ros_interfaces' .msg files: the source tree, else an install prefix."""
     # bags/typestore.py -> bags -> daptq_ros (module) -> daptq_ros (ROS package) -> repo root
     candidates = [Path(__file__).resolve().parents[3] / INTERFACES_PACKAGE / "msg"]
-    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
-    candidates += [Path(p) / "share" / INTERFACES_PACKAGE / "msg" for p in prefixes if p]
+    candidates += [folder / "msg" for folder in share_candidates(INTERFACES_PACKAGE)]
     for candidate in candidates:
         if candidate.is_dir() and any(candidate.glob("*.msg")):
             return candidate

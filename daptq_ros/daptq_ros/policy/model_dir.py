@@ -255,16 +255,15 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
 
 
 def default_model_dir(family: str) -> Path:
-    """The embedded default model of a family (source tree, or the installed share/ folder)."""
-    import sys
+    """The embedded default model of a family (daptq_ros.share finds the installed data)."""
+    from daptq_ros.share import share_candidates
 
     name = f"{family}_default"
-    source = Path(__file__).resolve().parents[2] / "models" / name
-    installed = Path(sys.prefix) / "share" / "daptq_ros" / "models" / name
-    for candidate in (source, installed):
+    candidates = [folder / "models" / name for folder in share_candidates()]
+    for candidate in candidates:
         if (candidate / "daptq.json").is_file():
             return candidate
     raise ModelError(
-        f"no embedded default model '{name}' (looked in {source} and {installed}); "
+        f"no embedded default model '{name}' (looked in {', '.join(map(str, candidates))}); "
         "retrain it with scripts/train_default_models.sh or pass --model DIR"
     )

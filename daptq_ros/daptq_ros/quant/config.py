@@ -223,13 +223,10 @@ def config_from_dict(data: dict[str, Any], name: str = "custom") -> QuantConfig:
 
 
 def preset_dir() -> Path:
-    """The folder of the shipped presets (source tree, or the installed share/ folder)."""
-    import sys
+    """The folder of the shipped presets (daptq_ros.share finds it in every install layout)."""
+    from daptq_ros.share import share_path
 
-    source = Path(__file__).resolve().parents[2] / "config" / "bits"
-    if source.is_dir():
-        return source
-    return Path(sys.prefix) / "share" / "daptq_ros" / "config" / "bits"
+    return share_path("config", "bits")
 
 
 def list_presets() -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import yaml
 from daptq_ros.control.commands import CARTESIAN_AXES, COMMAND_INTERFACES
 from daptq_ros.control.limits import AxisLimits
 from daptq_ros.errors import ControlError
+from daptq_ros.share import share_path
 
 # The Cartesian box the tool may move in (m), and its speed (m/s) and acceleration (m/s^2).
 WORKSPACE_KEYS = ("lower", "upper", "max_linear_speed", "max_linear_acceleration")
@@ -35,10 +35,8 @@ class RobotPreset:
 
 
 def robots_dir() -> Path:
-    """The folder of the robot presets: the source tree, else the installed share/ folder."""
-    source = Path(__file__).resolve().parents[2] / "config" / "robots"
-    installed = Path(sys.prefix) / "share" / "daptq_ros" / "config" / "robots"
-    return source if source.is_dir() else installed
+    """The folder of the robot presets (daptq_ros.share finds it in every install layout)."""
+    return share_path("config", "robots")
 
 
 def list_robots() -> list[str]:
