@@ -57,7 +57,13 @@ def test_out_of_order_chunk_is_dropped() -> None:
     scheduler = ChunkScheduler()
     assert scheduler.add(ramp(10, start=100), stamp=2.0, dt=DT, now=2.1)
     assert not scheduler.add(ramp(10), stamp=1.9, dt=DT, now=2.1)
-    assert scheduler.counters == {"added": 1, "dropped_stale": 1, "samples": 0, "empty_samples": 0}
+    assert scheduler.counters == {
+        "added": 1,
+        "dropped_stale": 1,
+        "samples": 0,
+        "empty_samples": 0,
+        "delayed": 0,
+    }
     np.testing.assert_array_equal(scheduler.sample(2.1), [101.0, 101.0])
 
 
@@ -125,7 +131,13 @@ def test_counters_count_samples_and_empty_samples() -> None:
     scheduler.add(ramp(4), stamp=0.0, dt=DT, now=0.0)
     scheduler.sample(0.0)
     scheduler.sample(0.1)
-    assert scheduler.counters == {"added": 1, "dropped_stale": 0, "samples": 2, "empty_samples": 1}
+    assert scheduler.counters == {
+        "added": 1,
+        "dropped_stale": 0,
+        "samples": 2,
+        "empty_samples": 1,
+        "delayed": 0,
+    }
 
 
 def test_chunk_keeps_a_read_only_copy() -> None:
@@ -209,3 +221,43 @@ def test_sample_stays_within_the_rows_of_the_chunks_covering_t(
     slack = 1e-9 * (1 + np.abs(rows).max())
     assert (action >= rows.min(axis=0) - slack).all()
     assert (action <= rows.max(axis=0) + slack).all()
+
+
+def test_a_late_chunk_is_delayed_to_cover_until_the_next_is_due_not_dropped() -> None:
+    # 8 rows of 12.5 ms (0.1 s) computed from an observation 0.09 s old: only 10 ms left, but
+    # the next chunk is due in 50 ms. The chunk is delayed by 40 ms: row 3 plays at `now`.
+    dt = 0.0125
+    scheduler = ChunkScheduler()
+    assert scheduler.add(ramp(8), stamp=10.0, dt=dt, now=10.09, cover_until=10.14)
+    assert scheduler.last_delay == pytest.approx(0.04)
+    assert scheduler.counters["delayed"] == 1 and scheduler.counters["dropped_stale"] == 0
+    np.testing.assert_array_equal(scheduler.sample(10.09), [4.0, 4.0])
+    assert scheduler.state(10.139) is ChunkState.ACTIVE
+
+
+def test_a_chunk_that_ended_before_it_arrived_starts_at_row_0_on_arrival() -> None:
+    scheduler = ChunkScheduler()
+    # Rows 0-3 end at 1.4; covering until 2.5 would need 1.1 s, more than the 0.7 s of age.
+    assert scheduler.add(ramp(4), stamp=1.0, dt=DT, now=1.7, cover_until=2.5)
+    assert scheduler.last_delay == pytest.approx(0.7)
+    np.testing.assert_array_equal(scheduler.sample(1.7), [0.0, 0.0])
+
+
+def test_a_chunk_in_time_is_not_delayed() -> None:
+    scheduler = ChunkScheduler()
+    assert scheduler.add(ramp(10), stamp=1.0, dt=DT, now=1.05, cover_until=1.5)
+    assert scheduler.last_delay == 0.0 and scheduler.counters["delayed"] == 0
+
+
+def test_crossfade_blends_from_the_old_chunk_into_the_new_one() -> None:
+    scheduler = ChunkScheduler(crossfade=0.2)
+    scheduler.add(np.zeros((20, 1)), stamp=0.0, dt=DT, now=0.0)
+    scheduler.add(np.ones((20, 1)), stamp=0.9, dt=DT, now=1.0)
+    np.testing.assert_allclose(scheduler.sample(1.0), [0.0])  # arrival: still the old chunk
+    np.testing.assert_allclose(scheduler.sample(1.1), [0.5])
+    np.testing.assert_allclose(scheduler.sample(1.2), [1.0])
+    # Without crossfade the switch is a jump at arrival.
+    jump = ChunkScheduler()
+    jump.add(np.zeros((20, 1)), stamp=0.0, dt=DT, now=0.0)
+    jump.add(np.ones((20, 1)), stamp=0.9, dt=DT, now=1.0)
+    np.testing.assert_allclose(jump.sample(1.0), [1.0])

@@ -211,6 +211,7 @@ def test_policy_status_message_parses_with_the_documented_fields() -> None:
         "clipped_actions",
         "swap_in_progress",
         "pending_bit_config",
+        "fault",
     ]
 
 
@@ -240,6 +241,7 @@ def test_policy_status_round_trips_through_cdr() -> None:
         clipped_actions=2,
         swap_in_progress=True,
         pending_bit_config="w3a16",
+        fault="the node clock jumped back",
     )
     typename = "daptq_ros_interfaces/msg/PolicyStatus"
     assert store.deserialize_cdr(store.serialize_cdr(message, typename), typename) == message

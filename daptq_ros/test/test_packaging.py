@@ -37,13 +37,13 @@ ROS_ONLY_MODULES = {
 }
 # Which top-level layers each layer may import (ARCHITECTURE.md, "arrows = may import").
 ALLOWED_LAYER_IMPORTS = {
-    "quant": {"quant", "errors"},
-    "bags": {"bags", "errors"},
-    "control": {"control", "errors"},
-    "drift": {"drift", "bags", "errors"},
-    "policy": {"policy", "quant", "errors"},
-    "sim": {"sim", "policy", "bags", "drift", "errors"},
-    "robot": {"robot", "control", "policy", "sim", "drift", "bags", "errors"},
+    "quant": {"quant", "errors", "share"},
+    "bags": {"bags", "errors", "share"},
+    "control": {"control", "errors", "share"},
+    "drift": {"drift", "bags", "errors", "share"},
+    "policy": {"policy", "quant", "errors", "share"},
+    "sim": {"sim", "policy", "bags", "drift", "errors", "share"},
+    "robot": {"robot", "control", "policy", "sim", "drift", "bags", "errors", "share"},
 }
 NO_TORCH_LAYERS = {"bags", "control", "drift"}
 

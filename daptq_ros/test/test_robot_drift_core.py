@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from drift_episodes import write_episode
 from robot_fakes import TYPES
 
-from daptq_ros.bags.convert import joint_state_msg, sec_to_ns
+from daptq_ros.bags import BagWriter, pose_stamped_msg
+from daptq_ros.bags.convert import header, joint_state_msg, sec_to_ns
 from daptq_ros.bags.robot_msgs import joint_trajectory_msg, policy_status_msg
 from daptq_ros.drift.monitor import Level
 from daptq_ros.errors import ControlError, DriftError
@@ -30,6 +32,7 @@ STATUS = {
     "clipped_actions": 0,
     "swap_in_progress": False,
     "pending_bit_config": "",
+    "fault": "",
 }
 T0 = 1000.0
 
@@ -41,12 +44,18 @@ def reference_msg(seconds: float = 4.0, rate: float = 50.0):
     return joint_trajectory_msg(TYPES, 0, NAMES, positions, times)
 
 
-def feed(core: DriftMonitorCore, offset: float, seconds: float = 3.0, rate: float = 50.0):
-    """Joint states following the reference plus `offset` rad; the reports they close."""
+def feed(
+    core: DriftMonitorCore,
+    offset: float,
+    seconds: float = 3.0,
+    rate: float = 50.0,
+    start: float = T0,
+):
+    """Joint states following the reference from `start` plus `offset` rad; the reports."""
     reports = []
     for t in np.arange(0.0, seconds, 1.0 / rate):
         q = np.array([0.1 * t, -0.1 * t]) + offset
-        report = core.on_joint_states(joint_state_msg(TYPES, sec_to_ns(T0 + t), NAMES, q))
+        report = core.on_joint_states(joint_state_msg(TYPES, sec_to_ns(start + t), NAMES, q))
         if report is not None:
             reports.append(report)
     return reports
@@ -94,6 +103,101 @@ def test_diagnostics_go_stale_without_input():
     assert diagnostics.status[0].level == Level.STALE
 
 
+def status_of(core: DriftMonitorCore, now: float) -> tuple[int, str]:
+    """The drift monitor's /diagnostics level and message at `now`."""
+    status = core.diagnostics_msg(now).status[0]
+    return int(status.level), str(status.message)
+
+
+def test_diagnostics_are_stale_before_any_input_arrives():
+    core = DriftMonitorCore({}, TYPES)
+    core.on_reference(reference_msg())
+    level, message = status_of(core, T0)
+    assert level == Level.STALE
+    assert "no joint_states on /joint_states or ee_pose on /ee_pose received yet" in message
+
+
+def test_diagnostics_with_fresh_input_and_a_reference_are_ok():
+    core = DriftMonitorCore({}, TYPES)
+    core.on_reference(reference_msg())
+    feed(core, 0.0, seconds=1.5)
+    assert status_of(core, T0 + 1.5) == (Level.OK, "ok")
+
+
+def test_without_a_reference_diagnostics_are_stale_and_name_the_ros_ways_to_set_one():
+    core = DriftMonitorCore({"reference_topic": "/my/reference"}, TYPES)
+    feed(core, 0.0, seconds=0.5)
+    level, message = status_of(core, T0 + 0.5)
+    assert level == Level.STALE
+    assert "reference_bag" in message and "rosbag2" in message
+    assert "trajectory_msgs/JointTrajectory on /my/reference" in message
+    assert "set_reference" not in message and "received yet" not in message
+
+
+def test_without_input_or_reference_diagnostics_name_both():
+    level, message = status_of(DriftMonitorCore({}, TYPES), T0)
+    assert level == Level.STALE and "reference_bag" in message and "received yet" in message
+
+
+def policy_status(enabled: bool):
+    return policy_status_msg(TYPES, 0, {**STATUS, "enabled": enabled})
+
+
+def episode_info():
+    """The EpisodeInfo the simulator publishes when an episode ends."""
+    return TYPES["daptq_ros_interfaces/msg/EpisodeInfo"](
+        header=header(TYPES, sec_to_ns(T0 + 1.5)),
+        task="push",
+        instruction="push the puck",
+        seed=1,
+        episode_index=0,
+        model="expert",
+        bit_config="",
+        success=True,
+        steps=120,
+        duration=1.5,
+    )
+
+
+BOUNDARIES = {
+    "restart service": lambda core: core.restart(),
+    "policy enabled": lambda core: core.on_policy_status(policy_status(True)),
+    "episode info": lambda core: core.on_episode(episode_info()),
+}
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES.values(), ids=BOUNDARIES.keys())
+def test_an_episode_boundary_restarts_the_episode_at_the_next_sample(boundary):
+    core = DriftMonitorCore({}, TYPES)
+    core.on_policy_status(policy_status(False))
+    core.on_reference(reference_msg())
+    feed(core, 0.0, seconds=1.5)
+    boundary(core)
+    # The second run replays the reference from its start 10 s later: t = 0 again.
+    reports = feed(core, 0.0, start=T0 + 10.0)
+    assert reports and all(r.level == Level.OK for r in reports)
+    assert max(max(r.joint_rms_error) for r in reports) < 1e-9
+
+
+def test_a_policy_that_stays_enabled_does_not_restart_the_episode():
+    core = DriftMonitorCore({}, TYPES)
+    core.on_policy_status(policy_status(True))
+    core.on_reference(reference_msg())
+    feed(core, 0.0, seconds=1.5)
+    core.on_policy_status(policy_status(True))
+    reports = [
+        r
+        for t in np.arange(1.5, 3.0, 0.02)
+        if (
+            r := core.on_joint_states(
+                joint_state_msg(TYPES, sec_to_ns(T0 + t), NAMES, np.array([0.1 * t, -0.1 * t]))
+            )
+        )
+        is not None
+    ]
+    assert reports and max(max(r.joint_rms_error) for r in reports) < 1e-9
+
+
 def test_a_one_point_reference_is_refused():
     core = DriftMonitorCore({}, TYPES)
     with pytest.raises(DriftError, match="at least 2"):
@@ -103,6 +207,38 @@ def test_a_one_point_reference_is_refused():
 def test_a_missing_reference_bag_names_the_path(tmp_path):
     with pytest.raises(ControlError, match="does not exist"):
         DriftMonitorCore({"reference_bag": str(tmp_path / "nope")}, TYPES)
+
+
+def _damaged_bag(path):
+    path.mkdir()
+    (path / "metadata.yaml").write_text("rosbag2_bagfile_information: [\n")
+
+
+def _bag_without_joint_states(path):
+    with BagWriter(path) as writer:
+        writer.add_topic("/ee_pose", "geometry_msgs/msg/PoseStamped")
+        pose = pose_stamped_msg(writer.types, 1, np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]))
+        writer.write("/ee_pose", pose, 1)
+
+
+@pytest.mark.parametrize("make", [_damaged_bag, _bag_without_joint_states])
+def test_an_unreadable_reference_bag_is_a_one_line_error_naming_path_and_fix(tmp_path, make):
+    path = tmp_path / "reference"
+    make(path)
+    with pytest.raises(ControlError) as error:
+        DriftMonitorCore({"reference_bag": str(path)}, TYPES)
+    text = str(error.value)
+    assert "\n" not in text
+    assert text.startswith(f"reference_bag {path} cannot be read")
+    assert "set reference_bag to a rosbag2 folder that recorded /joint_states" in text
+    assert "publish the reference on /drift/reference" in text
+
+
+def test_a_readable_reference_bag_is_the_reference(tmp_path):
+    write_episode(tmp_path / "reference", poses=False)
+    core = DriftMonitorCore({"robot": "panda", "reference_bag": str(tmp_path / "reference")}, TYPES)
+    assert core.has_reference
+    assert "reference_bag" not in status_of(core, T0)[1]
 
 
 PANDA = tuple(f"panda_joint{i}" for i in range(1, 8))

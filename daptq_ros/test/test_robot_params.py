@@ -149,7 +149,7 @@ def test_default_bit_config_and_robot_are_shipped_presets() -> None:
 
 
 def test_spec_finds_declared_and_builtin_parameters() -> None:
-    assert spec("policy_node", "control_hz").default == 10.0
+    assert spec("policy_node", "control_hz").default == 0.0
     assert spec("drift_monitor", "use_sim_time") is ROS_BUILTIN[0]
 
 

@@ -3,6 +3,14 @@
 A chunk's row i is meant for time `stamp + i * dt`, where stamp is the time of the observation
 the chunk was computed from. Sampling by time rather than by count pays for inference latency
 automatically: when a chunk arrives, its first rows are already in the past and are skipped.
+
+Inference overlaps execution (LeRobot's asynchronous inference): the robot follows the current
+chunk while the next one is computed. A chunk that arrives so late that its remaining rows
+would end before the next chunk is due (`cover_until`) is not thrown away: it is delayed just
+enough to cover that time, never beyond starting its row 0 on arrival, and the delay is
+counted. At the switch from one chunk to the next, `crossfade` seconds blend the old chunk's
+rows into the new one's, so the commanded action has no jump at the chunk boundary (the
+smoothing real-time chunking and ACT's temporal ensembling aim at, without changing the model).
 """
 
 from __future__ import annotations
@@ -81,8 +89,13 @@ class ChunkScheduler:
         ensemble_decay: float = 0.1,
         max_chunks: int = 8,
         interpolate: bool = False,
+        crossfade: float = 0.0,
     ) -> None:
-        """Merge overlapping chunks by `merge`; `interpolate` blends rows linearly, else holds."""
+        """Merge overlapping chunks by `merge`; `interpolate` blends rows linearly, else holds.
+
+        `crossfade` (s, merge "latest" only): after a new chunk arrives, its rows are blended
+        with the previous chunk's over this long (0 = switch at once).
+        """
         if merge not in MERGES:
             raise ControlError(f"merge {merge!r} is not known; use one of {', '.join(MERGES)}")
         if not (
@@ -94,20 +107,37 @@ class ChunkScheduler:
             )
         if isinstance(max_chunks, bool) or not isinstance(max_chunks, int) or max_chunks < 1:
             raise ControlError(f"max_chunks {max_chunks!r} must be an integer >= 1")
+        if not (is_number(crossfade) and math.isfinite(crossfade) and crossfade >= 0):
+            raise ControlError(f"crossfade {crossfade!r} must be a finite number of seconds >= 0")
         self._merge = merge
         self._decay = float(ensemble_decay)
         self._max_chunks = max_chunks
         self._interpolate = interpolate
+        self._crossfade = float(crossfade)
         self._chunks: list[TimedChunk] = []  # in stamp order: add() refuses older stamps
+        self._arrivals: list[float] = []  # when each chunk of _chunks was added
         self._dim: int | None = None  # action size, fixed until clear()
         self._newest: float = -math.inf  # newest stamp accepted since clear()
         # Lifetime totals for diagnostics; clear() keeps them.
         self.counters: dict[str, int] = dict.fromkeys(
-            ("added", "dropped_stale", "samples", "empty_samples"), 0
+            ("added", "dropped_stale", "samples", "empty_samples", "delayed"), 0
         )
+        self.last_delay = 0.0  # s the newest chunk was delayed by (see add)
 
-    def add(self, actions: ArrayLike, stamp: float, dt: float, now: float) -> bool:
-        """Hold a new chunk; False (counted as dropped_stale) if it ended or is out of order."""
+    def add(
+        self,
+        actions: ArrayLike,
+        stamp: float,
+        dt: float,
+        now: float,
+        cover_until: float | None = None,
+    ) -> bool:
+        """Hold a new chunk; False (counted as dropped_stale) if it is out of order.
+
+        Without `cover_until`, a chunk that already ended at `now` is dropped too. With it, a
+        chunk whose rows end before `cover_until` (when the next chunk is due) is delayed until
+        they reach it or its row 0 starts at `now`, whichever is less (counted as delayed).
+        """
         chunk = TimedChunk(actions, stamp, dt)
         require_time("now", now)
         dim = chunk.actions.shape[1]
@@ -118,13 +148,23 @@ class ChunkScheduler:
             )
         # A chunk from an older observation than one already held arrived late (out of order):
         # it is staler than what the robot already follows.
-        if chunk.end() <= now or chunk.stamp < self._newest:
+        ended = cover_until is None and chunk.end() <= now
+        if ended or chunk.stamp < self._newest:
             self.counters["dropped_stale"] += 1
             return False
         self._dim, self._newest = dim, chunk.stamp
-        self._chunks = [held for held in self._chunks if held.end() > now]
-        self._chunks.append(chunk)
+        self.last_delay = 0.0
+        if cover_until is not None:
+            require_time("cover_until", cover_until)
+            self.last_delay = min(max(cover_until - chunk.end(), 0.0), max(now - chunk.stamp, 0.0))
+            if self.last_delay > 0:
+                self.counters["delayed"] += 1
+                chunk = TimedChunk(chunk.actions, chunk.stamp + self.last_delay, chunk.dt)
+        kept = [i for i, held in enumerate(self._chunks) if held.end() > now]
+        self._chunks = [self._chunks[i] for i in kept] + [chunk]
+        self._arrivals = [self._arrivals[i] for i in kept] + [float(now)]
         del self._chunks[: -self._max_chunks]
+        del self._arrivals[: -self._max_chunks]
         self.counters["added"] += 1
         return True
 
@@ -143,19 +183,19 @@ class ChunkScheduler:
     def sample(self, t: float) -> NDArray[np.float64] | None:
         """The action [D] for time t, or None unless the state at t is ACTIVE."""
         require_time("t", t)
-        live = [chunk for chunk in self._chunks if _covers(chunk, t)]
+        live = [i for i, chunk in enumerate(self._chunks) if _covers(chunk, t)]
         if not live:
             self.counters["empty_samples"] += 1
             return None
         self.counters["samples"] += 1
         if self._merge == "latest":
-            return self._row(live[-1], t)
+            return self._latest(live, t)
         # Temporal ensembling of ACT (Zhao et al. 2023, "Learning Fine-Grained Bimanual
         # Manipulation with Low-Cost Hardware", arXiv:2304.13705): a weighted average of every
         # chunk's row for t with w_k = exp(-m * k), k = 0 the oldest chunk, which smooths the
         # switch from one chunk to the next.
         weights = np.exp(-self._decay * np.arange(len(live)))
-        rows = np.stack([self._row(chunk, t) for chunk in live])
+        rows = np.stack([self._row(self._chunks[i], t) for i in live])
         return np.asarray(weights @ rows / weights.sum())
 
     def remaining(self, t: float) -> float:
@@ -166,7 +206,20 @@ class ChunkScheduler:
     def clear(self) -> None:
         """Drop every chunk and forget the action size and newest stamp (e-stop, model swap)."""
         self._chunks.clear()
+        self._arrivals.clear()
         self._dim, self._newest = None, -math.inf
+
+    def _latest(self, live: list[int], t: float) -> NDArray[np.float64]:
+        """The newest live chunk's row, crossfaded from the previous one's after its arrival."""
+        newest = self._row(self._chunks[live[-1]], t)
+        if self._crossfade <= 0 or len(live) < 2:
+            return newest
+        weight = (t - self._arrivals[live[-1]]) / self._crossfade
+        if weight >= 1:
+            return newest
+        previous = self._row(self._chunks[live[-2]], t)
+        weight = max(weight, 0.0)
+        return weight * newest + (1 - weight) * previous
 
     def _row(self, chunk: TimedChunk, t: float) -> NDArray[np.float64]:
         """The chunk's action for t (t covered): the row held, or blended toward the next."""

@@ -169,7 +169,10 @@ class SafetyFilter:
     def enable(self, measured: np.ndarray, now: float) -> tuple[bool, str]:
         """Allow motion from the held position; (False, why) when that would be unsafe."""
         if self._estop_reason is not None:
-            return False, f"e-stopped ({self._estop_reason}); call reset_estop(), then enable"
+            return (
+                False,
+                f"e-stopped ({self._estop_reason}); call the ~/reset_estop service, then ~/enable",
+            )
         if self._enabled:
             return True, "already enabled"
         if problem := self._problem("measured", measured):

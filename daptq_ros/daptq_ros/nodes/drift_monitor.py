@@ -5,10 +5,11 @@ All logic is in daptq_ros.robot.drift_core.DriftMonitorCore.
 
 from __future__ import annotations
 
-from daptq_ros_interfaces.msg import DriftReport, PolicyStatus
+from daptq_ros_interfaces.msg import DriftReport, EpisodeInfo, PolicyStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosidl_runtime_py.utilities import get_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -18,6 +19,9 @@ from trajectory_msgs.msg import JointTrajectory
 from daptq_ros.nodes.common import LATCHED_QOS, SENSOR_QOS, declare, now_s, spin
 from daptq_ros.robot import drift_core
 from daptq_ros.robot.params import NODE_PARAMS
+
+# Episode ends are events, each one matters: reliable, a few queued.
+EPISODE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class DriftMonitorNode(Node):
@@ -45,6 +49,10 @@ class DriftMonitorNode(Node):
         self.create_subscription(
             PolicyStatus, params["bit_config_topic"], self.core.on_policy_status, LATCHED_QOS
         )
+        if params["episode_topic"]:
+            self.create_subscription(
+                EpisodeInfo, params["episode_topic"], self.core.on_episode, EPISODE_QOS
+            )
         if not params["urdf_path"]:
             self.create_subscription(
                 String,

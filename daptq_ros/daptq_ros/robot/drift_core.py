@@ -1,9 +1,12 @@
 """The drift monitor node without rclpy: joint states / poses against a reference -> DriftReport.
 
 The reference comes from a bag (e.g. the full-precision run of the same task) or from a
-trajectory_msgs/JointTrajectory on a topic; the episode starts with the first sample after
-the reference is set (or after `restart`). Each closed window becomes a DriftReport; a
-window at ERROR can ask the policy node for an e-stop (parameter estop_on_error).
+trajectory_msgs/JointTrajectory on a topic. An episode (sample stamps from 0 against the
+reference) starts with the first sample after the reference is set, after `restart` (the
+node's ~/restart service), after the policy node is enabled again (PolicyStatus.enabled false
+-> true) or after an EpisodeInfo (the simulator ended an episode). Each closed window becomes a
+DriftReport; a window at ERROR can ask the policy node for an e-stop (parameter
+estop_on_error).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from daptq_ros.drift.analysis import BagEntry, Sources, load_episode
 from daptq_ros.drift.kinematics import Kinematics
 from daptq_ros.drift.metrics import Trajectory
 from daptq_ros.drift.monitor import DriftMonitor, DriftWindow, Level, MonitorConfig
-from daptq_ros.errors import ControlError, DriftError
+from daptq_ros.errors import ControlError, DaptqError, DriftError
 from daptq_ros.robot.arm import ArmModel, arm_model
 from daptq_ros.robot.params import check_overrides, defaults
 from daptq_ros.robot.presets import load_robot
@@ -45,7 +48,14 @@ MONITOR_FIELDS = {f.name for f in fields(MonitorConfig)}
 
 
 class DriftMonitorCore:
-    """Feeds a DriftMonitor from messages and turns closed windows into DriftReport messages."""
+    """Feeds a DriftMonitor from messages and turns closed windows into DriftReport messages.
+
+    The /diagnostics level is STALE while there is nothing to compare: no reference yet, or no
+    executed sample (joint_states or ee_pose) within stale_timeout_s, never included. Without
+    a reference it is STALE, not WARN: no drift is measured at all, which is what STALE (no
+    usable data) means, whereas WARN would claim a measured drift. Otherwise it is the last
+    closed window's level (OK until the first window closes).
+    """
 
     def __init__(self, params: Mapping[str, Any], types: TypeSource) -> None:
         if reasons := check_overrides(NODE, params):
@@ -63,6 +73,9 @@ class DriftMonitorCore:
         self.estop_requests = 0
         self._restart = True
         self._pose_topic_seen = False
+        self.has_reference = False
+        self._last_sample: float | None = None  # stamp of the newest executed sample, s
+        self._policy_enabled: bool | None = None  # None until the first PolicyStatus
         if self.params["reference_bag"]:
             self.set_reference(
                 reference_from_bag(str(self.params["reference_bag"]), self.params, self.arm)
@@ -76,6 +89,7 @@ class DriftMonitorCore:
     def set_reference(self, reference: Trajectory) -> None:
         """Compare against `reference` (stamps from 0) from the next sample on."""
         self.monitor.set_reference(reference)
+        self.has_reference = True
         self._restart = True
 
     def restart(self) -> None:
@@ -92,12 +106,21 @@ class DriftMonitorCore:
         self.arm = ArmModel(kinematics, self.robot.joints.names)
 
     def on_policy_status(self, msg: Any) -> None:
-        """Our PolicyStatus: the reports carry the bit config that is active."""
+        """Our PolicyStatus: the active bit config; enabled false -> true starts a new episode."""
         self.bit_config = str(msg.bit_config)
+        enabled = bool(msg.enabled)
+        if enabled and self._policy_enabled is False:
+            self.restart()
+        self._policy_enabled = enabled
+
+    def on_episode(self, msg: Any) -> None:
+        """An EpisodeInfo (the simulator ended an episode): the next sample starts a new one."""
+        self.restart()
 
     def on_joint_states(self, msg: Any) -> Any | None:
         """Feed a JointState; the DriftReport of the window it closed, else None."""
         sample = joint_state_to_numpy(msg)
+        self._last_sample = sample.stamp
         self._start(sample.stamp)
         window = self.monitor.update_joints(sample.stamp, sample.names, sample.positions)
         if self.arm is not None and not self._pose_topic_seen:
@@ -110,6 +133,7 @@ class DriftMonitorCore:
         """Feed a PoseStamped of the end effector; like on_joint_states."""
         sample = pose_stamped_to_numpy(msg)
         self._pose_topic_seen = True
+        self._last_sample = sample.stamp
         self._start(sample.stamp)
         return self._report(
             self.monitor.update_pose(sample.stamp, sample.position, sample.quat_xyzw)
@@ -125,20 +149,53 @@ class DriftMonitorCore:
         return True
 
     def diagnostics_msg(self, now: float) -> Any:
-        """/diagnostics: the input's liveness and the last window's level."""
-        stream = self.monitor.check(now)
+        """/diagnostics: STALE without a reference or fresh input, else the last window's level."""
+        level, message = self.status(now)
         window = self.last_window
-        level = (
-            stream.level if stream.level is Level.STALE else (window.level if window else Level.OK)
-        )
-        message = stream.reason or (window.reason if window else "") or "ok"
-        values: dict[str, object] = {"bit_config": self.bit_config, "active": self.monitor.active}
+        values: dict[str, object] = {
+            "bit_config": self.bit_config,
+            "active": self.monitor.active,
+            "has_reference": self.has_reference,
+        }
         if window is not None:
             values.update(
                 {k: v for k, v in window.to_dict().items() if isinstance(v, float | int | str)}
             )
         status = (f"daptq {NODE}", LEVEL_NAMES[level], message, values)
         return diagnostic_array_msg(self.types, sec_to_ns(now), [status])
+
+    def status(self, now: float) -> tuple[Level, str]:
+        """The level and its reason at `now` (s, the clock of the sample stamps)."""
+        stale = [r for r in (self._reference_problem(), self._input_problem(now)) if r]
+        if stale:
+            return Level.STALE, "; ".join(stale)
+        window = self.last_window
+        if window is None:
+            return Level.OK, "ok"
+        return window.level, window.reason or "ok"
+
+    def _reference_problem(self) -> str:
+        if self.has_reference:
+            return ""
+        return (
+            "no reference trajectory to compare against: set the reference_bag parameter to a "
+            "recorded rosbag2 run (e.g. an episode bag under RUN_DIR/<task>/ of `daptq eval "
+            "--out RUN_DIR`), or publish a trajectory_msgs/JointTrajectory on "
+            f"{self.params['reference_topic']} (parameter reference_topic)"
+        )
+
+    def _input_problem(self, now: float) -> str:
+        inputs = (
+            f"joint_states on {self.params['joint_states_topic']} or ee_pose on "
+            f"{self.params['ee_pose_topic']}"
+        )
+        fix = "check that the arm publishes them and the joint_states_topic / ee_pose_topic"
+        if self._last_sample is None:
+            return f"no {inputs} received yet; {fix} parameters"
+        age, timeout = now - self._last_sample, self.monitor.config.stale_timeout_s
+        if age > timeout:
+            return f"no {inputs} for {age:.3g} s (stale_timeout_s {timeout:g} s); {fix} parameters"
+        return ""
 
     def _start(self, stamp: float) -> None:
         if self._restart:
@@ -155,16 +212,27 @@ class DriftMonitorCore:
 def reference_from_bag(
     path: str, params: Mapping[str, Any], arm: ArmModel | None = None
 ) -> Trajectory:
-    """The joint states and poses (topic, else FK with `arm`) of a bag as a reference."""
+    """The joint states and poses (topic, else FK with `arm`) of a bag as a reference.
+
+    ControlError (one line: the path, the cause, the fix) when the bag cannot be read.
+    """
     folder = Path(path)
-    if not folder.exists():
-        raise ControlError(f"reference_bag {path} does not exist; record a reference run first")
-    sources = Sources(
-        str(params["joint_states_topic"]),
-        str(params["ee_pose_topic"]),
-        None if arm is None else arm.kinematics,
+    joint_topic = str(params["joint_states_topic"])
+    fix = (
+        f"set reference_bag to a rosbag2 folder that recorded {joint_topic} (e.g. an episode "
+        "bag under RUN_DIR/<task>/ of `daptq eval --out RUN_DIR`), or to '' and publish the "
+        f"reference on {params['reference_topic']}"
     )
-    return load_episode(BagEntry(folder, bag_info(folder)), sources).trajectory
+    if not folder.exists():
+        raise ControlError(f"reference_bag {path} does not exist; {fix}")
+    sources = Sources(
+        joint_topic, str(params["ee_pose_topic"]), None if arm is None else arm.kinematics
+    )
+    try:
+        return load_episode(BagEntry(folder, bag_info(folder)), sources).trajectory
+    except (DaptqError, OSError) as error:
+        cause = " ".join(str(error).split())
+        raise ControlError(f"reference_bag {path} cannot be read ({cause}); {fix}") from error
 
 
 def trajectory_from_msg(msg: Any, arm: ArmModel | None = None) -> Trajectory:

@@ -82,7 +82,7 @@ def run_lockstep(
 ) -> LockstepResult:
     """Step the sim `steps` times (or until its episode ends) with the node commanding it."""
     command_topic = node.command_topic
-    control_every = max(1, round(float(node.params["command_hz"]) / node.params["control_hz"]))
+    control_every = max(1, round(float(node.params["command_hz"]) * node.control_period))
     commands = chunks = 0
 
     def deliver(messages: list[tuple[str, Any]], now: float) -> None:

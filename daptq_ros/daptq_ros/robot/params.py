@@ -152,7 +152,14 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
     ParamSpec("instruction_topic", "/instruction", "std_msgs/String topic of the instruction"),
     _JOINT_STATES_TOPIC,
     _EE_POSE_TOPIC,
-    ParamSpec("control_hz", 10.0, "policy inference rate, Hz", low=0.5, high=100.0),
+    ParamSpec(
+        "control_hz",
+        0.0,
+        "policy inference rate, Hz (0 = replan at half the model's chunk horizon, as daptq eval "
+        "does: 20 Hz for the embedded models' 8 x 12.5 ms chunks)",
+        low=0.0,
+        high=100.0,
+    ),
     ParamSpec("command_hz", 50.0, "rate of commands sent to the arm, Hz", low=1.0, high=1000.0),
     ParamSpec(
         "dry_run",
@@ -188,6 +195,22 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         "hold when no fresh action chunk has arrived for this long, s",
         low=0.01,
         high=10.0,
+    ),
+    ParamSpec(
+        "clock_timeout_s",
+        0.5,
+        "disable when the node clock (/clock under use_sim_time) has not advanced for this "
+        "long in wall time while enabled, s",
+        low=0.05,
+        high=10.0,
+    ),
+    ParamSpec(
+        "chunk_crossfade_s",
+        0.025,
+        "blend the previous chunk's actions into a new chunk's over this long, s (0 = switch "
+        "at once)",
+        low=0.0,
+        high=1.0,
     ),
     ParamSpec(
         "chunk_merge",
@@ -255,7 +278,7 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         low=0,
         high=100,
     ),
-    ParamSpec("base_frame", "base", "frame_id of published poses and twists"),
+    ParamSpec("base_frame", "", "frame_id of published poses and twists ('' = the robot preset's)"),
     ParamSpec(
         "instruction",
         "",
@@ -278,6 +301,12 @@ DRIFT_MONITOR: tuple[ParamSpec, ...] = (
         "reference_topic",
         "/drift/reference",
         "trajectory_msgs/JointTrajectory topic of the reference, when no reference_bag",
+    ),
+    ParamSpec(
+        "episode_topic",
+        "/sim_bridge/episode",
+        "EpisodeInfo topic published when an episode ends: the next sample starts a new "
+        "episode ('' = none)",
     ),
     ParamSpec(
         "window_s", _MONITOR.window_s, "duration of one drift window, s", low=0.05, high=60.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import math
 import threading
 import time
 from collections import deque
@@ -52,6 +53,7 @@ from daptq_ros.control.runtime import (
     SwapState,
 )
 from daptq_ros.control.safety import SafetyConfig, SafetyFilter, Status
+from daptq_ros.control.timing import ChunkTiming, control_period
 from daptq_ros.control.watchdog import Watchdog
 from daptq_ros.errors import ControlError, DaptqError
 from daptq_ros.robot.arm import ArmModel, arm_model
@@ -72,6 +74,11 @@ TRAJECTORY_PREVIEW_S = 0.5  # s of future points a JointTrajectory command carri
 RATE_WINDOW = 32  # events over which achieved rates are measured
 MOVING = (Status.ACTIVE, Status.BLENDING)
 IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
+# A clock step backwards larger than this is a restarted clock source (a new simulator), not
+# the rounding of two stamps.
+CLOCK_JUMP_TOLERANCE_S = 1e-3
+PROBE_IMAGE_SIZE = (96, 192)  # blank frame for the start-up inference when a model has no size
+FALLBACK_PERIOD_S = 0.1  # chunk row time assumed when a model neither says nor answers
 
 
 def default_policy_builder(params: Mapping[str, Any]) -> Callable[[str], ChunkPolicy]:
@@ -144,12 +151,20 @@ class PolicyNodeCore:
         self.dry_run = bool(p["dry_run"])
         self.bit_config = str(p["bit_config"])
         self._build = build_policy or default_policy_builder(p)
-        first = self._build(self.bit_config)
-        self.worker = InferenceWorker(first, self.bit_config, clock)
+        self.last_error = ""
+        self._probes: dict[str, ChunkTiming] = {}
+        first = self._build_and_probe(self.bit_config)
+        self.timing = self._probes[self.bit_config]
+        # Latency is wall time: the node clock may be a simulator's, which runs at any rate.
+        self.worker = InferenceWorker(first, self.bit_config)
         meta = getattr(getattr(first, "loaded", None), "meta", None)
         self.model_label = str(p["model"])
         self.family = str(getattr(meta, "family", ""))
-        self.scheduler = ChunkScheduler(str(p["chunk_merge"]), float(p["ensemble_decay"]))
+        self.scheduler = ChunkScheduler(
+            str(p["chunk_merge"]),
+            float(p["ensemble_decay"]),
+            crossfade=float(p["chunk_crossfade_s"]),
+        )
         self.safety = SafetyFilter(self._limits(), self._safety_config())
         self.inputs = Watchdog(
             {
@@ -161,7 +176,9 @@ class PolicyNodeCore:
         self.outputs = Watchdog({"action_chunk": float(p["output_timeout_s"])})
         self.counters = {"rejected_actions": 0, "clipped_actions": 0, "failed_inferences": 0}
         self.counters["stale_results"] = 0
-        self.last_error = ""
+        # Why the node disabled itself (the clock stopped or jumped back); cleared by enable.
+        self.fault = ""
+        self._last_tick: tuple[float, float] | None = None  # (node time, wall time)
         # A failed bit_config swap stays reported until the next swap request: the chunks the
         # old model keeps producing must not clear it (last_error is cleared by each chunk).
         self.swap_error = ""
@@ -180,6 +197,16 @@ class PolicyNodeCore:
         self._chunk_times: deque[float] = deque(maxlen=RATE_WINDOW)
         if self._instruction:
             self.inputs.feed("instruction", clock())
+
+    @property
+    def control_period(self) -> float:
+        """Seconds between inferences (the control timer's period)."""
+        return self.timing.control_period
+
+    @property
+    def base_frame(self) -> str:
+        """frame_id of published poses and twists: the parameter, else the robot preset's."""
+        return str(self.params["base_frame"]) or self.robot.base_frame
 
     # ----- inputs: store the newest message, feed the watchdog -----
     def on_image(
@@ -228,6 +255,7 @@ class PolicyNodeCore:
     def command_tick(self, now: float) -> list[tuple[str, Any]]:
         """One command period: collect chunks, filter, and return (output key, message) pairs."""
         out: list[tuple[str, Any]] = []
+        self._check_clock(now)
         self._apply_pending()
         self._advance_swap()
         for result in self.worker.take_results():
@@ -255,6 +283,19 @@ class PolicyNodeCore:
             )
         return out
 
+    def clock_watchdog(self, wall: float) -> str:
+        """Called on a wall-clock timer: disable when the node clock stopped; the fault or ""."""
+        timeout = float(self.params["clock_timeout_s"])
+        if self._last_tick is None or not self.safety.enabled:
+            return ""
+        stalled = wall - self._last_tick[1]
+        if stalled > timeout:
+            self._disable_on_fault(
+                f"the node clock has not advanced for {stalled:.2f} s of wall time (timeout "
+                f"{timeout:g} s): /clock stopped (under use_sim_time) or the node is starved"
+            )
+        return self.fault
+
     # ----- services -----
     def enable(self, flag: bool, now: float) -> tuple[bool, str]:
         """~/enable: start commanding from the measured state (True) or stop (False)."""
@@ -267,8 +308,11 @@ class PolicyNodeCore:
         if measured is None:
             return False, "cannot enable: no measured state yet (joint_states / ee_pose)"
         ok, reason = self.safety.enable(measured, now)
-        if ok and self._ee_pose is not None:
-            self._hold_quat = self._ee_pose.quat_xyzw
+        if ok:
+            self.fault = ""
+            self._last_tick = None
+            if self._ee_pose is not None:
+                self._hold_quat = self._ee_pose.quat_xyzw
         return ok, reason
 
     def estop(self) -> tuple[bool, str]:
@@ -329,6 +373,8 @@ class PolicyNodeCore:
     def hold_reasons(self, now: float) -> list[str]:
         """Why the arm must hold now (stale inputs or outputs, a swap); empty when none."""
         reasons = self.inputs.reasons(now) + self.outputs.reasons(now)
+        if self.last_error and self.outputs.stale(now):
+            reasons.append(f"last chunk refused: {self.last_error}")
         if self.measured() is None:
             reasons.append("no measured state (joint_states / ee_pose)")
         return reasons
@@ -357,6 +403,7 @@ class PolicyNodeCore:
             + self.safety.counters["clipped_position"],
             "swap_in_progress": building,
             "pending_bit_config": self.worker.swap_label if building else "",
+            "fault": self.fault,
         }
 
     def status_msg(self, now: float) -> Any:
@@ -367,13 +414,15 @@ class PolicyNodeCore:
         """/diagnostics: model, bit config, rates, drops, clipping, watchdog state."""
         fields = self.status_fields(now)
         level, message = "OK", fields["safety_status"]
-        error = self.last_error or self.swap_error
+        error = self.fault or self.last_error or self.swap_error
         if fields["estopped"] or error:
             level, message = "ERROR", error or "e-stop latched"
         elif fields["hold_reasons"] and fields["enabled"]:
             level, message = "WARN", "holding: " + "; ".join(fields["hold_reasons"])
         values = {k: v for k, v in fields.items() if k != "hold_reasons"}
         values.update(self.counters)
+        values["delayed_chunks"] = self.scheduler.counters["delayed"]
+        values["chunk_timing"] = self.timing.describe()
         values["watchdog"] = "; ".join(fields["hold_reasons"]) or "ok"
         status = (f"daptq {NODE}", level, message, values)
         return diagnostic_array_msg(self.types, sec_to_ns(now), [status], self.robot.name)
@@ -383,6 +432,55 @@ class PolicyNodeCore:
         self.worker.close()
 
     # ----- internals -----
+    def _build_and_probe(self, bits: str) -> ChunkPolicy:
+        """Build the policy for `bits` and time one inference on a blank observation.
+
+        The probe learns the chunk's horizon and dt and the inference latency before the first
+        real frame, so the control rate can follow the model and a rate that cannot work is
+        reported at start. It also pays the first call's one-time costs off the control loop.
+        """
+        policy = self._build(bits)
+        meta = getattr(getattr(policy, "loaded", None), "meta", None)
+        height, width = getattr(meta, "image_size", PROBE_IMAGE_SIZE)
+        blank = np.zeros((height, width, 3), np.uint8)
+        instruction = str(self.params["instruction"]) or "probe"
+        start = time.monotonic()
+        try:
+            chunk = policy.predict(blank, instruction, np.zeros(4))
+            horizon, dt = len(chunk.actions), float(chunk.dt)
+            latency = time.monotonic() - start
+        except Exception as error:  # reported; the control loop then reports each failure too
+            self.last_error = f"the start-up inference failed: {type(error).__name__}: {error}"
+            horizon = int(getattr(meta, "horizon", 1))
+            dt = float(getattr(meta, "dt", FALLBACK_PERIOD_S))
+            latency = math.nan
+        period = control_period(float(self.params["control_hz"]), horizon, dt)
+        self._probes[bits] = ChunkTiming(horizon, dt, latency, period)
+        return policy
+
+    def _check_clock(self, now: float) -> None:
+        """Disable when the node clock went backwards (a restarted simulator or clock source)."""
+        wall = time.monotonic()
+        if self._last_tick is not None and now < self._last_tick[0] - CLOCK_JUMP_TOLERANCE_S:
+            self._disable_on_fault(
+                f"the node clock jumped back from {self._last_tick[0]:.3f} s to {now:.3f} s "
+                "(the clock source restarted)"
+            )
+            # Ages measured on the old clock mean nothing now: every stream must arrive again
+            # (the instruction excepted, which only has to have arrived once).
+            self.inputs.reset()
+            self.outputs.reset()
+            if self._instruction:
+                self.inputs.feed("instruction", now)
+        self._last_tick = (now, wall)
+
+    def _disable_on_fault(self, reason: str) -> None:
+        """Stop commanding (a held arm) until ~/enable; the reason shows on status/diagnostics."""
+        if self.safety.enabled:
+            self.safety.disable()
+            self.scheduler.clear()
+            self.fault = f"{reason}; disabled, call ~/enable once the inputs are back"
+
     def _store_image(self, rgb: NDArray[np.uint8], msg: Any, now: float) -> None:
         stamp = time_to_sec(msg.header.stamp)
         self._image = rgb
@@ -454,7 +552,7 @@ class PolicyNodeCore:
             elif name == "bit_config":
                 bits = str(value)
                 self.swap_error = ""
-                self.worker.request_swap(bits, lambda bits=bits: self._build(bits))
+                self.worker.request_swap(bits, lambda bits=bits: self._build_and_probe(bits))
             elif name in ("velocity_scale", "acceleration_scale") and not self.safety.enabled:
                 self.safety = SafetyFilter(self._limits(), self._safety_config())
 
@@ -462,6 +560,7 @@ class PolicyNodeCore:
         """Between control steps: serve a built model, or report a failed build."""
         if self.worker.swap_state is SwapState.READY:
             self.bit_config = self.worker.apply_swap() or self.bit_config
+            self.timing = self._probes.get(self.bit_config, self.timing)
             self.params["bit_config"] = self.bit_config
             # The old model's chunks are not mixed with the new one's: hold until it answers.
             self.scheduler.clear()
@@ -485,7 +584,9 @@ class PolicyNodeCore:
         try:
             if self._builder is None:
                 self._builder = self._target_builder(result)
-            added = self.scheduler.add(actions, result.stamp, result.dt, now)
+            # The next chunk is due one control period (and a command period) from now.
+            cover_until = now + self.control_period + 1.0 / float(self.params["command_hz"])
+            added = self.scheduler.add(actions, result.stamp, result.dt, now, cover_until)
         except ControlError as error:
             self.counters["rejected_actions"] += 1
             self.last_error = str(error)
@@ -560,7 +661,7 @@ class PolicyNodeCore:
             return joint_trajectory_msg(self.types, stamp, names, points, times)
         if self.interface == "position_array":
             return float64_array_msg(self.types, command.position)
-        frame = str(self.params["base_frame"])
+        frame = self.base_frame
         if self.interface == "twist":
             velocity = np.zeros(3) if command.velocity is None else command.velocity
             return twist_stamped_msg(self.types, stamp, velocity, np.zeros(3), frame)
