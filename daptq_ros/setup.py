@@ -1,11 +1,15 @@
 """daptq_ros: an ament_python ROS 2 package that is also a pip-installable library and CLI."""
 
+import sys
 from glob import glob
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "daptq_ros"
+# pip builds wheels (bdist_wheel, editable_wheel) and puts `daptq` in <venv>/bin itself; colcon
+# runs `setup.py install`, whose scripts go to lib/daptq_ros, so bin/daptq forwards to it there.
+BUILT_BY_PIP = any(command in sys.argv for command in ("bdist_wheel", "editable_wheel"))
 
 setup(
     name=PACKAGE,
@@ -14,6 +18,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        *([] if BUILT_BY_PIP else [("bin", ["bin/daptq"])]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/bits", glob("config/bits/*.yaml")),

@@ -22,6 +22,7 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from daptq_ros.robot.params import COMMAND_INTERFACES, load_node_yaml
+from daptq_ros.robot.recording import ros2_bag_problem
 
 SHARE = Path(get_package_share_directory("daptq_ros"))
 # Recorded with the command topic: what the offline drift analysis and `daptq drift` read.
@@ -35,6 +36,8 @@ RECORDED_TOPICS = [
     "/policy_node/status",
     "/drift/report",
     "/diagnostics",
+    "/clock",
+    "/sim_bridge/episode",
 ]
 
 
@@ -54,10 +57,12 @@ def _command_topic(context: LaunchContext) -> str:
 
 
 def _record(context: LaunchContext) -> list[ExecuteProcess]:
-    """`ros2 bag record` of the run's topics into bag_dir, as MCAP.
+    """`ros2 bag record` of the run's topics into bag_dir, as MCAP; fails the launch without it.
 
     On Humble, MCAP needs the apt package ros-humble-rosbag2-storage-mcap (Jazzy ships it).
     """
+    if problem := ros2_bag_problem():
+        raise RuntimeError(problem)
     bag_dir = LaunchConfiguration("bag_dir").perform(context)
     topics = [*RECORDED_TOPICS, _command_topic(context)]
     return [
@@ -111,6 +116,16 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "use_sim_time", default_value="false", description="follow /clock (simulation)"
             ),
+            DeclareLaunchArgument(
+                "control_hz",
+                default_value="0.0",
+                description="inference rate, Hz (0 = half the model's chunk horizon)",
+            ),
+            DeclareLaunchArgument(
+                "reference_bag",
+                default_value="",
+                description="rosbag2 run the drift monitor compares against (e.g. an FP32 run)",
+            ),
             Node(
                 package="daptq_ros",
                 executable="policy_node",
@@ -129,6 +144,9 @@ def generate_launch_description() -> LaunchDescription:
                         ),
                         "dry_run": LaunchConfiguration("dry_run"),
                         "use_sim_time": LaunchConfiguration("use_sim_time"),
+                        "control_hz": ParameterValue(
+                            LaunchConfiguration("control_hz"), value_type=float
+                        ),
                     },
                 ],
             ),
@@ -143,6 +161,9 @@ def generate_launch_description() -> LaunchDescription:
                     {
                         "robot": ParameterValue(LaunchConfiguration("robot"), value_type=str),
                         "use_sim_time": LaunchConfiguration("use_sim_time"),
+                        "reference_bag": ParameterValue(
+                            LaunchConfiguration("reference_bag"), value_type=str
+                        ),
                     },
                 ],
             ),

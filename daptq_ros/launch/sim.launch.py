@@ -2,10 +2,13 @@
 
     ros2 launch daptq_ros sim.launch.py task:=push
     ros2 service call /policy_node/enable std_srvs/srv/SetBool "{data: true}"
+    ros2 param set /sim_bridge seed 100001
+    ros2 service call /sim_bridge/reset std_srvs/srv/Trigger
 
 dry_run defaults to false here, since nothing real moves.
 """
 
+import time
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
@@ -16,7 +19,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from daptq_ros.robot.params import COMMAND_INTERFACES, SIM_TASKS
+from daptq_ros.robot.params import SIM_COMMAND_INTERFACES, SIM_TASKS
 
 SHARE = Path(get_package_share_directory("daptq_ros"))
 
@@ -42,7 +45,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "command_interface",
                 default_value="pose",
-                choices=list(COMMAND_INTERFACES),
+                choices=list(SIM_COMMAND_INTERFACES),
                 description="how commands reach the simulated arm",
             ),
             DeclareLaunchArgument(
@@ -50,6 +53,26 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "record", default_value="false", description="record the run with ros2 bag (MCAP)"
+            ),
+            DeclareLaunchArgument(
+                "bag_dir",
+                default_value=time.strftime("daptq_sim_%Y%m%d_%H%M%S"),
+                description="folder the recording goes to (must not exist yet)",
+            ),
+            DeclareLaunchArgument(
+                "real_time_factor",
+                default_value="1.0",
+                description="simulated seconds per wall second; every node follows /clock",
+            ),
+            DeclareLaunchArgument(
+                "control_hz",
+                default_value="0.0",
+                description="inference rate, Hz (0 = half the model's chunk horizon)",
+            ),
+            DeclareLaunchArgument(
+                "reference_bag",
+                default_value="",
+                description="rosbag2 run the drift monitor compares against (e.g. an FP32 run)",
             ),
             DeclareLaunchArgument(
                 "use_sim_time",
@@ -65,7 +88,10 @@ def generate_launch_description() -> LaunchDescription:
                     "command_interface": LaunchConfiguration("command_interface"),
                     "dry_run": LaunchConfiguration("dry_run"),
                     "record": LaunchConfiguration("record"),
+                    "bag_dir": LaunchConfiguration("bag_dir"),
                     "use_sim_time": LaunchConfiguration("use_sim_time"),
+                    "control_hz": LaunchConfiguration("control_hz"),
+                    "reference_bag": LaunchConfiguration("reference_bag"),
                 }.items(),
             ),
             Node(
@@ -80,6 +106,9 @@ def generate_launch_description() -> LaunchDescription:
                         "seed": ParameterValue(LaunchConfiguration("seed"), value_type=int),
                         "command_interface": ParameterValue(
                             LaunchConfiguration("command_interface"), value_type=str
+                        ),
+                        "real_time_factor": ParameterValue(
+                            LaunchConfiguration("real_time_factor"), value_type=float
                         ),
                     },
                 ],

@@ -25,6 +25,8 @@ RECORDED = {
     "/policy_node/status",
     "/drift/report",
     "/diagnostics",
+    "/clock",
+    "/sim_bridge/episode",
 }
 
 

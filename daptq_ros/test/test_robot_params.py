@@ -49,7 +49,7 @@ MUTABLE = {
         "acceleration_scale",
     },
     "drift_monitor": {"estop_on_error"},
-    "sim_bridge": set(),
+    "sim_bridge": {"task", "seed"},
 }
 
 

@@ -27,6 +27,7 @@ RECORDED = {
     "/policy_node/action_chunk",
     "/policy_node/gripper",
     "/policy_node/status",
+    "/sim_bridge/episode",
 }
 
 

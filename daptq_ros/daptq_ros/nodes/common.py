@@ -31,6 +31,11 @@ LATCHED_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 SENSOR_QOS = qos_profile_sensor_data
+# Reliable and volatile: events that must not be lost (an episode's outcome), and what
+# `ros2 topic pub` publishes by default.
+RELIABLE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+)
 COMMAND_QOS = 10
 
 

@@ -12,6 +12,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: 3x faster on 2 cores
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # short spin: see docs/performance.md
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -20,6 +21,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosidl_runtime_py.utilities import get_message
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -32,6 +34,7 @@ from daptq_ros.nodes.common import (
     CAMERA_QOS,
     COMMAND_QOS,
     LATCHED_QOS,
+    RELIABLE_QOS,
     SENSOR_QOS,
     declare,
     now_s,
@@ -46,7 +49,8 @@ COMMAND_TYPES = {
     "twist": TwistStamped,
     "pose": PoseStamped,
 }
-STATUS_PERIOD_S = 1.0
+STATUS_PERIOD_S = 1.0  # status and /diagnostics at least this often, and on every change
+WATCHDOG_PERIOD_S = 0.05  # wall-clock checks: the node clock, status changes
 
 
 def rgb_decoder(logger) -> Callable[[Image], np.ndarray]:
@@ -94,13 +98,16 @@ class PolicyNode(Node):
                 CAMERA_QOS,
                 callback_group=inputs,
             )
-        self.create_subscription(
-            String,
-            params["instruction_topic"],
-            self._wrap(core.on_instruction),
-            LATCHED_QOS,
-            callback_group=inputs,
-        )
+        # Two subscriptions, so that every publisher matches one: a latched publisher (its
+        # stored instruction reaches a late subscriber) and `ros2 topic pub` (volatile).
+        for qos in (LATCHED_QOS, RELIABLE_QOS):
+            self.create_subscription(
+                String,
+                params["instruction_topic"],
+                self._wrap(core.on_instruction),
+                qos,
+                callback_group=inputs,
+            )
         self.create_subscription(
             JointState,
             params["joint_states_topic"],
@@ -141,14 +148,20 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/estop", self._estop, callback_group=timers)
         self.create_service(Trigger, "~/reset_estop", self._reset_estop, callback_group=timers)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.create_timer(1.0 / params["control_hz"], self._control_tick, callback_group=timers)
+        self.create_timer(core.control_period, self._control_tick, callback_group=timers)
         self.create_timer(1.0 / params["command_hz"], self._command_tick, callback_group=timers)
-        self.create_timer(STATUS_PERIOD_S, self._status_tick, callback_group=timers)
+        # Status and the clock watchdog run on the wall clock: they must go on when /clock stops.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(STATUS_PERIOD_S, self._status_tick, timers, clock=steady)
+        self.create_timer(WATCHDOG_PERIOD_S, self._watchdog_tick, timers, clock=steady)
+        self._status_key: tuple = ()
         self.get_logger().info(
             f"policy_node: model {params['model']}, bit_config {params['bit_config']}, "
             f"{core.interface} on {core.command_topic}, dry_run={params['dry_run']}; "
             "disabled until ~/enable"
         )
+        log = self.get_logger().info if core.timing.feasible else self.get_logger().warn
+        log(f"action chunk timing: {core.timing.describe()}")
 
     def _wrap(self, handler):
         """A subscription callback that stores the message; a bad message is logged, not fatal."""
@@ -180,6 +193,18 @@ class PolicyNode(Node):
         now = now_s(self)
         self.status.publish(self.core.status_msg(now))
         self.diagnostics.publish(self.core.diagnostics_msg(now))
+
+    def _watchdog_tick(self) -> None:
+        """Wall clock: disable when the node clock stopped; publish status when it changed."""
+        try:
+            if fault := self.core.clock_watchdog(time.monotonic()):
+                self.get_logger().error(fault, throttle_duration_sec=5.0)
+            key = self.core.status_key(now_s(self))
+            if key != self._status_key:
+                self._status_key = key
+                self._status_tick()
+        except Exception as error:
+            self._fault("watchdog tick", error)
 
     def _fault(self, where: str, error: Exception) -> None:
         """Any fault latches the e-stop: the next command ticks publish a hold."""

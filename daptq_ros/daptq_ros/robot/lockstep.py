@@ -30,6 +30,7 @@ BRIDGE_TOPICS = {
     sim_bridge_core.EE_POSE: "/ee_pose",
     sim_bridge_core.CLOCK: "/clock",
     sim_bridge_core.INSTRUCTION: "/instruction",
+    sim_bridge_core.EPISODE: "/sim_bridge/episode",
 }
 POLICY_TOPICS = {
     policy_core.DEBUG_COMMAND: "/policy_node/debug/command",

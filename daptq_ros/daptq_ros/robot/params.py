@@ -90,6 +90,8 @@ def _number(x: float) -> str:
 
 
 SIM_TASKS = tuple(TASKS)
+# MetaWorld moves the Sawyer's hand by mocap: the simulated arm takes Cartesian commands only.
+SIM_COMMAND_INTERFACES = ("pose", "twist")
 
 # Parameters more than one node declares, declared once.
 _ROBOT = ParamSpec("robot", "sawyer_sim", "robot preset name of config/robots/ or a YAML file path")
@@ -382,15 +384,37 @@ DRIFT_MONITOR: tuple[ParamSpec, ...] = (
 )
 
 SIM_BRIDGE: tuple[ParamSpec, ...] = (
-    ParamSpec("task", "push", "simulated MetaWorld task", choices=SIM_TASKS),
-    ParamSpec("seed", 100000, "seed of the first episode's layout", low=0, high=2**31 - 1),
+    ParamSpec(
+        "task",
+        "push",
+        "simulated MetaWorld task of the next episode (~/reset starts it)",
+        read_only=False,
+        choices=SIM_TASKS,
+    ),
+    ParamSpec(
+        "seed",
+        100000,
+        "seed of the next episode's layout (~/reset starts it; daptq eval's held-out seeds "
+        "start at 100000)",
+        read_only=False,
+        low=0,
+        high=2**31 - 1,
+    ),
     ParamSpec("image_size", 96, "side of each camera view, px", low=16, high=512),
     ParamSpec(
-        "rate_hz",
-        80.0,
-        "simulation steps per second of wall time (MetaWorld steps at 80 Hz)",
+        "real_time_factor",
+        1.0,
+        "simulated seconds per wall second (MetaWorld steps 12.5 ms; below 1 runs slower than "
+        "real time, and every node on /clock follows)",
+        low=0.01,
+        high=10.0,
+    ),
+    ParamSpec(
+        "camera_hz",
+        20.0,
+        "camera frames per second of simulated time (rendering dominates a step's cost)",
         low=1.0,
-        high=500.0,
+        high=80.0,
     ),
     ParamSpec("camera_topic", "/camera/image_raw", "sensor_msgs/Image topic the camera goes to"),
     _JOINT_STATES_TOPIC,
@@ -398,8 +422,9 @@ SIM_BRIDGE: tuple[ParamSpec, ...] = (
     ParamSpec(
         "command_interface",
         "pose",
-        "which kind of commands the simulated arm accepts",
-        choices=COMMAND_INTERFACES,
+        "which kind of commands the simulated arm accepts (MetaWorld moves the hand, so "
+        "Cartesian ones only)",
+        choices=SIM_COMMAND_INTERFACES,
     ),
     ParamSpec(
         "command_topic",
@@ -407,7 +432,13 @@ SIM_BRIDGE: tuple[ParamSpec, ...] = (
         "topic of the arm commands ('' = the sawyer_sim preset's topic for command_interface)",
     ),
     ParamSpec("publish_clock", True, "publish the simulation time on /clock"),
-    ParamSpec("max_steps", 500, "steps before an episode ends", low=1, high=100000),
+    ParamSpec(
+        "max_steps",
+        0,
+        "steps before an episode ends (0 = the task's limit, as daptq eval uses)",
+        low=0,
+        high=100000,
+    ),
     _ACTION_SCALE,
 )
 

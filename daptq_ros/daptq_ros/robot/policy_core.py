@@ -406,6 +406,18 @@ class PolicyNodeCore:
             "fault": self.fault,
         }
 
+    def status_key(self, now: float) -> tuple[Any, ...]:
+        """What a status change is: safety state, fault, bit config, which streams hold."""
+        return (
+            self.safety.status.value,
+            self.safety.enabled,
+            self.safety.estopped,
+            self.fault,
+            self.bit_config,
+            self.worker.swap_state.value,
+            tuple(reason.split(":")[0] for reason in self.hold_reasons(now)),
+        )
+
     def status_msg(self, now: float) -> Any:
         """~/status: our PolicyStatus message (bags record the active bit config with it)."""
         return policy_status_msg(self.types, sec_to_ns(now), self.status_fields(now))

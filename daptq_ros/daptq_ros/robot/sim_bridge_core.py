@@ -4,6 +4,11 @@ It publishes what a real arm's drivers publish and accepts the Cartesian command
 node sends (a PoseStamped target or a TwistStamped velocity, plus the gripper): MetaWorld moves
 the Sawyer's hand by mocap, one end-effector displacement per 12.5 ms step, so a command
 becomes that displacement in units of `action_scale`.
+
+Episodes run as `daptq eval` runs them: `reset(task, seed)` starts one, it ends at the task's
+success or its step limit, and its outcome comes out as an EpisodeInfo. Simulated time never
+stops while the bridge lives: after an episode ends, the arm stays where it is and time, joint
+states and camera frames go on, so every node on /clock keeps running (and holding).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from numpy.typing import NDArray
 
 from daptq_ros.bags.convert import (
     TypeSource,
+    header,
     image_msg,
     joint_state_msg,
     message_class,
@@ -23,31 +29,32 @@ from daptq_ros.bags.convert import (
     pose_stamped_to_numpy,
     sec_to_ns,
 )
+from daptq_ros.bags.episode import EPISODE_INFO
 from daptq_ros.bags.robot_msgs import clock_msg, float64_array_to_numpy, twist_to_numpy
-from daptq_ros.errors import ControlError
-from daptq_ros.robot.params import check_overrides, defaults
+from daptq_ros.errors import ControlError, SimError
+from daptq_ros.robot.params import SIM_COMMAND_INTERFACES, check_overrides, defaults, spec
 from daptq_ros.sim.env import Observation, SimEnv
 
 NODE = "sim_bridge"
 CAMERA_FRAME = "camera"
 WORLD_FRAME = "world"
 GRIPPER_OPEN = -1.0  # MetaWorld's gripper action: -1 opens, +1 closes
-SIM_INTERFACES = ("pose", "twist")
 # Sim time starts here, not at 0: a zero header stamp means "not stamped" to ROS tools (and to
 # daptq drift), so the first observation must not carry it.
 SIM_EPOCH_S = 1.0
 # Output keys; the rclpy node maps them to publishers.
-IMAGE, JOINT_STATES, EE_POSE, CLOCK, INSTRUCTION = (
+IMAGE, JOINT_STATES, EE_POSE, CLOCK, INSTRUCTION, EPISODE = (
     "camera",
     "joint_states",
     "ee_pose",
     "/clock",
     "/instruction",
+    "~/episode",
 )
 
 
 class SimBridgeCore:
-    """Steps the sim at rate_hz with the newest command; returns the messages of each step."""
+    """Steps the sim with the newest command; returns the messages of each step."""
 
     def __init__(
         self,
@@ -60,29 +67,64 @@ class SimBridgeCore:
         self.params: dict[str, Any] = {**defaults(NODE), **params}
         p = self.params
         self.interface = str(p["command_interface"])
-        if self.interface not in SIM_INTERFACES:
+        if self.interface not in SIM_COMMAND_INTERFACES:
             raise ControlError(
                 f"sim_bridge accepts command_interface pose or twist, not {self.interface}: "
                 "MetaWorld moves the Sawyer's hand by mocap, so joint commands cannot drive it"
             )
         self.types = types
         self.action_scale = float(p["action_scale"])
-        build = make_env or _make_env
-        self.env = build(str(p["task"]), int(p["image_size"]), int(p["max_steps"]))
-        self.period = 1.0 / float(p["rate_hz"])
-        self.seed = int(p["seed"])
-        self.observation: Observation = self.env.reset(self.seed)
+        self._make_env = make_env or _make_env
+        self.env: SimEnv | None = None
         self.time = SIM_EPOCH_S
-        self.success = False
-        self.done = False
-        self._pose_target: NDArray[np.float64] | None = None
-        self._velocity = np.zeros(3)
-        self._gripper = GRIPPER_OPEN
+        self._ticks = 0  # steps of simulated time since start, episodes and pauses included
+        self.episode_index = -1
+        self.seed = int(p["seed"])
+        self.task = str(p["task"])
+        self.reset(self.task, self.seed)
+
+    @property
+    def period(self) -> float:
+        """Simulated seconds per step (MetaWorld's control period, 12.5 ms)."""
+        return self._env.dt
+
+    @property
+    def wall_period(self) -> float:
+        """Wall seconds between steps: the step over real_time_factor."""
+        return self.period / float(self.params["real_time_factor"])
 
     @property
     def instruction(self) -> str:
         """The episode's natural-language instruction."""
         return self.observation.instruction
+
+    def reset(self, task: str | None = None, seed: int | None = None) -> list[tuple[str, Any]]:
+        """Start a new episode of `task` (default: the current) from `seed` (default: the next).
+
+        Returns the instruction (latched) and the first observation. Simulated time goes on
+        from where it was. A bad task or seed is a ControlError and the running episode stays.
+        """
+        task = self.task if task is None else task
+        seed = self.seed + 1 if seed is None else seed
+        for name, value in (("task", task), ("seed", seed)):
+            if problem := spec(NODE, name).check(value):
+                raise ControlError(problem)
+        if self.env is None or task != self.task:
+            if self.env is not None:
+                self.env.close()  # one env at a time (EGL), closed before the next is made
+                self.env = None
+            # max_steps 0: the task's own limit, as daptq eval uses
+            max_steps = int(self.params["max_steps"]) or None
+            self.env = self._make_env(task, int(self.params["image_size"]), max_steps)
+        self.task, self.seed = task, int(seed)
+        self.observation: Observation = self._env.reset(self.seed)
+        self.episode_index += 1
+        self.success = False
+        self.done = False
+        self._pose_target: NDArray[np.float64] | None = None
+        self._velocity = np.zeros(3)
+        self._gripper = GRIPPER_OPEN
+        return self.initial_messages()
 
     def on_pose_command(self, msg: Any) -> None:
         """A PoseStamped target for the hand (world frame)."""
@@ -111,28 +153,67 @@ class SimBridgeCore:
         return np.append(delta, self._gripper)
 
     def initial_messages(self) -> list[tuple[str, Any]]:
-        """The instruction (latched) and the first observation."""
+        """The instruction (latched) and the first observation of the current episode."""
         text = message_class(self.types, "std_msgs/msg/String")(data=self.instruction)
-        return [(INSTRUCTION, text), *self._observation_messages()]
+        return [(INSTRUCTION, text), *self._observation_messages(camera=True)]
 
     def step(self) -> list[tuple[str, Any]]:
-        """Advance one sim step with the newest command; the messages it produces."""
-        if self.done:
-            return []
-        self.observation, success = self.env.step(self.action())
+        """Advance one step of simulated time; the messages it produces.
+
+        During an episode the newest command moves the arm; once it ended (success or the
+        step limit, as in `daptq eval`), the arm stays and only time goes on. The step that
+        ends an episode also returns its EpisodeInfo.
+        """
         self.time += self.period
+        env = self._env
+        camera = self._camera_due()
+        if self.done:
+            return self._observation_messages(camera)
+        self.observation, success = env.step(self.action(), render=camera)
         self.success = self.success or success
-        self.done = self.env.steps >= self.env.max_steps
-        return self._observation_messages()
+        self.done = self.success or env.steps >= env.max_steps
+        messages = self._observation_messages(camera)
+        if self.done:
+            messages.append((EPISODE, self.episode_msg()))
+        return messages
+
+    def episode_msg(self) -> Any:
+        """The current episode as daptq_ros_interfaces/EpisodeInfo (the outcome once done)."""
+        steps = self._env.steps
+        return message_class(self.types, EPISODE_INFO)(
+            header=header(self.types, sec_to_ns(self.time), WORLD_FRAME),
+            task=self.task,
+            instruction=self.instruction,
+            seed=self.seed,
+            episode_index=self.episode_index,
+            model="",
+            bit_config="",
+            success=bool(self.success),
+            steps=steps,
+            duration=steps * self.period,
+        )
 
     def close(self) -> None:
         """Free the simulator."""
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
+            self.env = None
 
-    def _observation_messages(self) -> list[tuple[str, Any]]:
+    @property
+    def _env(self) -> SimEnv:
+        if self.env is None:
+            raise SimError("the sim bridge was closed; start it again")
+        return self.env
+
+    def _camera_due(self) -> bool:
+        """Whether this step renders a camera frame (camera_hz of simulated time)."""
+        every = max(1, round(1.0 / (float(self.params["camera_hz"]) * self.period)))
+        self._ticks += 1
+        return self._ticks % every == 0
+
+    def _observation_messages(self, camera: bool) -> list[tuple[str, Any]]:
         obs, ns = self.observation, sec_to_ns(self.time)
         messages = [
-            (IMAGE, image_msg(self.types, ns, obs.image, CAMERA_FRAME)),
             (
                 JOINT_STATES,
                 joint_state_msg(self.types, ns, obs.joint_names, obs.joint_positions),
@@ -142,10 +223,13 @@ class SimBridgeCore:
                 pose_stamped_msg(self.types, ns, obs.ee_position, obs.ee_quat_xyzw, WORLD_FRAME),
             ),
         ]
+        if camera:
+            messages.insert(0, (IMAGE, image_msg(self.types, ns, obs.image, CAMERA_FRAME)))
         if self.params["publish_clock"]:
             messages.append((CLOCK, clock_msg(self.types, self.time)))
         return messages
 
 
-def _make_env(task: str, image_size: int, max_steps: int) -> SimEnv:
+def _make_env(task: str, image_size: int, max_steps: int | None) -> SimEnv:
+    """The MetaWorld task with the bridge's image size and step limit (None: the task's)."""
     return SimEnv(task, image_size=image_size, max_steps=max_steps)

@@ -119,6 +119,7 @@ class SimEnv:
         self._hand = model.body(HAND_BODY).id
         self.steps = 0
         self._instruction: str | None = None
+        self._last_image: NDArray[np.uint8] | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -141,8 +142,13 @@ class SimEnv:
         self._instruction = self.spec.instruction(int(seed))
         return self._observe(privileged)
 
-    def step(self, action: ArrayLike) -> tuple[Observation, bool]:
-        """Apply one ee_delta action (clipped to [-1, 1]); the next observation and success."""
+    def step(self, action: ArrayLike, render: bool = True) -> tuple[Observation, bool]:
+        """Apply one ee_delta action (clipped to [-1, 1]); the next observation and success.
+
+        `render=False` skips the cameras (two renders cost ~20x a physics step): the
+        observation then carries the last rendered image, as a camera slower than the control
+        rate would.
+        """
         env = self._open()
         if self._instruction is None:
             raise SimError("the episode has not started; call reset(seed) first")
@@ -156,7 +162,7 @@ class SimEnv:
             )
         privileged, _, _, _, info = env.step(np.clip(command, -1.0, 1.0))
         self.steps += 1
-        return self._observe(privileged), bool(info["success"])
+        return self._observe(privileged, render), bool(info["success"])
 
     def close(self) -> None:
         """Free the renderer and the env, then collect garbage so no EGL context outlives them."""
@@ -201,11 +207,13 @@ class SimEnv:
             data.xpos[body] + rotation @ model.site_pos[self._goal_site]
         )
 
-    def _observe(self, privileged: NDArray[np.float64]) -> Observation:
+    def _observe(self, privileged: NDArray[np.float64], render: bool = True) -> Observation:
         data = self._open().data
         assert self._instruction is not None
+        if render or self._last_image is None:
+            self._last_image = self._render()
         return Observation(
-            image=self._render(),
+            image=self._last_image,
             instruction=self._instruction,
             state=np.array(privileged[:4], dtype=np.float64),
             joint_names=JOINT_NAMES,
