@@ -445,7 +445,7 @@ class PolicyNodeCore:
 
     # ----- internals -----
     def _build_and_probe(self, bits: str) -> ChunkPolicy:
-        """Build the policy for `bits` and time one inference on a blank observation.
+        """Build the policy for `bits` and time an inference on a blank observation.
 
         The probe learns the chunk's horizon and dt and the inference latency before the first
         real frame, so the control rate can follow the model and a rate that cannot work is
@@ -456,8 +456,9 @@ class PolicyNodeCore:
         height, width = getattr(meta, "image_size", PROBE_IMAGE_SIZE)
         blank = np.zeros((height, width, 3), np.uint8)
         instruction = str(self.params["instruction"]) or "probe"
-        start = time.monotonic()
         try:
+            policy.predict(blank, instruction, np.zeros(4))  # the first call pays one-time costs
+            start = time.monotonic()
             chunk = policy.predict(blank, instruction, np.zeros(4))
             horizon, dt = len(chunk.actions), float(chunk.dt)
             latency = time.monotonic() - start

@@ -5,8 +5,10 @@ node sends (a PoseStamped target or a TwistStamped velocity, plus the gripper): 
 the Sawyer's hand by mocap, one end-effector displacement per 12.5 ms step, so a command
 becomes that displacement in units of `action_scale`.
 
-Episodes run as `daptq eval` runs them: `reset(task, seed)` starts one, it ends at the task's
-success or its step limit, and its outcome comes out as an EpisodeInfo. Simulated time never
+Episodes run as `daptq eval` runs them: `reset(task, seed)` sets one up, its first step is
+the first arm command (an arm waits for its controller; the policy node sends none until it
+is enabled), it ends at the task's success or its step limit, and its outcome comes out as an
+EpisodeInfo. Simulated time never
 stops while the bridge lives: after an episode ends, the arm stays where it is and time, joint
 states and camera frames go on, so every node on /clock keeps running (and holding).
 """
@@ -32,7 +34,7 @@ from daptq_ros.bags.convert import (
 from daptq_ros.bags.episode import EPISODE_INFO
 from daptq_ros.bags.robot_msgs import clock_msg, float64_array_to_numpy, twist_to_numpy
 from daptq_ros.errors import ControlError, SimError
-from daptq_ros.robot.params import SIM_COMMAND_INTERFACES, check_overrides, defaults, spec
+from daptq_ros.robot.params import check_overrides, defaults, spec
 from daptq_ros.sim.env import Observation, SimEnv
 
 NODE = "sim_bridge"
@@ -66,12 +68,7 @@ class SimBridgeCore:
             raise ControlError("; ".join(reasons))
         self.params: dict[str, Any] = {**defaults(NODE), **params}
         p = self.params
-        self.interface = str(p["command_interface"])
-        if self.interface not in SIM_COMMAND_INTERFACES:
-            raise ControlError(
-                f"sim_bridge accepts command_interface pose or twist, not {self.interface}: "
-                "MetaWorld moves the Sawyer's hand by mocap, so joint commands cannot drive it"
-            )
+        self.interface = str(p["command_interface"])  # pose or twist (params checked it)
         self.types = types
         self.action_scale = float(p["action_scale"])
         self._make_env = make_env or _make_env
@@ -121,6 +118,7 @@ class SimBridgeCore:
         self.episode_index += 1
         self.success = False
         self.done = False
+        self.started = False  # the first arm command starts the episode's steps
         self._pose_target: NDArray[np.float64] | None = None
         self._velocity = np.zeros(3)
         self._gripper = GRIPPER_OPEN
@@ -129,10 +127,12 @@ class SimBridgeCore:
     def on_pose_command(self, msg: Any) -> None:
         """A PoseStamped target for the hand (world frame)."""
         self._pose_target = pose_stamped_to_numpy(msg).position
+        self.started = True
 
     def on_twist_command(self, msg: Any) -> None:
         """A TwistStamped linear velocity for the hand (m/s; angular is ignored: no wrist)."""
         self._velocity = twist_to_numpy(msg)[0]
+        self.started = True
 
     def on_gripper_command(self, msg: Any) -> None:
         """A Float64MultiArray [g]: MetaWorld's gripper action, -1 open to +1 closed."""
@@ -160,14 +160,14 @@ class SimBridgeCore:
     def step(self) -> list[tuple[str, Any]]:
         """Advance one step of simulated time; the messages it produces.
 
-        During an episode the newest command moves the arm; once it ended (success or the
-        step limit, as in `daptq eval`), the arm stays and only time goes on. The step that
-        ends an episode also returns its EpisodeInfo.
+        During an episode the newest command moves the arm; before its first command and
+        after it ended (success or the step limit, as in `daptq eval`), the arm stays and only
+        time goes on. The step that ends an episode also returns its EpisodeInfo.
         """
         self.time += self.period
         env = self._env
         camera = self._camera_due()
-        if self.done:
+        if self.done or not self.started:
             return self._observation_messages(camera)
         self.observation, success = env.step(self.action(), render=camera)
         self.success = self.success or success
