@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,7 @@ DT = 0.0125
 class FakeEnv:
     """A SimEnv stand-in: the hand moves by the action; success at x >= 0.05."""
 
-    made: list[str] = []
+    made: ClassVar[list[str]] = []
 
     def __init__(self, task: str, image_size: int, max_steps: int | None) -> None:
         self.task, self.max_steps, self.dt = task, max_steps or 20, DT
