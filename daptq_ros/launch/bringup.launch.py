@@ -122,6 +122,11 @@ def generate_launch_description() -> LaunchDescription:
                 description="inference rate, Hz (0 = half the model's chunk horizon)",
             ),
             DeclareLaunchArgument(
+                "blend_time_s",
+                default_value="1.0",
+                description="s to blend from the measured state into the policy after ~/enable",
+            ),
+            DeclareLaunchArgument(
                 "reference_bag",
                 default_value="",
                 description="rosbag2 run the drift monitor compares against (e.g. an FP32 run)",
@@ -146,6 +151,9 @@ def generate_launch_description() -> LaunchDescription:
                         "use_sim_time": LaunchConfiguration("use_sim_time"),
                         "control_hz": ParameterValue(
                             LaunchConfiguration("control_hz"), value_type=float
+                        ),
+                        "blend_time_s": ParameterValue(
+                            LaunchConfiguration("blend_time_s"), value_type=float
                         ),
                     },
                 ],

@@ -70,6 +70,11 @@ def generate_launch_description() -> LaunchDescription:
                 description="inference rate, Hz (0 = half the model's chunk horizon)",
             ),
             DeclareLaunchArgument(
+                "blend_time_s",
+                default_value="0.1",
+                description="s to blend into the policy after ~/enable (short: episodes last ~2 s)",
+            ),
+            DeclareLaunchArgument(
                 "reference_bag",
                 default_value="",
                 description="rosbag2 run the drift monitor compares against (e.g. an FP32 run)",
@@ -91,6 +96,7 @@ def generate_launch_description() -> LaunchDescription:
                     "bag_dir": LaunchConfiguration("bag_dir"),
                     "use_sim_time": LaunchConfiguration("use_sim_time"),
                     "control_hz": LaunchConfiguration("control_hz"),
+                    "blend_time_s": LaunchConfiguration("blend_time_s"),
                     "reference_bag": LaunchConfiguration("reference_bag"),
                 }.items(),
             ),

@@ -199,10 +199,23 @@ def test_estop_latches_a_decelerating_hold_until_reset_and_enable():
     # Braking at the acceleration limit (2 * 0.01 per step) from full speed, then at rest.
     np.testing.assert_allclose(speeds[1:], np.maximum(speeds[:-1] - 0.02, 0.0), atol=1e-12)
     assert speeds[-1] == 0.0
-    rest = held[-1].position
     filt.reset_estop()
+    # Reset leaves it disabled, already at rest: the arm is released, nothing is published.
     after = run(filt, np.full(3, 9.0), 10, t0=2.0)
-    assert all(np.array_equal(c.position, rest) and c.status is Status.DISABLED for c in after)
+    assert all(c.position is None and c.status is Status.DISABLED for c in after)
+
+
+def test_disable_brings_the_command_to_rest_then_releases_the_arm():
+    filt = enabled(box(lower=-10, upper=10), blend_time=0.01)
+    run(filt, np.full(3, 9.0), 100)  # moving
+    filt.disable()
+    after = run(filt, np.full(3, 9.0), 100, t0=1.0)
+    published = [c for c in after if c.position is not None]
+    assert published and published[-1].velocity is not None and not published[-1].velocity.any()
+    assert all(c.position is None and "released" in c.reasons for c in after[len(published) :])
+    # The next enable starts a new stream where the arm is now (e.g. moved while released).
+    assert filt.enable(np.full(3, -5.0), 2.0)[0]
+    np.testing.assert_array_equal(filt.last_command, np.full(3, -5.0))
 
 
 def test_nan_target_is_counted_and_never_published():
@@ -426,6 +439,12 @@ def test_invariants_hold_for_any_sequence(limits, data):
                 command = filt.step(target, measured, now, dt)
                 if not ever_enabled:
                     assert command.position is None and command.velocity is None
+                    continue
+                if command.position is None:  # disabled at rest: released, a new stream next
+                    assert command.status in (Status.DISABLED, Status.ESTOPPED)
+                    assert not filt.enabled
+                    assert velocity is None or not velocity.any()
+                    velocity = None
                     continue
                 published += 1
                 p, v = command.position, command.velocity

@@ -19,6 +19,7 @@ STATUS = {
     "model": "default",
     "family": "pi0",
     "bit_config": "w4a16",
+    "instruction": "reach the goal",
     "enabled": True,
     "dry_run": False,
     "estopped": False,

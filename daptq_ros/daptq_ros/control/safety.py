@@ -7,8 +7,10 @@ calls, given a constant command period dt:
 - every published position lies in [lower, upper];
 - consecutive published positions differ by at most velocity * dt per axis;
 - consecutive published velocities differ by at most acceleration * dt per axis;
-- once a hold (disable, e-stop, hold(), or a rejected step) has brought the command to rest,
-  it stays exactly there until motion is allowed again.
+- once a hold (e-stop, hold(), or a rejected step) has brought the command to rest, it stays
+  exactly there until motion is allowed again; a disable brings it to rest and then releases
+  the arm: nothing more is published (the controller holds its last target) until the next
+  enable, which starts from the measured position like the first.
 
 Design choices:
 
@@ -22,9 +24,11 @@ Design choices:
   leaves [lower, upper]. The same braking profile approaches the target, so a distant target
   is reached without overshoot; the target's own motion is fed forward, so a target that moves
   within the limits is tracked without lag.
-- The published command is one continuous stream: a re-enable continues from the last
-  command (and is refused when the robot is further from it than deviation_threshold); only
-  the first enable starts from the measured position.
+- The published command is one continuous stream while it lasts: a re-enable after a hold or
+  an e-stop continues from the last command (and is refused when the robot is further from it
+  than deviation_threshold). A disable ends the stream once at rest, since the arm may then be
+  moved by something else (another controller, a simulator's reset); the next enable starts a
+  new stream from the measured position.
 - The target is blended in from the held position over blend_time with a smoothstep (zero
   velocity at both ends, so the blend itself never asks for a jump in velocity). The blend
   restarts whenever motion resumes after any hold, since the target may be far away by then.
@@ -235,7 +239,10 @@ class SafetyFilter:
             raise ControlError(f"now: need a finite time in s, got {now!r}")
         self._now = now
         if self._position is None:
-            return SafeCommand(None, None, self.status, ("never enabled",))
+            return SafeCommand(None, None, self.status, ("released",))
+        if self.status is Status.DISABLED and not self._velocity.any():
+            self._position = None  # at rest and disabled: release the arm
+            return SafeCommand(None, None, self.status, ("released",))
         hold = self._hold_reason_for(target, measured)
         if hold is None:
             desired, status, reasons = self._toward(target, now, dt)

@@ -386,6 +386,7 @@ class PolicyNodeCore:
             "model": self.model_label,
             "family": self.family,
             "bit_config": self.bit_config,
+            "instruction": self._instruction,
             "enabled": self.safety.enabled,
             "dry_run": self.dry_run,
             "estopped": self.safety.estopped,

@@ -1,0 +1,286 @@
+"""Faults injected on the live graph: the arm holds and the node says why on status and /diagnostics.
+
+`ros2 launch daptq_ros bringup.launch.py robot:=sawyer_sim dry_run:=false` drives a fake arm
+that the test plays: camera, joint states and end-effector pose, whose hand follows the pose
+commands. Each fault is injected as it happens on a robot (a stream stops, a bad parameter, an
+e-stop, a model that returns NaN) and checked within the watchdog timeout (plus the status
+period). The stopped /clock and the restarted simulator are in test_ros_sim_graph.py.
+Skipped without ROS 2 (CI installs it and sets DAPTQ_REQUIRE_ROS=1, so it never skips there).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ros_graph import Launch, Probe, diagnostic, latest, require_ros, ros2, since, wait_for
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+COMMAND_TOPIC = "/cartesian_motion_controller/target_frame"
+SAWYER_JOINTS = (*(f"right_j{i}" for i in range(7)), "r_close", "l_close")
+HOME = (0.0, 0.6, 0.2)
+IMAGE_TIMEOUT_S = 0.5  # policy_node.yaml
+JOINT_STATES_TIMEOUT_S = 0.2
+REPORT_SLACK_S = 1.0  # a status is published on every change, checked each 50 ms
+NODE_STATUS = "daptq policy_node"
+OK, WARN, ERROR = 0, 1, 2
+
+
+class FakeArm:
+    """Camera (20 Hz), joint states and pose (50 Hz); the hand moves to each pose command."""
+
+    def __init__(self, probe: Probe) -> None:
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import Image, JointState
+
+        from daptq_ros.nodes.common import CAMERA_QOS, RELIABLE_QOS, SENSOR_QOS
+
+        self.probe = probe
+        self.streams = {"camera": True, "joint_states": True}
+        self.position = np.array(HOME)
+        self.image = probe.publisher(Image, "/camera/image_raw", CAMERA_QOS)
+        self.joints = probe.publisher(JointState, "/joint_states", SENSOR_QOS)
+        self.pose = probe.publisher(PoseStamped, "/ee_pose", SENSOR_QOS)
+        self.commands = probe.record(PoseStamped, COMMAND_TOPIC, RELIABLE_QOS)
+        probe.node.create_subscription(PoseStamped, COMMAND_TOPIC, self._follow, RELIABLE_QOS)
+        probe.node.create_timer(0.05, self._camera)
+        probe.node.create_timer(0.02, self._state)
+
+    def _follow(self, msg) -> None:
+        p = msg.pose.position
+        self.position = np.array([p.x, p.y, p.z])
+
+    def _stamp(self) -> int:
+        return self.probe.node.get_clock().now().nanoseconds
+
+    def _camera(self) -> None:
+        from rosidl_runtime_py.utilities import get_message
+
+        from daptq_ros.bags.convert import image_msg
+
+        if self.streams["camera"]:
+            rgb = np.full((96, 192, 3), 90, np.uint8)
+            self.image.publish(image_msg(get_message, self._stamp(), rgb))
+
+    def _state(self) -> None:
+        from rosidl_runtime_py.utilities import get_message
+
+        from daptq_ros.bags.convert import joint_state_msg, pose_stamped_msg
+
+        stamp = self._stamp()
+        if self.streams["joint_states"]:
+            self.joints.publish(joint_state_msg(get_message, stamp, SAWYER_JOINTS, np.zeros(9)))
+        self.pose.publish(pose_stamped_msg(get_message, stamp, self.position, (0, 0, 0, 1)))
+
+
+def start(folder: Path, probe: Probe, **arguments: str) -> Launch:
+    """bringup.launch.py on the sawyer_sim preset, real time, commanding the fake arm."""
+    args = {"robot": "sawyer_sim", "dry_run": "false", "blend_time_s": "0.1", **arguments}
+    return Launch("bringup.launch.py", args, folder / "launch.log")
+
+
+@pytest.fixture(scope="module")
+def arm(tmp_path_factory):
+    """The launched policy node and drift monitor, the fake arm, and the probe's records."""
+    require_ros()
+    from daptq_ros_interfaces.msg import PolicyStatus
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import String
+
+    from daptq_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
+
+    folder = tmp_path_factory.mktemp("faults")
+    probe = Probe()
+    fake = FakeArm(probe)
+    status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+    probe.publisher(String, "/instruction", LATCHED_QOS).publish(String(data="reach the goal"))
+    launch = start(folder, probe)
+    try:
+        wait_for(lambda: latest(status), 120, "the policy node's status\n" + launch.tail())
+        yield launch, probe, fake, status, diagnostics
+    finally:
+        launch.stop()
+        probe.close()
+
+
+def enable(probe: Probe, flag: bool = True) -> tuple[bool, str]:
+    from std_srvs.srv import SetBool
+
+    response = probe.call(SetBool, "/policy_node/enable", SetBool.Request(data=flag))
+    return response.success, response.message
+
+
+def trigger(probe: Probe, service: str) -> tuple[bool, str]:
+    from std_srvs.srv import Trigger
+
+    response = probe.call(Trigger, service, Trigger.Request())
+    return response.success, response.message
+
+
+def active(status) -> bool:
+    return (s := latest(status)) is not None and s.safety_status == "active"
+
+
+def enabled_and_active(probe: Probe, status) -> None:
+    wait_for(lambda: enable(probe)[0], 10, "~/enable to succeed")
+    wait_for(lambda: active(status), 10, "the safety status active")
+
+
+def test_camera_stops_the_arm_holds_and_the_reason_is_reported(arm):
+    _, probe, fake, status, diagnostics = arm
+    enabled_and_active(probe, status)
+    fake.streams["camera"] = False
+    held = wait_for(
+        lambda: (s := latest(status)).safety_status == "hold" and s,
+        IMAGE_TIMEOUT_S + REPORT_SLACK_S,
+        "hold after the camera stopped",
+    )
+    assert any(r.startswith("image") for r in held.hold_reasons), held.hold_reasons
+    warn = wait_for(
+        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and d.level == WARN and d,
+        IMAGE_TIMEOUT_S + REPORT_SLACK_S,
+        "/diagnostics WARN",
+    )
+    assert "image" in warn.message
+    # Held: the commanded hand position comes to rest.
+    time.sleep(0.5)
+    settled = time.monotonic()
+    time.sleep(0.3)
+    moves = [m.pose.position.x for _, m in since(fake.commands, settled)]
+    assert moves and np.ptp(moves) < 1e-3
+    fake.streams["camera"] = True
+    wait_for(lambda: active(status), 10, "active again once the camera is back")
+
+
+def test_joint_states_stop_the_arm_holds_and_the_reason_is_reported(arm):
+    _, probe, fake, status, diagnostics = arm
+    enabled_and_active(probe, status)
+    fake.streams["joint_states"] = False
+    held = wait_for(
+        lambda: (s := latest(status)).safety_status == "hold" and s,
+        JOINT_STATES_TIMEOUT_S + REPORT_SLACK_S,
+        "hold after the joint states stopped",
+    )
+    assert any(r.startswith("joint_states") for r in held.hold_reasons), held.hold_reasons
+    warn = wait_for(
+        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and d.level == WARN and d,
+        JOINT_STATES_TIMEOUT_S + REPORT_SLACK_S,
+        "/diagnostics WARN",
+    )
+    assert "joint_states" in warn.message
+    fake.streams["joint_states"] = True
+    wait_for(lambda: active(status), 10, "active again once the joint states are back")
+
+
+def test_invalid_parameter_values_are_refused_with_the_reason(arm):
+    _, _, _, status, _ = arm
+    too_fast = ros2("param", "set", "/policy_node", "velocity_scale", "5.0")
+    assert "out of range" in too_fast.stdout + too_fast.stderr
+    unknown = ros2("param", "set", "/policy_node", "bit_config", "w5a5")
+    assert "w5a5" in unknown.stdout + unknown.stderr
+    static = ros2("param", "set", "/policy_node", "command_hz", "10.0")
+    assert "read-only" in (static.stdout + static.stderr).lower()
+    assert latest(status).bit_config == "fp32"
+
+
+def test_a_swap_while_enabled_is_refused(arm):
+    _, probe, _, status, _ = arm
+    enabled_and_active(probe, status)
+    refused = ros2("param", "set", "/policy_node", "bit_config", "w8a16")
+    assert "enabled" in refused.stdout + refused.stderr
+    assert latest(status).bit_config == "fp32" and active(status)
+
+
+def test_a_swap_that_fails_to_build_keeps_the_old_model_and_says_why(arm, tmp_path):
+    _, probe, _, status, diagnostics = arm
+    assert enable(probe, False)[0]
+    # Validates (RTN, 4 bits, groups of 96), but no deployed kernel takes groups of 96.
+    config = tmp_path / "g96.yaml"
+    config.write_text("method: rtn\nweight_bits: 4\ngranularity: group\ngroup_size: 96\n")
+    accepted = ros2("param", "set", "/policy_node", "bit_config", str(config))
+    assert "Set parameter successful" in accepted.stdout, accepted.stdout + accepted.stderr
+    error = wait_for(
+        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and "swap failed" in d.message and d,
+        60,
+        "the failed swap on /diagnostics",
+    )
+    assert error.level == ERROR and "group_size" in error.message.replace("g96", "group_size")
+    assert latest(status).bit_config == "fp32"
+    enabled_and_active(probe, status)  # the old model still drives
+
+
+def test_estop_holds_and_enable_is_refused_until_reset(arm):
+    _, probe, _, status, diagnostics = arm
+    enabled_and_active(probe, status)
+    stopped = ros2("service", "call", "/policy_node/estop", "std_srvs/srv/Trigger")
+    assert "success=True" in stopped.stdout
+    wait_for(lambda: latest(status).estopped, 1.0 + REPORT_SLACK_S, "estopped on status")
+    error = wait_for(
+        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and d.level == ERROR and d,
+        2.0,
+        "/diagnostics ERROR after the e-stop",
+    )
+    assert "e-stop" in error.message
+    ok, message = enable(probe)
+    assert not ok and "reset_estop" in message and "()" not in message
+    assert trigger(probe, "/policy_node/reset_estop")[0]
+    enabled_and_active(probe, status)
+
+
+def test_nan_chunks_are_refused_and_the_arm_holds(tmp_path):
+    """A model whose weights hold NaN: every chunk is refused, the arm never moves."""
+    require_ros()
+    from daptq_ros_interfaces.msg import PolicyStatus
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import String
+
+    from daptq_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
+
+    model = nan_model(tmp_path / "nan_model")
+    probe = Probe("daptq_nan_probe")
+    fake = FakeArm(probe)
+    status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+    probe.publisher(String, "/instruction", LATCHED_QOS).publish(String(data="reach the goal"))
+    launch = start(tmp_path, probe, model=str(model))
+    try:
+        wait_for(lambda: latest(status), 120, "the policy node's status\n" + launch.tail())
+        wait_for(lambda: enable(probe)[0], 10, "~/enable to succeed")
+        held = wait_for(
+            lambda: (s := latest(status)).safety_status == "hold" and s.rejected_actions and s,
+            5.0,
+            "hold with refused chunks",
+        )
+        assert any("NaN" in r for r in held.hold_reasons), held.hold_reasons
+        error = wait_for(
+            lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and d.level == ERROR and d,
+            2.0,
+            "/diagnostics ERROR",
+        )
+        assert "NaN" in error.message
+        moves = [m.pose.position for _, m in list(fake.commands)]
+        assert all(abs(p.x - HOME[0]) < 1e-6 for p in moves)
+    finally:
+        launch.stop()
+        probe.close()
+
+
+def nan_model(folder: Path) -> Path:
+    """A copy of the embedded pi0 whose action head's output layer is NaN."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from daptq_ros.policy.model_dir import default_model_dir
+
+    shutil.copytree(default_model_dir("pi0"), folder)
+    weights = load_file(folder / "model.safetensors")
+    for name, value in weights.items():
+        if value.dtype.kind == "f":
+            weights[name] = np.full_like(value, np.nan)
+    save_file(weights, folder / "model.safetensors")
+    return folder
