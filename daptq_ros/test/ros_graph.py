@@ -176,3 +176,9 @@ def diagnostic(received: list[tuple[float, Any]], name: str) -> Any | None:
             if status.name == name:
                 return status
     return None
+
+
+def level(status: Any) -> int:
+    """A DiagnosticStatus's level as an int (rclpy gives the `byte` field as bytes)."""
+    value = status.level
+    return value[0] if isinstance(value, bytes) else int(value)

@@ -1,4 +1,4 @@
-"""Faults injected on the live graph: the arm holds and the node says why on status and /diagnostics.
+"""Faults injected on the live graph: the arm holds and the node says why (status, diagnostics).
 
 `ros2 launch daptq_ros bringup.launch.py robot:=sawyer_sim dry_run:=false` drives a fake arm
 that the test plays: camera, joint states and end-effector pose, whose hand follows the pose
@@ -15,7 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_graph import Launch, Probe, diagnostic, latest, require_ros, ros2, since, wait_for
+from ros_graph import (
+    Launch,
+    Probe,
+    diagnostic,
+    latest,
+    level,
+    require_ros,
+    ros2,
+    since,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -141,7 +151,7 @@ def test_camera_stops_the_arm_holds_and_the_reason_is_reported(arm):
     )
     assert any(r.startswith("image") for r in held.hold_reasons), held.hold_reasons
     warn = wait_for(
-        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and d.level == WARN and d,
+        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == WARN and d,
         IMAGE_TIMEOUT_S + REPORT_SLACK_S,
         "/diagnostics WARN",
     )
@@ -167,7 +177,7 @@ def test_joint_states_stop_the_arm_holds_and_the_reason_is_reported(arm):
     )
     assert any(r.startswith("joint_states") for r in held.hold_reasons), held.hold_reasons
     warn = wait_for(
-        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and d.level == WARN and d,
+        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == WARN and d,
         JOINT_STATES_TIMEOUT_S + REPORT_SLACK_S,
         "/diagnostics WARN",
     )
@@ -208,7 +218,7 @@ def test_a_swap_that_fails_to_build_keeps_the_old_model_and_says_why(arm, tmp_pa
         60,
         "the failed swap on /diagnostics",
     )
-    assert error.level == ERROR and "group_size" in error.message.replace("g96", "group_size")
+    assert level(error) == ERROR and "group_size" in error.message.replace("g96", "group_size")
     assert latest(status).bit_config == "fp32"
     enabled_and_active(probe, status)  # the old model still drives
 
@@ -220,7 +230,7 @@ def test_estop_holds_and_enable_is_refused_until_reset(arm):
     assert "success=True" in stopped.stdout
     wait_for(lambda: latest(status).estopped, 1.0 + REPORT_SLACK_S, "estopped on status")
     error = wait_for(
-        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and d.level == ERROR and d,
+        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == ERROR and d,
         2.0,
         "/diagnostics ERROR after the e-stop",
     )
@@ -257,7 +267,7 @@ def test_nan_chunks_are_refused_and_the_arm_holds(tmp_path):
         )
         assert any("NaN" in r for r in held.hold_reasons), held.hold_reasons
         error = wait_for(
-            lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and d.level == ERROR and d,
+            lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == ERROR and d,
             2.0,
             "/diagnostics ERROR",
         )
