@@ -3,8 +3,9 @@
 `ros2 launch daptq_ros bringup.launch.py robot:=sawyer_sim dry_run:=false` drives a fake arm
 that the test plays: camera, joint states and end-effector pose, whose hand follows the pose
 commands. Each fault is injected as it happens on a robot (a stream stops, a bad parameter, an
-e-stop, a model that returns NaN) and checked within the watchdog timeout (plus the status
-period). The stopped /clock and the restarted simulator are in test_ros_sim_graph.py.
+e-stop; a model that returns NaN in test_ros_nan_policy.py) and checked within the watchdog
+timeout (plus the status period). The stopped /clock and the restarted simulator are in
+test_ros_sim_graph.py.
 Skipped without ROS 2 (CI installs it and sets DAPTQ_REQUIRE_ROS=1, so it never skips there).
 """
 
@@ -239,58 +240,3 @@ def test_estop_holds_and_enable_is_refused_until_reset(arm):
     assert not ok and "reset_estop" in message and "()" not in message
     assert trigger(probe, "/policy_node/reset_estop")[0]
     enabled_and_active(probe, status)
-
-
-def test_nan_chunks_are_refused_and_the_arm_holds(tmp_path):
-    """A model whose weights hold NaN: every chunk is refused, the arm never moves."""
-    require_ros()
-    from daptq_ros_interfaces.msg import PolicyStatus
-    from diagnostic_msgs.msg import DiagnosticArray
-    from std_msgs.msg import String
-
-    from daptq_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
-
-    model = nan_model(tmp_path / "nan_model")
-    probe = Probe("daptq_nan_probe")
-    fake = FakeArm(probe)
-    status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)
-    diagnostics = probe.record(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
-    probe.publisher(String, "/instruction", LATCHED_QOS).publish(String(data="reach the goal"))
-    launch = start(tmp_path, probe, model=str(model))
-    try:
-        wait_for(lambda: latest(status), 120, "the policy node's status\n" + launch.tail())
-        wait_for(lambda: enable(probe)[0], 10, "~/enable to succeed")
-        held = wait_for(
-            lambda: (s := latest(status)).safety_status == "hold" and s.rejected_actions and s,
-            5.0,
-            "hold with refused chunks",
-        )
-        assert any("NaN" in r for r in held.hold_reasons), held.hold_reasons
-        error = wait_for(
-            lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == ERROR and d,
-            2.0,
-            "/diagnostics ERROR",
-        )
-        assert "NaN" in error.message
-        moves = [m.pose.position for _, m in list(fake.commands)]
-        assert all(abs(p.x - HOME[0]) < 1e-6 for p in moves)
-    finally:
-        launch.stop()
-        probe.close()
-
-
-def nan_model(folder: Path) -> Path:
-    """A copy of the embedded pi0 whose action head's output layer is NaN."""
-    import shutil
-
-    from safetensors.numpy import load_file, save_file
-
-    from daptq_ros.policy.model_dir import default_model_dir
-
-    shutil.copytree(default_model_dir("pi0"), folder)
-    weights = load_file(folder / "model.safetensors")
-    for name, value in weights.items():
-        if value.dtype.kind == "f":
-            weights[name] = np.full_like(value, np.nan)
-    save_file(weights, folder / "model.safetensors")
-    return folder

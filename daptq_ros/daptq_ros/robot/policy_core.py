@@ -427,9 +427,10 @@ class PolicyNodeCore:
         """/diagnostics: model, bit config, rates, drops, clipping, watchdog state."""
         fields = self.status_fields(now)
         level, message = "OK", fields["safety_status"]
-        error = self.fault or self.last_error or self.swap_error
-        if fields["estopped"] or error:
-            level, message = "ERROR", error or "e-stop latched"
+        estop = "e-stop latched" if fields["estopped"] else ""
+        errors = [e for e in (estop, self.fault, self.last_error, self.swap_error) if e]
+        if errors:
+            level, message = "ERROR", "; ".join(errors)
         elif fields["hold_reasons"] and fields["enabled"]:
             level, message = "WARN", "holding: " + "; ".join(fields["hold_reasons"])
         values = {k: v for k, v in fields.items() if k != "hold_reasons"}
