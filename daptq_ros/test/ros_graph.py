@@ -18,7 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+
+SAWYER_JOINTS = (*(f"right_j{i}" for i in range(7)), "r_close", "l_close")
 
 
 def require_ros() -> None:
@@ -147,6 +150,74 @@ class Probe:
 
         with contextlib.suppress(ExternalShutdownException):
             self.executor.spin()
+
+
+class FakeArm:
+    """An arm played by the probe: camera 20 Hz, joint states (and pose) 50 Hz, on the wall clock.
+
+    With `pose` the arm publishes /ee_pose and its hand follows PoseStamped commands on
+    `command_topic`; otherwise its joints follow the first point of JointTrajectory commands.
+    `streams` switches the camera and the joint states off and on (a fault).
+    """
+
+    def __init__(
+        self,
+        probe: Probe,
+        joint_names: tuple[str, ...],
+        joints: np.ndarray,
+        pose: tuple[float, float, float] | None = None,
+        command_topic: str = "/cartesian_motion_controller/target_frame",
+    ) -> None:
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import Image, JointState
+        from trajectory_msgs.msg import JointTrajectory
+
+        from daptq_ros.nodes.common import CAMERA_QOS, RELIABLE_QOS, SENSOR_QOS
+
+        self.probe = probe
+        self.streams = {"camera": True, "joint_states": True}
+        self.names, self.joints = joint_names, np.asarray(joints, dtype=np.float64)
+        self.position = None if pose is None else np.asarray(pose, dtype=np.float64)
+        self.image = probe.publisher(Image, "/camera/image_raw", CAMERA_QOS)
+        self.joint_states = probe.publisher(JointState, "/joint_states", SENSOR_QOS)
+        self.pose = probe.publisher(PoseStamped, "/ee_pose", SENSOR_QOS)
+        command_type = JointTrajectory if pose is None else PoseStamped
+        self.commands = probe.record(command_type, command_topic, RELIABLE_QOS)
+        probe.node.create_subscription(command_type, command_topic, self._follow, RELIABLE_QOS)
+        probe.node.create_timer(0.05, self._camera)
+        probe.node.create_timer(0.02, self._state)
+
+    def _follow(self, msg: Any) -> None:
+        if self.position is not None:
+            p = msg.pose.position
+            self.position = np.array([p.x, p.y, p.z])
+        elif msg.points:
+            index = {name: i for i, name in enumerate(self.names)}
+            for name, value in zip(msg.joint_names, msg.points[0].positions, strict=True):
+                self.joints[index[name]] = value
+
+    def _camera(self) -> None:
+        from rosidl_runtime_py.utilities import get_message
+
+        from daptq_ros.bags.convert import image_msg
+
+        if self.streams["camera"]:
+            rgb = np.full((96, 192, 3), 90, np.uint8)
+            self.image.publish(image_msg(get_message, self._stamp(), rgb))
+
+    def _state(self) -> None:
+        from rosidl_runtime_py.utilities import get_message
+
+        from daptq_ros.bags.convert import joint_state_msg, pose_stamped_msg
+
+        stamp = self._stamp()
+        if self.streams["joint_states"]:
+            self.joint_states.publish(joint_state_msg(get_message, stamp, self.names, self.joints))
+        if self.position is not None:
+            self.pose.publish(pose_stamped_msg(get_message, stamp, self.position, (0, 0, 0, 1)))
+
+    def _stamp(self) -> int:
+        return self.probe.node.get_clock().now().nanoseconds
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:

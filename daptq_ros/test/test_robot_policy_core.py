@@ -452,3 +452,86 @@ def test_freeze_heap_hides_the_heap_and_frees_cycles_dropped_since_the_last_free
         assert alive() is None
     finally:
         gc.unfreeze()
+
+
+def test_the_control_rate_follows_the_models_horizon_and_the_timing_is_measured():
+    slow = Rig(ConstantPolicy(horizon=8, delay=0.01))
+    timing = slow.core.timing
+    assert timing.horizon == 8 and slow.core.control_period == pytest.approx(timing.span / 2)
+    assert timing.latency >= 0.01  # wall time, whatever the node clock says
+    slow.core.close()
+
+
+def test_latency_is_wall_time_even_when_the_node_clock_stands_still():
+    frozen = PolicyNodeCore(
+        {"dry_run": False, "command_hz": HZ},
+        TYPES,
+        build_policy=lambda bits: ConstantPolicy(delay=0.02),
+        clock=lambda: 5.0,
+    )
+    frozen.on_instruction(instruction(), 5.0)
+    frozen.on_image(image(5.0), 5.0)
+    frozen.on_joint_states(joints(5.0), 5.0)
+    frozen.on_ee_pose(ee_pose(5.0, EE_START), 5.0)
+    assert frozen.control_tick(5.0)
+    wait_idle(frozen)
+    frozen.command_tick(5.0)
+    assert frozen.status_fields(5.0)["inference_latency"] >= 0.02
+    frozen.close()
+
+
+def test_a_late_chunk_is_delayed_and_used_not_dropped(rig):
+    rig = rig()
+    rig.run(16, control=False)  # t = 0.2 s: the frame below is stamped 0.11 s
+    rig.enable()
+    t = rig.t
+    # A chunk computed from a frame 0.09 s old (8 rows of 12.5 ms: 10 ms left) still drives.
+    rig.core.on_image(image(t - 0.09), t)
+    assert rig.core.control_tick(t)
+    wait_idle(rig.core)
+    rig.core.command_tick(t)
+    assert rig.core.scheduler.counters["dropped_stale"] == 0
+    assert rig.core.scheduler.counters["delayed"] >= 1 and not rig.core.hold_reasons(t)
+
+
+def test_a_clock_that_jumps_back_disables_the_arm_until_enabled_again(rig):
+    rig = rig()
+    rig.run(4)
+    rig.enable()
+    rig.run(20)
+    assert rig.core.safety.enabled
+    rig.t = 0.05  # a restarted simulator: its clock starts again
+    rig.tick()
+    fields = rig.core.status_fields(rig.t)
+    assert not fields["enabled"] and "jumped back" in fields["fault"]
+    diagnostics = rig.core.diagnostics_msg(rig.t).status[0]
+    assert diagnostics.level == 2 and "jumped back" in diagnostics.message
+    rig.run(20)
+    assert not rig.core.safety.enabled  # nothing re-enables it but ~/enable
+    rig.enable()
+    assert rig.core.safety.enabled and rig.core.status_fields(rig.t)["fault"] == ""
+
+
+def test_a_stopped_clock_is_caught_on_the_wall_clock(rig):
+    rig = rig()
+    rig.run(4)
+    rig.enable()
+    rig.run(20)
+    wall = time.monotonic()
+    assert rig.core.clock_watchdog(wall) == ""
+    fault = rig.core.clock_watchdog(wall + 1.0)  # no command tick for 1 s of wall time
+    assert "has not advanced" in fault and not rig.core.safety.enabled
+
+
+def test_pose_commands_carry_the_robot_presets_frame(rig):
+    rig = rig()
+    rig.run(4)
+    rig.enable()
+    rig.run(20)
+    (_, _, message), *_ = [o for o in rig.outputs if o[1] == policy_core.COMMAND]
+    assert message.header.frame_id == "world"  # sawyer_sim's base_frame
+
+
+def test_the_status_carries_the_instruction(rig):
+    rig = rig()
+    assert rig.core.status_fields(rig.t)["instruction"] == instruction().data

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ros_graph import (
+    SAWYER_JOINTS,
+    FakeArm,
     Launch,
     Probe,
     diagnostic,
@@ -31,60 +33,12 @@ from ros_graph import (
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 COMMAND_TOPIC = "/cartesian_motion_controller/target_frame"
-SAWYER_JOINTS = (*(f"right_j{i}" for i in range(7)), "r_close", "l_close")
 HOME = (0.0, 0.6, 0.2)
 IMAGE_TIMEOUT_S = 0.5  # policy_node.yaml
 JOINT_STATES_TIMEOUT_S = 0.2
 REPORT_SLACK_S = 1.0  # a status is published on every change, checked each 50 ms
 NODE_STATUS = "daptq policy_node"
 OK, WARN, ERROR = 0, 1, 2
-
-
-class FakeArm:
-    """Camera (20 Hz), joint states and pose (50 Hz); the hand moves to each pose command."""
-
-    def __init__(self, probe: Probe) -> None:
-        from geometry_msgs.msg import PoseStamped
-        from sensor_msgs.msg import Image, JointState
-
-        from daptq_ros.nodes.common import CAMERA_QOS, RELIABLE_QOS, SENSOR_QOS
-
-        self.probe = probe
-        self.streams = {"camera": True, "joint_states": True}
-        self.position = np.array(HOME)
-        self.image = probe.publisher(Image, "/camera/image_raw", CAMERA_QOS)
-        self.joints = probe.publisher(JointState, "/joint_states", SENSOR_QOS)
-        self.pose = probe.publisher(PoseStamped, "/ee_pose", SENSOR_QOS)
-        self.commands = probe.record(PoseStamped, COMMAND_TOPIC, RELIABLE_QOS)
-        probe.node.create_subscription(PoseStamped, COMMAND_TOPIC, self._follow, RELIABLE_QOS)
-        probe.node.create_timer(0.05, self._camera)
-        probe.node.create_timer(0.02, self._state)
-
-    def _follow(self, msg) -> None:
-        p = msg.pose.position
-        self.position = np.array([p.x, p.y, p.z])
-
-    def _stamp(self) -> int:
-        return self.probe.node.get_clock().now().nanoseconds
-
-    def _camera(self) -> None:
-        from rosidl_runtime_py.utilities import get_message
-
-        from daptq_ros.bags.convert import image_msg
-
-        if self.streams["camera"]:
-            rgb = np.full((96, 192, 3), 90, np.uint8)
-            self.image.publish(image_msg(get_message, self._stamp(), rgb))
-
-    def _state(self) -> None:
-        from rosidl_runtime_py.utilities import get_message
-
-        from daptq_ros.bags.convert import joint_state_msg, pose_stamped_msg
-
-        stamp = self._stamp()
-        if self.streams["joint_states"]:
-            self.joints.publish(joint_state_msg(get_message, stamp, SAWYER_JOINTS, np.zeros(9)))
-        self.pose.publish(pose_stamped_msg(get_message, stamp, self.position, (0, 0, 0, 1)))
 
 
 def start(folder: Path, probe: Probe, **arguments: str) -> Launch:
@@ -105,7 +59,7 @@ def arm(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("faults")
     probe = Probe()
-    fake = FakeArm(probe)
+    fake = FakeArm(probe, SAWYER_JOINTS, np.zeros(9), pose=HOME)
     status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)
     diagnostics = probe.record(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
     probe.publisher(String, "/instruction", LATCHED_QOS).publish(String(data="reach the goal"))

@@ -11,8 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_graph import Probe, diagnostic, latest, level, require_ros, wait_for
-from test_ros_faults import ERROR, HOME, NODE_STATUS, FakeArm, enable, start
+from ros_graph import (
+    SAWYER_JOINTS,
+    FakeArm,
+    Probe,
+    diagnostic,
+    latest,
+    level,
+    require_ros,
+    wait_for,
+)
+from test_ros_faults import ERROR, HOME, NODE_STATUS, enable, start
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -28,7 +37,7 @@ def test_nan_chunks_are_refused_and_the_arm_holds(tmp_path):
 
     model = nan_model(tmp_path / "nan_model")
     probe = Probe("daptq_nan_probe")
-    fake = FakeArm(probe)
+    fake = FakeArm(probe, SAWYER_JOINTS, np.zeros(9), pose=HOME)
     status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)
     diagnostics = probe.record(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
     probe.publisher(String, "/instruction", LATCHED_QOS).publish(String(data="reach the goal"))

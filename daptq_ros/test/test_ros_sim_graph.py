@@ -51,7 +51,7 @@ class Episode:
     task: str
     seed: int
     success: bool
-    active_fraction: float  # share of the episode's wall time the safety status was active
+    states: dict[str, float]  # share of the episode's wall time in each safety status
     commands: list[tuple[float, object]]
     chunks: list[tuple[float, object]]
 
@@ -177,24 +177,23 @@ def run_episode(probe: Probe, records: dict, task: str, seed: int, index: int) -
         task,
         seed,
         bool(info.success),
-        active_fraction(records["status"], start, end),
+        state_fractions(records["status"], start, end),
         [(t, m) for t, m in since(records["commands"], start) if t <= end],
         [(t, m) for t, m in since(records["chunks"], start) if t <= end],
     )
 
 
-def active_fraction(statuses: list, start: float, end: float) -> float:
-    """Share of [start, end] the node's safety status was active (status changes are published)."""
-    timeline = [(t, s.safety_status) for t, s in list(statuses) if t <= end]
-    state, active, cursor = "disabled", 0.0, start
-    for t, status in timeline:
-        if t <= start:
-            state = status
-            continue
-        active += (t - cursor) * (state == "active")
-        cursor, state = t, status
-    active += (end - cursor) * (state == "active")
-    return active / (end - start)
+def state_fractions(statuses: list, start: float, end: float) -> dict[str, float]:
+    """Share of [start, end] in each safety status (every status change is published)."""
+    shares: dict[str, float] = {}
+    state, cursor = "disabled", start
+    for t, status in [(t, s.safety_status) for t, s in list(statuses) if t <= end]:
+        if t > start:
+            shares[state] = shares.get(state, 0.0) + (t - cursor) / (end - start)
+            cursor = t
+        state = status
+    shares[state] = shares.get(state, 0.0) + (end - cursor) / (end - start)
+    return shares
 
 
 def rate_hz(stamps: list[float]) -> float:
@@ -246,7 +245,8 @@ def test_sim_graph_runs_eval_episodes_through_ros_within_evals_interval(
     live = sum(e.success for e in episodes)
     low, high = offline_eval["overall"]["ci95"]
     offline = offline_eval["overall"]["successes"]
-    fractions = [e.active_fraction for e in episodes]
+    fractions = [e.states.get("active", 0.0) for e in episodes]
+    states = {k for e in episodes for k in e.states}
     commands = [m for e in episodes for _, m in e.commands]
     command_sim_hz = np.median([rate_hz([stamp_s(m) for _, m in e.commands]) for e in episodes])
     wall_gaps = np.diff([t for e in episodes for t, _ in e.commands[len(e.commands) // 4 :]])
@@ -259,12 +259,18 @@ def test_sim_graph_runs_eval_episodes_through_ros_within_evals_interval(
         "eval_ci95": [low, high],
         "launch_to_ready_s": round(ready_s, 2),
         "launch_to_active_s": round(active_s, 2),
-        "active_fraction_median": round(float(np.median(fractions)), 3),
+        "state_fraction_median": {
+            k: round(float(np.median([e.states.get(k, 0.0) for e in episodes])), 3)
+            for k in sorted(states)
+        },
         "command_hz_sim_time": round(float(command_sim_hz), 2),
         "command_wall_gap_p99_ms": round(float(np.percentile(wall_gaps, 99)) * 1e3, 2),
         "command_wall_gap_p50_ms": round(float(np.percentile(wall_gaps, 50)) * 1e3, 2),
         "chunk_hz_sim_time": round(float(chunk_sim_hz), 2),
-        "per_episode": [(e.task, e.seed, e.success, round(e.active_fraction, 2)) for e in episodes],
+        "per_episode": [
+            (e.task, e.seed, e.success, round(f, 2))
+            for e, f in zip(episodes, fractions, strict=True)
+        ],
     }
     (folder / f"{REPORT}.json").write_text(json.dumps(report, indent=2))
     with capsys.disabled():
@@ -281,6 +287,39 @@ def test_drift_monitor_publishes_reports_against_its_reference_bag(graph):
     reports = wait_for(lambda: list(records["drift"]), 30, "a DriftReport on /drift/report")
     assert any(math.isfinite(r.ee_position_rmse) for _, r in reports)
     assert all(r.bit_config == "fp32" for _, r in reports[-5:])
+
+
+def test_recorded_bag_is_read_by_daptq_drift(graph, offline_eval):
+    _, _, _, folder = graph
+    # Ctrl-C the recorder alone (the graph runs on for the next test): the bag is closed.
+    recorder = subprocess.run(
+        ["pgrep", "-f", "bag record"], capture_output=True, text=True, check=False
+    )
+    for pid in map(int, recorder.stdout.split()):
+        os.kill(pid, signal.SIGINT)
+    bag = folder / "bag"
+    wait_for(lambda: (bag / "metadata.yaml").is_file(), 30, "the recorder to close the bag")
+    assert list(bag.glob("*.mcap"))
+    reference = next((offline_eval["out"] / "reach").iterdir())
+    done = subprocess.run(
+        [
+            "daptq",
+            "drift",
+            "--run",
+            str(bag),
+            "--reference",
+            str(reference),
+            "--out",
+            str(folder / "drift"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (folder / "drift" / "report.md").is_file()
 
 
 def test_bridge_killed_then_restarted_leaves_the_arm_disabled(graph):
@@ -332,31 +371,3 @@ def test_bridge_killed_then_restarted_leaves_the_arm_disabled(graph):
     finally:
         os.killpg(restarted.pid, signal.SIGINT)
         restarted.wait(20)
-
-
-def test_recorded_bag_is_read_by_daptq_drift(graph, offline_eval):
-    launch, _, _, folder = graph
-    assert launch.stop() in (0, -2, 130), launch.tail()
-    bag = folder / "bag"
-    assert (bag / "metadata.yaml").is_file(), launch.tail()
-    assert list(bag.glob("*.mcap"))
-    reference = next((offline_eval["out"] / "reach").iterdir())
-    done = subprocess.run(
-        [
-            "daptq",
-            "drift",
-            "--run",
-            str(bag),
-            "--reference",
-            str(reference),
-            "--out",
-            str(folder / "drift"),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (folder / "drift" / "report.md").is_file()

@@ -212,6 +212,17 @@ class SafetyFilter:
         """Stop moving toward targets: steps hold the last command (DISABLED)."""
         self._enabled = False
 
+    def release(self) -> None:
+        """Disable and stop publishing at once, without the controlled stop.
+
+        Only for when the command stream has ended anyway: the clock it was timed on
+        restarted (a new simulator), so its braking commands would reach an arm that never
+        received the ones before them. The next enable starts from the measured position.
+        """
+        self._enabled = False
+        self._position = None
+        self._velocity = np.zeros(len(self.limits))
+
     def estop(self, reason: str) -> None:
         """Latch an e-stop: steps hold (decelerate to rest) until reset_estop() and enable()."""
         self._estop_reason = reason or "e-stop"

@@ -481,6 +481,7 @@ class PolicyNodeCore:
                 f"the node clock jumped back from {self._last_tick[0]:.3f} s to {now:.3f} s "
                 "(the clock source restarted)"
             )
+            self.safety.release()  # the old stream's braking must not reach the new arm
             # Ages measured on the old clock mean nothing now: every stream must arrive again
             # (the instruction excepted, which only has to have arrived once).
             self.inputs.reset()

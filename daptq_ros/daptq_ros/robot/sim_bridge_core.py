@@ -98,8 +98,9 @@ class SimBridgeCore:
     def reset(self, task: str | None = None, seed: int | None = None) -> list[tuple[str, Any]]:
         """Start a new episode of `task` (default: the current) from `seed` (default: the next).
 
-        Returns the instruction (latched) and the first observation. Simulated time goes on
-        from where it was. A bad task or seed is a ControlError and the running episode stays.
+        Returns the instruction (latched) and the first observation, one step after the last
+        one: simulated time goes on from where it was. A bad task or seed is a ControlError
+        and the running episode stays.
         """
         task = self.task if task is None else task
         seed = self.seed + 1 if seed is None else seed
@@ -114,6 +115,8 @@ class SimBridgeCore:
             max_steps = int(self.params["max_steps"]) or None
             self.env = self._make_env(task, int(self.params["image_size"]), max_steps)
         self.task, self.seed = task, int(seed)
+        if self.episode_index >= 0:
+            self.time += self.period  # stamps stay strictly increasing across episodes
         self.observation: Observation = self._env.reset(self.seed)
         self.episode_index += 1
         self.success = False
