@@ -131,6 +131,8 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="",
                 description="rosbag2 run the drift monitor compares against (e.g. an FP32 run)",
             ),
+            # First, so that a launch asked to record fails before any node starts.
+            OpaqueFunction(function=_record, condition=IfCondition(LaunchConfiguration("record"))),
             Node(
                 package="daptq_ros",
                 executable="policy_node",
@@ -175,6 +177,5 @@ def generate_launch_description() -> LaunchDescription:
                     },
                 ],
             ),
-            OpaqueFunction(function=_record, condition=IfCondition(LaunchConfiguration("record"))),
         ]
     )

@@ -1,6 +1,7 @@
 """ROS-free checks of the ROS packaging: package.xml, setup.py, messages, import layering."""
 
 import ast
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -137,6 +138,29 @@ def test_wheel_installs_resource_marker_package_xml_and_configs(tmp_path):
     launch_files = {p.name for p in (PACKAGE_ROOT / "launch").glob("*.py")}
     assert launch_files == {Path(n).name for n in data if n.startswith("share/daptq_ros/launch/")}
     assert any(n.endswith("entry_points.txt") for n in names)
+    assert "bin/daptq" not in data  # pip writes the console script; bin/daptq is for colcon
+    # Installed (not editable) and imported from outside the checkout, it finds its own data.
+    prefix = tmp_path / "prefix"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(prefix), wheel],
+        check=True,
+        capture_output=True,
+    )
+    site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    env = {**os.environ, "PYTHONPATH": str(site / "site-packages"), "AMENT_PREFIX_PATH": ""}
+    probe = (
+        "import daptq_ros.share as s, daptq_ros.robot.presets as r, daptq_ros.policy.model_dir "
+        "as m; print(s.__file__, s.share_dir(), r.load_robot('panda').name, "
+        "m.default_model_dir('pi0'))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert found.returncode == 0, found.stderr
+    module, share, robot, model = found.stdout.split()
+    assert Path(module).is_relative_to(site) and robot == "panda"
+    assert Path(share) == prefix / "share" / "daptq_ros"
+    assert Path(model) == prefix / "share" / "daptq_ros" / "models" / "pi0_default"
 
 
 def _imports(path: Path) -> set[str]:

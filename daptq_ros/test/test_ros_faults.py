@@ -38,7 +38,7 @@ IMAGE_TIMEOUT_S = 0.5  # policy_node.yaml
 JOINT_STATES_TIMEOUT_S = 0.2
 REPORT_SLACK_S = 1.0  # a status is published on every change, checked each 50 ms
 NODE_STATUS = "daptq policy_node"
-OK, WARN, ERROR = 0, 1, 2
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 
 def start(folder: Path, probe: Probe, **arguments: str) -> Launch:
@@ -76,13 +76,6 @@ def enable(probe: Probe, flag: bool = True) -> tuple[bool, str]:
     from std_srvs.srv import SetBool
 
     response = probe.call(SetBool, "/policy_node/enable", SetBool.Request(data=flag))
-    return response.success, response.message
-
-
-def trigger(probe: Probe, service: str) -> tuple[bool, str]:
-    from std_srvs.srv import Trigger
-
-    response = probe.call(Trigger, service, Trigger.Request())
     return response.success, response.message
 
 
@@ -192,5 +185,25 @@ def test_estop_holds_and_enable_is_refused_until_reset(arm):
     assert "e-stop" in error.message
     ok, message = enable(probe)
     assert not ok and "reset_estop" in message and "()" not in message
-    assert trigger(probe, "/policy_node/reset_estop")[0]
+    reset = ros2("service", "call", "/policy_node/reset_estop", "std_srvs/srv/Trigger")
+    assert "success=True" in reset.stdout
     enabled_and_active(probe, status)
+
+
+def test_a_swap_while_disabled_serves_the_new_bit_config(arm):
+    _, probe, _, status, _ = arm
+    assert enable(probe, False)[0]
+    swapped = ros2("param", "set", "/policy_node", "bit_config", "w4a16")
+    assert "Set parameter successful" in swapped.stdout, swapped.stdout + swapped.stderr
+    wait_for(lambda: latest(status).bit_config == "w4a16", 60, "bit_config w4a16 on status")
+    enabled_and_active(probe, status)
+
+
+def test_the_drift_monitor_is_stale_without_a_reference_and_can_ask_for_estops(arm):
+    _, _, _, _, diagnostics = arm
+    monitor = wait_for(
+        lambda: diagnostic(diagnostics, "daptq drift_monitor"), 5, "the drift monitor's diagnostics"
+    )
+    assert level(monitor) == STALE and "reference_bag" in monitor.message
+    switched = ros2("param", "set", "/drift_monitor", "estop_on_error", "true")
+    assert "Set parameter successful" in switched.stdout, switched.stdout + switched.stderr
