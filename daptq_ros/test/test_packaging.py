@@ -4,6 +4,7 @@ import ast
 import os
 import subprocess
 import sys
+import sysconfig
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -147,14 +148,18 @@ def test_wheel_installs_resource_marker_package_xml_and_configs(tmp_path):
         capture_output=True,
     )
     site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    env = {**os.environ, "PYTHONPATH": str(site / "site-packages"), "AMENT_PREFIX_PATH": ""}
+    # -S: no site hooks, so the checkout's editable install cannot shadow the installed copy;
+    # the dependencies still come from this interpreter's site-packages, after it.
+    dependencies = sysconfig.get_paths()["purelib"]
+    path = os.pathsep.join([str(site / "site-packages"), dependencies])
+    env = {**os.environ, "PYTHONPATH": path, "AMENT_PREFIX_PATH": ""}
     probe = (
         "import daptq_ros.share as s, daptq_ros.robot.presets as r, daptq_ros.policy.model_dir "
         "as m; print(s.__file__, s.share_dir(), r.load_robot('panda').name, "
         "m.default_model_dir('pi0'))"
     )
     found = subprocess.run(
-        [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-S", "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert found.returncode == 0, found.stderr
     module, share, robot, model = found.stdout.split()
