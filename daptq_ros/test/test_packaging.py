@@ -143,7 +143,18 @@ def test_wheel_installs_resource_marker_package_xml_and_configs(tmp_path):
     # Installed (not editable) and imported from outside the checkout, it finds its own data.
     prefix = tmp_path / "prefix"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(prefix), wheel],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--ignore-installed",
+            "--prefix",
+            str(prefix),
+            wheel,
+        ],
         check=True,
         capture_output=True,
     )
