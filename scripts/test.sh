@@ -14,5 +14,9 @@ if [ -n "${ROS_DISTRO:-}" ]; then
   python -m colcon build --packages-select daptq_ros_interfaces daptq_ros \
     --event-handlers console_cohesion- summary+
   set +u; source install/setup.bash; set -u
+  .venv/bin/python -m pytest -q -m "not ros" "$@"
+  # The ROS tests on their own, one line each, so the log shows they ran and none skipped.
+  .venv/bin/python -m pytest -v -rs -m ros "$@"
+else
+  .venv/bin/python -m pytest -q "$@"
 fi
-.venv/bin/python -m pytest -q "$@"
