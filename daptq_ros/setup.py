@@ -23,6 +23,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/bits", glob("config/bits/*.yaml")),
         (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),
+        (f"share/{PACKAGE}/config/mappings", glob("config/mappings/*.yaml")),
         # the embedded default models (model directories: safetensors, tokenizer, manifest)
         *[
             (

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "eval",
     "quantize",
     "report",
+    "import_model",
 )
 
 

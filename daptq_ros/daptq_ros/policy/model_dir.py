@@ -41,6 +41,9 @@ META_FILE = "daptq.json"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, META_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 FORMAT_VERSION = 1
+# What the policy node feeds a model as its state vector: the tool position and the gripper
+# opening (the embedded models), or the arm's joint positions and the gripper opening.
+STATE_SOURCES = ("ee_position_gripper", "joint_positions_gripper")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class ModelMeta:
     num_views: int
     normalizer: Normalizer
     provenance: dict[str, Any] = field(default_factory=dict)
+    state_source: str = STATE_SOURCES[0]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action_names", tuple(self.action_names))
@@ -64,6 +68,11 @@ class ModelMeta:
             raise ModelError(
                 f"daptq.json: action_space {self.action_space!r} is not one of "
                 f"{', '.join(ACTION_SPACES)}"
+            )
+        if self.state_source not in STATE_SOURCES:
+            raise ModelError(
+                f"daptq.json: state_source {self.state_source!r} is not one of "
+                f"{', '.join(STATE_SOURCES)}"
             )
         if len(self.action_names) != self.normalizer.action_dim:
             raise ModelError(
@@ -83,6 +92,7 @@ class ModelMeta:
             "image_size": list(self.image_size),
             "num_views": self.num_views,
             "normalization": self.normalizer.to_dict(),
+            "state_source": self.state_source,
             "provenance": self.provenance,
         }
 
@@ -105,6 +115,7 @@ class ModelMeta:
                 num_views=int(data["num_views"]),
                 normalizer=Normalizer.from_dict(data["normalization"]),
                 provenance=data.get("provenance", {}),
+                state_source=data.get("state_source", STATE_SOURCES[0]),
             )
         except KeyError as error:
             raise ModelError(f"daptq.json lacks the key {error}") from None

@@ -6,6 +6,9 @@
   from unit Gaussian noise, so targets in [-1, 1] keep noise and data on one scale, and the
   DDIM sampler can clip its clean-action estimate to the demonstrated range. Unnormalising clips
   to [-1, 1] first: a policy never commands more than the demonstrations did.
+- Imported checkpoints (transformers' PI0Processor, LeRobot) z-score their actions instead:
+  mode mean_std. It is the same affine map with the band [mean - std, mean + std] in place of
+  [min, max], and unnormalising does not clip (the model was trained to leave the band).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from daptq_ros.errors import ModelError
 
 STD_FLOOR = 1e-2
+ACTION_MODES = ("min_max", "mean_std")
 RANGE_FLOOR = 1e-6
 
 
@@ -36,6 +40,7 @@ class Normalizer:
     state_std: np.ndarray
     action_min: np.ndarray
     action_max: np.ndarray
+    action_mode: str = "min_max"  # or "mean_std": action_min/max = mean -/+ std, no clipping
 
     def __post_init__(self) -> None:
         for name in ("state_mean", "state_std", "action_min", "action_max"):
@@ -46,6 +51,21 @@ class Normalizer:
             raise ModelError("normalisation: action_min and action_max differ in length")
         if (self.state_std <= 0).any() or (self.action_max < self.action_min).any():
             raise ModelError("normalisation: a state std is <= 0 or an action max is below its min")
+        if self.action_mode not in ACTION_MODES:
+            raise ModelError(
+                f"normalisation: action mode {self.action_mode!r}; use one of {ACTION_MODES}"
+            )
+
+    @classmethod
+    def from_mean_std(
+        cls, state_mean: Any, state_std: Any, action_mean: Any, action_std: Any
+    ) -> Normalizer:
+        """z-scored states and actions, as transformers' PI0Processor stores them."""
+        mean = _vector(action_mean, "action_mean")
+        std = np.maximum(_vector(action_std, "action_std"), RANGE_FLOOR)
+        # The checkpoint was trained with these exact statistics: no STD_FLOOR here.
+        state_std = np.maximum(_vector(state_std, "state_std"), RANGE_FLOOR)
+        return cls(state_mean, state_std, mean - std, mean + std, "mean_std")
 
     @classmethod
     def fit(cls, states: np.ndarray, actions: np.ndarray) -> Normalizer:
@@ -82,7 +102,9 @@ class Normalizer:
 
     def unnormalize_actions(self, actions: np.ndarray) -> np.ndarray:
         """[-1, 1] model outputs -> actions in data units, clipped to the demonstrated range."""
-        unit = (np.clip(actions, -1.0, 1.0) + 1.0) / 2.0
+        if self.action_mode == "min_max":
+            actions = np.clip(actions, -1.0, 1.0)
+        unit = (actions + 1.0) / 2.0
         return (unit * self._action_range() + self.action_min).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,23 +115,32 @@ class Normalizer:
                 "mean": self.state_mean.tolist(),
                 "std": self.state_std.tolist(),
             },
-            "action": {
+            "action": self._action_dict(),
+        }
+
+    def _action_dict(self) -> dict[str, Any]:
+        if self.action_mode == "min_max":
+            return {
                 "mode": "min_max",
                 "min": self.action_min.tolist(),
                 "max": self.action_max.tolist(),
-            },
-        }
+            }
+        mean = (self.action_min + self.action_max) / 2
+        std = (self.action_max - self.action_min) / 2
+        return {"mode": "mean_std", "mean": mean.tolist(), "std": std.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalizer:
         """Inverse of to_dict; a ModelError names a missing or malformed entry."""
         try:
             state, action = data["state"], data["action"]
-            if state["mode"] != "mean_std" or action["mode"] != "min_max":
+            if state["mode"] != "mean_std" or action["mode"] not in ACTION_MODES:
                 raise ModelError(
                     f"normalisation modes {state['mode']!r}/{action['mode']!r} are not supported; "
-                    "expected mean_std for the state and min_max for actions"
+                    f"expected mean_std for the state and one of {ACTION_MODES} for actions"
                 )
+            if action["mode"] == "mean_std":
+                return cls.from_mean_std(state["mean"], state["std"], action["mean"], action["std"])
             return cls(state["mean"], state["std"], action["min"], action["max"])
         except (KeyError, TypeError) as error:
             raise ModelError(f"normalisation statistics lack the entry {error}") from None

@@ -160,6 +160,7 @@ class PolicyNodeCore:
         meta = getattr(getattr(first, "loaded", None), "meta", None)
         self.model_label = str(p["model"])
         self.family = str(getattr(meta, "family", ""))
+        self.state_source = str(getattr(meta, "state_source", "ee_position_gripper"))
         self.scheduler = ChunkScheduler(
             str(p["chunk_merge"]),
             float(p["ensemble_decay"]),
@@ -360,7 +361,12 @@ class PolicyNodeCore:
         return None if q is None or self.arm is None else self.arm.position(q)
 
     def policy_state(self) -> NDArray[np.float64] | None:
-        """The policy's state vector: tool position [3] and gripper opening in [0, 1]."""
+        """The policy's state vector and gripper opening in [0, 1]: after the tool position [3]
+        (the embedded models), or after the arm's joint positions (state_source of daptq.json).
+        """
+        if self.state_source == "joint_positions_gripper":
+            q = self._joint_positions()
+            return None if q is None else np.append(q, self._gripper_opening())
         if self._ee_pose is not None:
             position = self._ee_pose.position
         else:
@@ -458,10 +464,11 @@ class PolicyNodeCore:
         height, width = getattr(meta, "image_size", PROBE_IMAGE_SIZE)
         blank = np.zeros((height, width, 3), np.uint8)
         instruction = str(self.params["instruction"]) or "probe"
+        state = np.zeros(getattr(policy, "state_dim", 4))
         try:
-            policy.predict(blank, instruction, np.zeros(4))  # the first call pays one-time costs
+            policy.predict(blank, instruction, state)  # the first call pays one-time costs
             start = time.monotonic()
-            chunk = policy.predict(blank, instruction, np.zeros(4))
+            chunk = policy.predict(blank, instruction, state)
             horizon, dt = len(chunk.actions), float(chunk.dt)
             latency = time.monotonic() - start
         except Exception as error:  # reported; the control loop then reports each failure too

@@ -1,0 +1,85 @@
+"""`daptq import`: a user's transformers pi0 checkpoint -> a model directory of this package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daptq_ros.policy.normalize import Normalizer
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `daptq import`."""
+    parser = subparsers.add_parser(
+        "import",
+        help="import a pretrained pi0 checkpoint (transformers format) as a model directory",
+        description="Read a transformers pi0 checkpoint (PI0ForConditionalGeneration and "
+        "PI0Processor saved with save_pretrained: config.json, model.safetensors, tokenizer.json, "
+        "processor_config.json) from local files only, map its state and action dimensions onto "
+        "the robot, and write a model directory that the policy node, `daptq quantize` and "
+        "`daptq eval` load. Pickle weights are refused; no code from the checkpoint runs.",
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="DIR", help="the transformers pi0 checkpoint folder"
+    )
+    parser.add_argument(
+        "--robot",
+        required=True,
+        metavar="MAPPING",
+        help="robot mapping: a preset of config/mappings/ (panda, ur5e, so101, sawyer_sim) or a "
+        "YAML file with name, num_views, state_source, state_names, action_space, action_names, "
+        "dt and instruction_length",
+    )
+    parser.add_argument(
+        "--stats-from",
+        nargs="+",
+        default=[],
+        metavar="BAGS",
+        help="fit the state/action normalisation on these episode bags (folders are searched); "
+        "default: the statistics in the checkpoint's processor_config.json",
+    )
+    parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Import and print where the model directory went."""
+    from daptq_ros.policy.importer import import_pi0, load_mapping
+
+    mapping = load_mapping(args.robot)
+    normalizer = stats_from_bags(args.stats_from) if args.stats_from else None
+    provenance = {"command": " ".join(["daptq", *sys.argv[1:]])}
+    out = import_pi0(args.checkpoint, mapping, args.out, normalizer, provenance)
+    meta = json.loads((Path(out) / "daptq.json").read_text())
+    report = {
+        "model_dir": str(out),
+        "robot_mapping": mapping.name,
+        "action_space": meta["action_space"],
+        "horizon": meta["horizon"],
+        "image_size": meta["image_size"],
+        "normalization": meta["provenance"]["normalization"],
+    }
+    print(json.dumps(report, indent=2) if args.json else f"model directory written to {out}")
+    return 0
+
+
+def stats_from_bags(roots: list[str]) -> Normalizer:
+    """States and commanded actions of the episode bags under `roots`, fitted per dimension."""
+    import numpy as np
+
+    from daptq_ros.bags import find_bag_dirs, read_episode
+    from daptq_ros.errors import ModelError
+    from daptq_ros.policy.normalize import Normalizer
+
+    folders = [bag for root in roots for bag in find_bag_dirs(root)]
+    if not folders:
+        raise ModelError(f"--stats-from {' '.join(roots)}: no rosbag2 episodes found")
+    episodes = [read_episode(folder) for folder in folders]
+    states = np.concatenate([e.states for e in episodes])
+    actions = np.concatenate([e.labels.reshape(-1, e.labels.shape[-1]) for e in episodes])
+    return Normalizer.fit(states, actions)

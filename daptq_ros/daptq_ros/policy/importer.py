@@ -1,0 +1,254 @@
+"""Import a user's pretrained pi0 (transformers format) as a model directory of this package.
+
+A transformers pi0 checkpoint (`PI0ForConditionalGeneration.save_pretrained` beside
+`PI0Processor.save_pretrained`: config.json, model.safetensors, tokenizer.json and
+processor_config.json) plus a robot mapping becomes a model directory that the policy node,
+`daptq quantize` and `daptq eval` load like the embedded models:
+
+- config.json: the checkpoint's PI0Config, plus the real action width and the views per image;
+- model.safetensors: the weights, loaded with transformers (safetensors only, local files,
+  no remote code) and written back;
+- tokenizer.json: the checkpoint's own tokenizer, padded and truncated to a fixed length;
+- daptq.json: the mapping (action space and names, dt, state source, views) and the
+  normalisation statistics: the processor's (PI0Processor stores mean/std) or statistics
+  fitted on the user's own recordings (`daptq import --stats-from BAGS`).
+
+The robot mapping (config/mappings/*.yaml, or a YAML path) says what the checkpoint's state and
+action dimensions are on the arm. LeRobot's own pi0 folders are not read: convert them to the
+transformers layout first (transformers' pi0 conversion script does).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tokenizers import Tokenizer
+
+from daptq_ros.errors import ModelError
+from daptq_ros.policy.contract import ACTION_SPACES
+from daptq_ros.policy.families.pi0 import Pi0Adapter
+from daptq_ros.policy.model_dir import PICKLE_SUFFIXES, STATE_SOURCES, ModelMeta, save_model_dir
+from daptq_ros.policy.normalize import Normalizer
+from daptq_ros.policy.tokenizer import InstructionTokenizer
+from daptq_ros.share import share_path
+
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+MAPPING_FIELDS = (
+    "name",
+    "num_views",
+    "state_source",
+    "state_names",
+    "action_space",
+    "action_names",
+    "dt",
+    "instruction_length",
+)
+
+
+@dataclass(frozen=True)
+class RobotMapping:
+    """What an imported checkpoint's inputs and outputs are on the arm."""
+
+    name: str
+    num_views: int  # camera views tiled side by side in the node's image, in checkpoint order
+    state_source: str  # what the node feeds as state (model_dir.STATE_SOURCES)
+    state_names: tuple[str, ...]  # the checkpoint's state dimensions, in order
+    action_space: str  # policy.contract.ACTION_SPACES
+    action_names: tuple[str, ...]  # the checkpoint's action dimensions, in order
+    dt: float  # s between the rows of a chunk (the rate the checkpoint was trained at)
+    instruction_length: int  # tokens the instruction is padded or truncated to
+
+
+def mappings_dir() -> Path:
+    """The folder of the shipped robot mappings."""
+    return share_path("config", "mappings")
+
+
+def load_mapping(name_or_path: str | Path) -> RobotMapping:
+    """A mapping preset by name (e.g. 'panda') or a YAML file; ModelError names a bad field."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = mappings_dir() / f"{name_or_path}.yaml"
+        if not path.is_file():
+            names = ", ".join(sorted(p.stem for p in mappings_dir().glob("*.yaml")))
+            raise ModelError(
+                f"robot mapping '{name_or_path}' is neither a preset ({names}) nor a YAML file"
+            )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ModelError(f"robot mapping {path}: cannot be read ({error})") from None
+    if not isinstance(data, Mapping):
+        raise ModelError(f"robot mapping {path}: must map the fields {', '.join(MAPPING_FIELDS)}")
+    return mapping_from_dict(data, str(path))
+
+
+def mapping_from_dict(data: Mapping[str, Any], source: str) -> RobotMapping:
+    """Validate a mapping; the error names the file and the field."""
+    if missing := [key for key in MAPPING_FIELDS if key not in data]:
+        raise ModelError(f"robot mapping {source}: lacks {', '.join(missing)}")
+    if unknown := sorted(set(data) - set(MAPPING_FIELDS)):
+        raise ModelError(f"robot mapping {source}: unknown field {unknown[0]!r}")
+
+    def fail(field: str, need: str) -> ModelError:
+        return ModelError(f"robot mapping {source}: {field} is {data[field]!r}; need {need}")
+
+    if data["state_source"] not in STATE_SOURCES:
+        raise fail("state_source", f"one of {', '.join(STATE_SOURCES)}")
+    if data["action_space"] not in ACTION_SPACES:
+        raise fail("action_space", f"one of {', '.join(ACTION_SPACES)}")
+    for field in ("state_names", "action_names"):
+        if not isinstance(data[field], list) or not data[field]:
+            raise fail(field, "a non-empty list of names")
+    for field in ("num_views", "instruction_length"):
+        if isinstance(data[field], bool) or not isinstance(data[field], int) or data[field] < 1:
+            raise fail(field, "an integer >= 1")
+    if isinstance(data["dt"], bool) or not isinstance(data["dt"], int | float) or data["dt"] <= 0:
+        raise fail("dt", "seconds > 0")
+    return RobotMapping(
+        name=str(data["name"]),
+        num_views=int(data["num_views"]),
+        state_source=str(data["state_source"]),
+        state_names=tuple(map(str, data["state_names"])),
+        action_space=str(data["action_space"]),
+        action_names=tuple(map(str, data["action_names"])),
+        dt=float(data["dt"]),
+        instruction_length=int(data["instruction_length"]),
+    )
+
+
+def check_checkpoint(directory: Path) -> None:
+    """A ModelError naming the first thing a transformers pi0 checkpoint directory lacks."""
+    if not directory.is_dir():
+        raise ModelError(f"{directory}: checkpoint directory does not exist")
+    if not any(directory.glob("model*.safetensors")):
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise ModelError(
+                f"{directory}: the weights are the pickle {pickles[0]}, which is never loaded (it "
+                "can run code); save the model with save_pretrained(safe_serialization=True)"
+            )
+        raise ModelError(f"{directory}: no model*.safetensors; save it with save_pretrained")
+    if not (directory / "config.json").is_file():
+        raise ModelError(f"{directory}: config.json is missing; save it with save_pretrained")
+    if not (directory / "tokenizer.json").is_file():
+        raise ModelError(
+            f"{directory}: tokenizer.json is missing; save the checkpoint's PI0Processor (or its "
+            "tokenizer) with save_pretrained into the same folder"
+        )
+    if not any((directory / name).is_file() for name in PROCESSOR_FILES):
+        raise ModelError(
+            f"{directory}: the processor files ({' or '.join(PROCESSOR_FILES)}) are missing; "
+            "save the checkpoint's PI0Processor with save_pretrained into the same folder"
+        )
+
+
+def stats_from_processor(directory: Path, mapping: RobotMapping) -> Normalizer | None:
+    """The PI0Processor's state/action mean and std for the mapping's dimensions, if it has them."""
+    path = next(directory / n for n in PROCESSOR_FILES if (directory / n).is_file())
+    processor = json.loads(path.read_text())
+    keys = ("state_mean", "state_std", "actions_mean", "actions_std")
+    if any(processor.get(key) is None for key in keys):
+        return None
+    state_mean, state_std, action_mean, action_std = (np.asarray(processor[k]) for k in keys)
+    check_dims(state_mean.size, action_mean.size, mapping, str(path))
+    return Normalizer.from_mean_std(state_mean, state_std, action_mean, action_std)
+
+
+def check_dims(state_dim: int, action_dim: int, mapping: RobotMapping, source: str) -> None:
+    """Statistics of `source` must have the mapping's state and action dimensions."""
+    want = (len(mapping.state_names), len(mapping.action_names))
+    if (state_dim, action_dim) != want:
+        raise ModelError(
+            f"normalisation statistics from {source} have {state_dim} state and {action_dim} "
+            f"action dimensions, the robot mapping {mapping.name} {want[0]} and {want[1]}; "
+            "use statistics of this robot's recordings (--stats-from BAGS) or fix the mapping"
+        )
+
+
+def fixed_length_tokenizer(directory: Path, length: int) -> InstructionTokenizer:
+    """The checkpoint's tokenizer.json padded (with its own pad token) and truncated to `length`."""
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    pad = "<pad>"
+    config = directory / "tokenizer_config.json"
+    if config.is_file():
+        token = json.loads(config.read_text()).get("pad_token") or pad
+        pad = token["content"] if isinstance(token, dict) else str(token)
+    pad_id = tokenizer.token_to_id(pad)
+    if pad_id is None:
+        raise ModelError(f"{directory}: the tokenizer has no pad token {pad!r}; set pad_token")
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad, length=length)
+    tokenizer.enable_truncation(max_length=length)
+    return InstructionTokenizer(tokenizer)
+
+
+def import_pi0(
+    checkpoint: str | Path,
+    mapping: RobotMapping,
+    out: str | Path,
+    normalizer: Normalizer | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write the model directory `out` for the transformers pi0 checkpoint; returns `out`.
+
+    `normalizer`: statistics fitted on the user's recordings (checked against the mapping's
+    dimensions); None takes the checkpoint processor's.
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ModelError(f"{out} exists and is not empty; choose a new --out")
+    check_checkpoint(checkpoint)
+    model = Pi0Adapter().from_pretrained(checkpoint)
+    config = model.config
+    if getattr(config, "daptq_vision_stem", None):
+        raise ModelError(f"{checkpoint}: a daptq model directory, not a checkpoint to import")
+    for kind, names, limit in (
+        ("state", mapping.state_names, config.max_state_dim),
+        ("action", mapping.action_names, config.max_action_dim),
+    ):
+        if len(names) > limit:
+            raise ModelError(
+                f"robot mapping {mapping.name}: {len(names)} {kind} dimensions, but the "
+                f"checkpoint takes at most {limit} (max_{kind}_dim); fix {kind}_names"
+            )
+    if normalizer is not None:
+        check_dims(normalizer.state_dim, normalizer.action_dim, mapping, "the recordings")
+        stats = "fitted on the user's recordings"
+    else:
+        normalizer, stats = stats_from_processor(checkpoint, mapping), "the checkpoint's processor"
+    if normalizer is None:
+        raise ModelError(
+            f"{checkpoint}: the processor holds no state/action statistics; pass --stats-from "
+            "BAGS (episodes recorded on this robot)"
+        )
+    side = int(config.vlm_config.vision_config.image_size)
+    meta = ModelMeta(
+        family="pi0",
+        action_space=mapping.action_space,
+        action_names=mapping.action_names,
+        horizon=int(config.chunk_size),
+        dt=mapping.dt,
+        image_size=(side, side * mapping.num_views),
+        num_views=mapping.num_views,
+        normalizer=normalizer,
+        state_source=mapping.state_source,
+        provenance={
+            **(provenance or {}),
+            "imported_from": str(checkpoint.resolve()),
+            "robot_mapping": mapping.name,
+            "normalization": stats,
+        },
+    )
+    settings = {
+        **config.to_dict(),
+        "daptq_action_dim": len(mapping.action_names),
+        "daptq_num_views": mapping.num_views,
+    }
+    tokenizer = fixed_length_tokenizer(checkpoint, mapping.instruction_length)
+    return save_model_dir(out, model, settings, tokenizer, meta)
