@@ -149,6 +149,16 @@ def check_checkpoint(directory: Path) -> None:
         )
 
 
+def checkpoint_config(directory: Path) -> Any:
+    """The checkpoint's PI0Config (config.json only)."""
+    from transformers import PI0Config
+
+    try:
+        return PI0Config.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelError(f"{directory}/config.json is not a pi0 config ({error})") from None
+
+
 def stats_from_processor(directory: Path, mapping: RobotMapping) -> Normalizer | None:
     """The PI0Processor's state/action mean and std for the mapping's dimensions, if it has them."""
     path = next(directory / n for n in PROCESSOR_FILES if (directory / n).is_file())
@@ -204,8 +214,7 @@ def import_pi0(
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out} exists and is not empty; choose a new --out")
     check_checkpoint(checkpoint)
-    model = Pi0Adapter().from_pretrained(checkpoint)
-    config = model.config
+    config = checkpoint_config(checkpoint)  # every check before minutes of loading weights
     if getattr(config, "daptq_vision_stem", None):
         raise ModelError(f"{checkpoint}: a daptq model directory, not a checkpoint to import")
     for kind, names, limit in (
@@ -227,6 +236,7 @@ def import_pi0(
             f"{checkpoint}: the processor holds no state/action statistics; pass --stats-from "
             "BAGS (episodes recorded on this robot)"
         )
+    model = Pi0Adapter().from_pretrained(checkpoint)
     side = int(config.vlm_config.vision_config.image_size)
     meta = ModelMeta(
         family="pi0",
