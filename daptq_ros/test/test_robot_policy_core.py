@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -535,3 +536,27 @@ def test_pose_commands_carry_the_robot_presets_frame(rig):
 def test_the_status_carries_the_instruction(rig):
     rig = rig()
     assert rig.core.status_fields(rig.t)["instruction"] == instruction().data
+
+
+class JointStatePolicy(ConstantPolicy):
+    """A policy whose daptq.json says it reads joint positions (an imported joint-space pi0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        meta = SimpleNamespace(state_source="joint_positions_gripper", family="pi0")
+        self.loaded = SimpleNamespace(meta=meta)
+        self.states: list[np.ndarray] = []
+
+    def predict(self, image, instruction, state):
+        self.states.append(np.asarray(state))
+        return super().predict(image, instruction, state)
+
+
+def test_a_joint_state_model_is_fed_the_arms_joints_and_gripper(rig):
+    policy = JointStatePolicy()
+    r = rig(policy=policy)
+    r.run(16)
+    fed = policy.states[-1]
+    assert fed.shape == (8,)
+    np.testing.assert_allclose(fed[:7], np.asarray(SAWYER_HOME)[:7])
+    assert 0.0 <= fed[7] <= 1.0  # the gripper opening
