@@ -88,50 +88,34 @@ def enabled_and_active(probe: Probe, status) -> None:
     wait_for(lambda: active(status), 10, "the safety status active")
 
 
-def test_camera_stops_the_arm_holds_and_the_reason_is_reported(arm):
+@pytest.mark.parametrize(
+    ("stream", "timeout"), [("camera", IMAGE_TIMEOUT_S), ("joint_states", JOINT_STATES_TIMEOUT_S)]
+)
+def test_a_stopped_input_holds_the_arm_and_the_reason_is_reported(arm, stream, timeout):
     _, probe, fake, status, diagnostics = arm
+    reason = "image" if stream == "camera" else stream
     enabled_and_active(probe, status)
-    fake.streams["camera"] = False
+    fake.streams[stream] = False
     held = wait_for(
         lambda: (s := latest(status)).safety_status == "hold" and s,
-        IMAGE_TIMEOUT_S + REPORT_SLACK_S,
-        "hold after the camera stopped",
+        timeout + REPORT_SLACK_S,
+        f"hold after the {stream} stopped",
     )
-    assert any(r.startswith("image") for r in held.hold_reasons), held.hold_reasons
+    assert any(r.startswith(reason) for r in held.hold_reasons), held.hold_reasons
     warn = wait_for(
         lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == WARN and d,
-        IMAGE_TIMEOUT_S + REPORT_SLACK_S,
+        timeout + REPORT_SLACK_S,
         "/diagnostics WARN",
     )
-    assert "image" in warn.message
+    assert reason in warn.message
     # Held: the commanded hand position comes to rest.
     time.sleep(0.5)
     settled = time.monotonic()
     time.sleep(0.3)
     moves = [m.pose.position.x for _, m in since(fake.commands, settled)]
     assert moves and np.ptp(moves) < 1e-3
-    fake.streams["camera"] = True
-    wait_for(lambda: active(status), 10, "active again once the camera is back")
-
-
-def test_joint_states_stop_the_arm_holds_and_the_reason_is_reported(arm):
-    _, probe, fake, status, diagnostics = arm
-    enabled_and_active(probe, status)
-    fake.streams["joint_states"] = False
-    held = wait_for(
-        lambda: (s := latest(status)).safety_status == "hold" and s,
-        JOINT_STATES_TIMEOUT_S + REPORT_SLACK_S,
-        "hold after the joint states stopped",
-    )
-    assert any(r.startswith("joint_states") for r in held.hold_reasons), held.hold_reasons
-    warn = wait_for(
-        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == WARN and d,
-        JOINT_STATES_TIMEOUT_S + REPORT_SLACK_S,
-        "/diagnostics WARN",
-    )
-    assert "joint_states" in warn.message
-    fake.streams["joint_states"] = True
-    wait_for(lambda: active(status), 10, "active again once the joint states are back")
+    fake.streams[stream] = True
+    wait_for(lambda: active(status), 10, f"active again once the {stream} is back")
 
 
 def test_invalid_parameter_values_are_refused_with_the_reason(arm):
