@@ -157,7 +157,8 @@ class FakeArm:
 
     With `pose` the arm publishes /ee_pose and its hand follows PoseStamped commands on
     `command_topic`; otherwise its joints follow the first point of JointTrajectory commands.
-    `streams` switches the camera and the joint states off and on (a fault).
+    `streams` switches the cameras ("camera", or one by its topic) and the joint states off
+    and on (a fault).
     """
 
     def __init__(
@@ -167,6 +168,7 @@ class FakeArm:
         joints: np.ndarray,
         pose: tuple[float, float, float] | None = None,
         command_topic: str = "/cartesian_motion_controller/target_frame",
+        camera_topics: tuple[str, ...] = ("/camera/image_raw",),
     ) -> None:
         from geometry_msgs.msg import PoseStamped
         from sensor_msgs.msg import Image, JointState
@@ -178,7 +180,7 @@ class FakeArm:
         self.streams = {"camera": True, "joint_states": True}
         self.names, self.joints = joint_names, np.asarray(joints, dtype=np.float64)
         self.position = None if pose is None else np.asarray(pose, dtype=np.float64)
-        self.image = probe.publisher(Image, "/camera/image_raw", CAMERA_QOS)
+        self.cameras = {topic: probe.publisher(Image, topic, CAMERA_QOS) for topic in camera_topics}
         self.joint_states = probe.publisher(JointState, "/joint_states", SENSOR_QOS)
         self.pose = probe.publisher(PoseStamped, "/ee_pose", SENSOR_QOS)
         command_type = JointTrajectory if pose is None else PoseStamped
@@ -201,9 +203,10 @@ class FakeArm:
 
         from daptq_ros.bags.convert import image_msg
 
-        if self.streams["camera"]:
-            rgb = np.full((96, 192, 3), 90, np.uint8)
-            self.image.publish(image_msg(get_message, self._stamp(), rgb))
+        rgb = np.full((96, 192, 3), 90, np.uint8)
+        for topic, publisher in self.cameras.items():
+            if self.streams["camera"] and self.streams.get(topic, True):
+                publisher.publish(image_msg(get_message, self._stamp(), rgb))
 
     def _state(self) -> None:
         from rosidl_runtime_py.utilities import get_message

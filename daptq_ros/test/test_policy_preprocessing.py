@@ -5,7 +5,8 @@ import pytest
 
 from daptq_ros.errors import ModelError
 from daptq_ros.policy import InstructionTokenizer, Normalizer
-from daptq_ros.policy.preprocess import image_tensor, resize_image
+from daptq_ros.policy.images import resize_image
+from daptq_ros.policy.preprocess import image_tensor
 
 
 def test_tokenizer_round_trip_through_tokenizer_json(tmp_path):

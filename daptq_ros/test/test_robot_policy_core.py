@@ -560,3 +560,50 @@ def test_a_joint_state_model_is_fed_the_arms_joints_and_gripper(rig):
     assert fed.shape == (8,)
     np.testing.assert_allclose(fed[:7], np.asarray(SAWYER_HOME)[:7])
     assert 0.0 <= fed[7] <= 1.0  # the gripper opening
+
+
+class RecordingPolicy(ConstantPolicy):
+    """Keeps the images and stamps it was asked about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[np.ndarray] = []
+
+    def predict(self, image, instruction, state):
+        self.images.append(image)
+        return super().predict(image, instruction, state)
+
+
+CAMERAS = ("/camera/base", "/camera/wrist")
+
+
+def test_several_cameras_are_tiled_in_their_order_and_timed_by_the_oldest_frame(rig):
+    policy = RecordingPolicy()
+    r = rig(policy=policy, image_topics=list(CAMERAS))
+    core, t = r.core, 1.0
+    base = np.full((8, 16, 3), 10, np.uint8)
+    wrist = np.full((16, 16, 3), 200, np.uint8)  # twice the height: scaled to 8 x 8
+    core.on_image(image(t), t, decode=lambda msg: base, camera=0)
+    core.on_image(image(t - 0.02), t, decode=lambda msg: wrist, camera=1)
+    core.on_joint_states(joints(t), t)
+    core.on_ee_pose(ee_pose(t, EE_START), t)
+    assert core.control_tick(t)
+    wait_idle(core)
+    tiled = policy.images[-1]
+    assert tiled.shape == (8, 24, 3)
+    assert (tiled[:, :16] == 10).all() and (tiled[:, 16:] == 200).all()
+    (result,) = core.worker.take_results()
+    assert result.stamp == pytest.approx(t - 0.02)
+
+
+def test_a_stale_second_camera_holds_and_is_named(rig):
+    r = rig(image_topics=list(CAMERAS))
+    core, t = r.core, 1.0
+    core.on_image(image(t), t, camera=0)
+    core.on_joint_states(joints(t), t)
+    core.on_ee_pose(ee_pose(t, EE_START), t)
+    reasons = core.hold_reasons(t)
+    assert any(reason.startswith("image /camera/wrist: no message yet") for reason in reasons)
+    assert not core.control_tick(t)
+    with pytest.raises(ControlError, match="camera 2"):
+        core.on_image(image(t), t, camera=2)

@@ -55,7 +55,8 @@ def declare(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
             descriptor.integer_range = [
                 IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)
             ]
-        node.declare_parameter(spec.name, spec.default, descriptor)
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        node.declare_parameter(spec.name, default, descriptor)
     return {spec.name: node.get_parameter(spec.name).value for spec in specs}
 
 

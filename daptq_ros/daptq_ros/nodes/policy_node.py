@@ -14,6 +14,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # short spin: see docs/perform
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from daptq_ros_interfaces.msg import ActionChunk, PolicyStatus
@@ -80,23 +81,16 @@ class PolicyNode(Node):
         core = self.core
         inputs = MutuallyExclusiveCallbackGroup()
         timers = MutuallyExclusiveCallbackGroup()
-        if params["use_compressed"]:
-            topic = f"{params['image_topic']}/compressed"
+        decode = None if params["use_compressed"] else rgb_decoder(self.get_logger())
+        for camera, topic in enumerate(core.cameras):
+            if decode is None:
+                msg_type, name = CompressedImage, f"{topic}/compressed"
+                handler = partial(core.on_compressed_image, camera=camera)
+            else:
+                msg_type, name = Image, topic
+                handler = partial(core.on_image, decode=decode, camera=camera)
             self.create_subscription(
-                CompressedImage,
-                topic,
-                self._wrap(core.on_compressed_image),
-                CAMERA_QOS,
-                callback_group=inputs,
-            )
-        else:
-            decode = rgb_decoder(self.get_logger())
-            self.create_subscription(
-                Image,
-                params["image_topic"],
-                self._wrap(lambda msg, now: core.on_image(msg, now, decode)),
-                CAMERA_QOS,
-                callback_group=inputs,
+                msg_type, name, self._wrap(handler), CAMERA_QOS, callback_group=inputs
             )
         # Two subscriptions, so that every publisher matches one: a latched publisher (its
         # stored instruction reaches a late subscriber) and `ros2 topic pub` (volatile).

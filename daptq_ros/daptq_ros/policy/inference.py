@@ -9,8 +9,9 @@ import torch
 
 from daptq_ros.policy.contract import ActionChunk, check_image, check_instruction, check_state
 from daptq_ros.policy.families import Batch
+from daptq_ros.policy.images import resize_image
 from daptq_ros.policy.model_dir import LoadedModel, load_model_dir
-from daptq_ros.policy.preprocess import make_batch, resize_image
+from daptq_ros.policy.preprocess import make_batch
 
 
 class VlaPolicy:

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
 from daptq_ros.policy.families.base import Batch
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.tokenizer import InstructionTokenizer
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An HxWx3 uint8 image at (height, width) = size; INTER_AREA when shrinking (no aliasing)."""
-    height, width = size
-    if image.shape[:2] == (height, width):
-        return image
-    shrinking = image.shape[0] > height or image.shape[1] > width
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
 def image_tensor(images: np.ndarray) -> torch.Tensor:

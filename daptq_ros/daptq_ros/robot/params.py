@@ -22,13 +22,14 @@ from daptq_ros.drift.monitor import MonitorConfig
 from daptq_ros.errors import ControlError
 from daptq_ros.sim.tasks import TASKS
 
-ParamValue = bool | int | float | str
+ParamValue = bool | int | float | str | tuple[str, ...]
 
 _TYPE_WORDS = {
     bool: "a bool (true or false)",
     int: "an integer",
     float: "a number",
     str: "a string",
+    tuple: "a non-empty list of strings",
 }
 
 
@@ -70,6 +71,11 @@ class ParamSpec:
     def check(self, value: object) -> str | None:
         """None if `value` is valid, else a one-line reason naming the parameter and the value."""
         kind = self.value_type
+        if kind is tuple:
+            strings = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+            if not strings or not value:
+                return f"{self.name}: {value!r} is not allowed; need {self.allowed}"
+            return None
         if not (type(value) is kind or (kind is float and type(value) is int)):
             got = type(value).__name__
             return f"{self.name}: {value!r} ({got}) has the wrong type; need {self.allowed}"
@@ -145,11 +151,16 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         "",
         "topic of the arm commands ('' = the robot preset's topic for command_interface)",
     ),
-    ParamSpec("image_topic", "/camera/image_raw", "sensor_msgs/Image topic of the camera"),
+    ParamSpec(
+        "image_topics",
+        ("/camera/image_raw",),
+        "sensor_msgs/Image topics of the cameras, in the model's view order; their newest "
+        "frames are tiled side by side",
+    ),
     ParamSpec(
         "use_compressed",
         False,
-        "subscribe to <image_topic>/compressed (sensor_msgs/CompressedImage) instead",
+        "subscribe to <image topic>/compressed (sensor_msgs/CompressedImage) instead",
     ),
     ParamSpec("instruction_topic", "/instruction", "std_msgs/String topic of the instruction"),
     _JOINT_STATES_TOPIC,

@@ -56,6 +56,7 @@ from daptq_ros.control.safety import SafetyConfig, SafetyFilter, Status
 from daptq_ros.control.timing import ChunkTiming, control_period
 from daptq_ros.control.watchdog import Watchdog
 from daptq_ros.errors import ControlError, DaptqError
+from daptq_ros.policy.images import tile_views
 from daptq_ros.robot.arm import ArmModel, arm_model
 from daptq_ros.robot.params import check_overrides, defaults, spec
 from daptq_ros.robot.presets import load_robot
@@ -167,9 +168,11 @@ class PolicyNodeCore:
             crossfade=float(p["chunk_crossfade_s"]),
         )
         self.safety = SafetyFilter(self._limits(), self._safety_config())
+        self.cameras = tuple(p["image_topics"])
+        self._camera_streams = camera_streams(self.cameras)
         self.inputs = Watchdog(
             {
-                "image": float(p["image_timeout_s"]),
+                **dict.fromkeys(self._camera_streams, float(p["image_timeout_s"])),
                 "joint_states": float(p["joint_states_timeout_s"]),
                 "instruction": float(p["instruction_timeout_s"]),
             }
@@ -185,9 +188,8 @@ class PolicyNodeCore:
         self.swap_error = ""
         self._builder: TargetBuilder | None = None
         self._chunk_dt = 0.0
-        self._image: NDArray[np.uint8] | None = None
-        self._image_stamp = float("nan")
-        self._submitted_stamp = float("nan")
+        self._frames: dict[int, tuple[NDArray[np.uint8], float]] = {}  # camera -> (rgb, stamp)
+        self._submitted: tuple[float, ...] = ()  # frame stamps of the last inference
         self._instruction = str(p["instruction"])
         self._joints: Any = None
         self._ee_pose: Any = None
@@ -215,13 +217,15 @@ class PolicyNodeCore:
         msg: Any,
         now: float,
         decode: Callable[[Any], NDArray[np.uint8]] = image_to_numpy,
+        camera: int = 0,
     ) -> None:
-        """A sensor_msgs/Image becomes the newest frame (RGB; `decode` may be cv_bridge's)."""
-        self._store_image(decode(msg), msg, now)
+        """A sensor_msgs/Image becomes camera `camera`'s newest frame (RGB; `decode` may be
+        cv_bridge's)."""
+        self._store_image(decode(msg), msg, now, camera)
 
-    def on_compressed_image(self, msg: Any, now: float) -> None:
-        """A sensor_msgs/CompressedImage becomes the newest frame."""
-        self._store_image(compressed_image_to_numpy(msg), msg, now)
+    def on_compressed_image(self, msg: Any, now: float, camera: int = 0) -> None:
+        """A sensor_msgs/CompressedImage becomes camera `camera`'s newest frame."""
+        self._store_image(compressed_image_to_numpy(msg), msg, now, camera)
 
     def on_instruction(self, msg: Any, now: float) -> None:
         """A std_msgs/String sets the instruction."""
@@ -242,15 +246,19 @@ class PolicyNodeCore:
     # ----- timers -----
     def control_tick(self, now: float) -> bool:
         """Submit the newest observation for inference; True if one was submitted."""
-        if self.inputs.stale(now) or self._image is None:
+        if self.inputs.stale(now) or len(self._frames) < len(self.cameras):
             return False
-        if self._image_stamp == self._submitted_stamp:
+        frames = [self._frames[camera] for camera in range(len(self.cameras))]
+        stamps = tuple(stamp for _, stamp in frames)
+        if stamps == self._submitted:
             return False  # nothing new since the last inference
         state = self.policy_state()
         if state is None:
             return False
-        self.worker.submit(Observation(self._image, self._instruction, state, self._image_stamp))
-        self._submitted_stamp = self._image_stamp
+        image = tile_views([rgb for rgb, _ in frames])
+        # The chunk is timed from the oldest frame it saw: its rows are never early.
+        self.worker.submit(Observation(image, self._instruction, state, min(stamps)))
+        self._submitted = stamps
         return True
 
     def command_tick(self, now: float) -> list[tuple[str, Any]]:
@@ -504,11 +512,15 @@ class PolicyNodeCore:
             self.scheduler.clear()
             self.fault = f"{reason}; disabled, call ~/enable once the inputs are back"
 
-    def _store_image(self, rgb: NDArray[np.uint8], msg: Any, now: float) -> None:
+    def _store_image(self, rgb: NDArray[np.uint8], msg: Any, now: float, camera: int) -> None:
+        if not 0 <= camera < len(self.cameras):
+            raise ControlError(
+                f"camera {camera} is not one of the {len(self.cameras)} image_topics"
+            )
         stamp = time_to_sec(msg.header.stamp)
-        self._image = rgb
-        self._image_stamp = stamp if stamp > 0 else now  # some drivers leave the stamp at zero
-        self.inputs.feed("image", now)
+        # Some drivers leave the stamp at zero: the arrival time stands in.
+        self._frames[camera] = (rgb, stamp if stamp > 0 else now)
+        self.inputs.feed(self._camera_streams[camera], now)
 
     def _joint_positions(self) -> NDArray[np.float64] | None:
         if self._joints is None:
@@ -588,7 +600,7 @@ class PolicyNodeCore:
             # The old model's chunks are not mixed with the new one's: hold until it answers.
             self.scheduler.clear()
             self.outputs.reset()
-            self._submitted_stamp = float("nan")
+            self._submitted = ()
         elif self.worker.swap_state is SwapState.FAILED:
             self.swap_error = f"bit_config swap failed: {self.worker.acknowledge_failed_swap()}"
             self.params["bit_config"] = self.bit_config
@@ -707,6 +719,11 @@ class PolicyNodeCore:
                 points.append(step.position)
         times = period * np.arange(1, len(points) + 1)
         return np.stack(points), times
+
+
+def camera_streams(topics: tuple[str, ...]) -> tuple[str, ...]:
+    """Watchdog stream names of the cameras: "image", or "image <topic>" for each of several."""
+    return ("image",) if len(topics) == 1 else tuple(f"image {topic}" for topic in topics)
 
 
 def _rate(times: deque[float]) -> float:
