@@ -37,6 +37,10 @@ def graph():
     yield node, driver, executor
     node.core.close()
     executor.shutdown()
+    # Destroyed, not only shut down: a node left to the garbage collector keeps its DDS
+    # endpoints (a latched status, an /enable service) alive for the tests that follow.
+    node.destroy_node()
+    driver.destroy_node()
     rclpy.shutdown()
 
 

@@ -76,3 +76,12 @@ def test_the_sim_launch_offers_only_the_interfaces_the_bridge_takes():
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "process started" not in output
     assert "'pose', 'twist'" in output or "pose, twist" in output, output[-2000:]
+
+
+def test_a_bad_preset_or_reference_bag_stops_the_nodes_with_one_line_each():
+    require_ros()
+    bringup = ["ros2", "launch", "daptq_ros", "bringup.launch.py"]
+    done = run([*bringup, "robot:=no_such_arm", "reference_bag:=/no/such/bag"])
+    output = done.stdout + done.stderr
+    assert "robot 'no_such_arm' is neither a preset nor a YAML file" in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]

@@ -8,6 +8,7 @@ from typing import Any
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -17,6 +18,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from daptq_ros.errors import DaptqError
 from daptq_ros.robot.params import ParamSpec
 
 # Camera frames: only the newest matters (depth 1, best effort, as sensor drivers publish).
@@ -68,10 +70,16 @@ def now_s(node: Node) -> float:
 def spin(make_node: Callable[[], Node], args: list[str] | None, threads: int = 1) -> None:
     """rclpy.init, build the node, spin it (threads > 1: a MultiThreadedExecutor), shut down.
 
-    The node's `core.close()` runs on the way out when it has a core with one.
+    The node's `core.close()` runs on the way out when it has a core with one. A DaptqError
+    while building the node (a user's input) is logged as one line and exits with status 1.
     """
     rclpy.init(args=args)
-    node = make_node()
+    try:
+        node = make_node()
+    except DaptqError as error:  # a bad parameter, preset, model or bag: one line, no traceback
+        get_logger("daptq").fatal(str(error))
+        rclpy.shutdown()
+        raise SystemExit(1) from None
     executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else None
     try:
         if executor is None:
