@@ -6,6 +6,9 @@ must last until the next chunk arrives, one control period later:
 
     horizon * dt  >=  latency + control_period          (no gap between chunks)
 
+The latency is wall time and the rest node-clock time: under a simulator that runs slower
+than real time the check is conservative, faster than real time optimistic.
+
 The default control rate replans at half the horizon, as `daptq eval` executes 4 of a chunk's
 8 rows before predicting again. When the inequality fails, the node says so at start with the
 numbers; late chunks are then delayed (control.chunks), never dropped.
