@@ -68,3 +68,37 @@ def test_read_bandwidth_buffer_stops_growing_at_the_cap(monkeypatch):
     # a terabyte of weights: measured on a buffer of the cap, not of their size
     assert kernel_bench.read_bandwidth_gbs(1 << 40, repeats=2) > 0
     assert allocated == [(1 << 20) // 4]
+
+
+def test_the_released_pi0_preset_has_siglip_and_no_keypoint_stem():
+    from daptq_ros.policy.deploy_bench import PRESET_INPUTS
+    from daptq_ros.policy.families import Batch
+    from daptq_ros.policy.families.pi0 import Pi0Adapter
+
+    (image_size, views) = PRESET_INPUTS["pi0_siglip"]
+    adapter = Pi0Adapter()
+    shape = {"vocab_size": 64, "max_text_length": 8, "state_dim": 4, "action_dim": 4}
+    inputs = {**shape, "horizon": 4, "image_size": image_size, "num_views": views}
+    config = adapter.default_config(size="pi0_siglip", **inputs)
+    vision = config["vlm_config"]["vision_config"]
+    assert "daptq_vision_stem" not in config
+    assert (vision["num_hidden_layers"], vision["hidden_size"]) == (27, 1152)
+    assert (vision["image_size"], vision["patch_size"]) == (224, 14)
+    # The same preset at a tiny width builds and samples from a 224 px view (256 tokens).
+    tiny = {"hidden_size": 32, "expert_hidden_size": 32, "num_layers": 1, "num_heads": 2}
+    tiny |= {"head_dim": 16, "intermediate_size": 64}
+    tiny["siglip"] = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "patch_size": 14,
+    }
+    model = adapter.build(adapter.default_config(size="pi0_siglip", overrides=tiny, **inputs))
+    batch = Batch(
+        images=torch.rand(1, 3, *image_size),
+        input_ids=torch.randint(1, 64, (1, 8)),
+        attention_mask=torch.ones(1, 8, dtype=torch.int64),
+        state=torch.zeros(1, 4),
+    )
+    assert adapter.sample(model.eval(), batch, num_steps=2).shape == (1, 4, 4)

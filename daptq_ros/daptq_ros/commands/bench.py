@@ -44,7 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="append",
         default=[],
         metavar="FAMILY=SIZE",
-        help="size preset per family (default: pi0=smolvla, cogact=large; pi0=pi0 is ~3 G)",
+        help="size preset per family (default: pi0=smolvla, cogact=large; pi0=pi0 is ~3 G, "
+        "pi0=pi0_siglip the released pi0 with its SigLIP tower, ~3.4 G)",
     )
     deploy.add_argument(
         "--runs", type=int, default=20, help="timed action chunks per variant (default: 20)"

@@ -45,6 +45,9 @@ SENSITIVE_WEIGHT = 4.0  # synthetic phi of action-head and interface layers (bac
 BUDGET_BITS = 4.5
 TOPK_KEEP = 0.3
 IMAGE_SIZE = (96, 192)  # two 96 px views, as the embedded models
+# Presets whose vision tower needs its own input: (image size, views). pi0 with SigLIP takes
+# 224 px views; one view keeps the 3.5 G model's bench within this machine's time and memory.
+PRESET_INPUTS = {"pi0_siglip": ((224, 224), 1)}
 TEXT_TOKENS = 12
 
 
@@ -55,6 +58,7 @@ def build_scaled(family: str, size: str, initialise: bool = True) -> tuple[Any, 
     from daptq_ros.policy.model_dir import build_for_loading
 
     adapter = get_family(family)
+    image_size, views = PRESET_INPUTS.get(size, (IMAGE_SIZE, 2))
     config = adapter.default_config(
         size=size,
         vocab_size=512,
@@ -62,13 +66,13 @@ def build_scaled(family: str, size: str, initialise: bool = True) -> tuple[Any, 
         state_dim=4,
         action_dim=4,
         horizon=8,
-        image_size=IMAGE_SIZE,
-        num_views=2,
+        image_size=image_size,
+        num_views=views,
     )
     torch.manual_seed(0)
     model = (adapter.build(config) if initialise else build_for_loading(adapter, config)).eval()
     batch = Batch(
-        images=torch.rand(1, 3, *IMAGE_SIZE),
+        images=torch.rand(1, 3, *image_size),
         input_ids=torch.randint(1, 512, (1, TEXT_TOKENS)),
         attention_mask=torch.ones(1, TEXT_TOKENS, dtype=torch.int64),
         state=torch.zeros(1, 4),

@@ -97,6 +97,24 @@ SIZES: dict[str, dict[str, Any]] = {
         "stem_sharpness": 10.0,
         "num_inference_steps": 10,
     },
+    # pi0 as released (lerobot/pi0_base): the same backbone and expert behind PaliGemma's own
+    # SigLIP So400m/14 tower (224 px views, 256 tokens each) instead of the keypoint stem.
+    "pi0_siglip": {
+        "hidden_size": 2048,
+        "expert_hidden_size": 1024,
+        "num_layers": 18,
+        "num_heads": 8,
+        "head_dim": 256,
+        "intermediate_size": 16384,
+        "num_inference_steps": 10,
+        "siglip": {
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 27,
+            "num_attention_heads": 16,
+            "patch_size": 14,
+        },
+    },
 }
 
 
@@ -150,20 +168,27 @@ class Pi0Adapter(FamilyAdapter):
         num_views: int,
         overrides: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A PI0Config dict with a keypoint vision stem: preset `size` with `overrides` applied."""
+        """A PI0Config dict: preset `size` with `overrides` applied, with the keypoint vision
+        stem, or PaliGemma's SigLIP tower for a preset that gives its `siglip` settings."""
         settings = preset(SIZES, self.name, size, overrides)
         view_width = image_size[1] // num_views
         text = _gemma(settings, settings["hidden_size"], vocab_size)
-        # The SigLIP config is still required by PaliGemmaConfig; with the stem swapped in it
-        # only fixes the tower's output width, so keep it one layer deep and cheap to build.
+        siglip = settings.get("siglip")
+        # Without `siglip` the SigLIP config is still required by PaliGemmaConfig; with the stem
+        # swapped in it only fixes the tower's output width: one layer deep, cheap to build.
         vision = {
             "model_type": "siglip_vision_model",
-            "hidden_size": settings["hidden_size"],
-            "intermediate_size": settings["intermediate_size"],
-            "num_hidden_layers": 1,
-            "num_attention_heads": settings["num_heads"],
+            **(
+                siglip
+                or {
+                    "hidden_size": settings["hidden_size"],
+                    "intermediate_size": settings["intermediate_size"],
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": settings["num_heads"],
+                    "patch_size": view_width,
+                }
+            ),
             "image_size": view_width,
-            "patch_size": view_width,
             "vision_use_head": False,
         }
         config = PI0Config(
@@ -183,16 +208,18 @@ class Pi0Adapter(FamilyAdapter):
             max_action_dim=action_dim,
             num_inference_steps=settings["num_inference_steps"],
         )
-        return {
+        result = {
             **config.to_dict(),
             "daptq_action_dim": action_dim,
             "daptq_num_views": num_views,
-            "daptq_vision_stem": {
+        }
+        if not siglip:
+            result["daptq_vision_stem"] = {
                 "channels": settings["stem_channels"],
                 "tokens_per_view": settings["tokens_per_view"],
                 "sharpness": settings["stem_sharpness"],
-            },
-        }
+            }
+        return result
 
     def build(self, config: dict[str, Any]) -> PI0ForConditionalGeneration:
         """A freshly initialised PI0ForConditionalGeneration (with the keypoint tower if asked)."""
