@@ -54,7 +54,10 @@ def test_an_imported_and_quantized_pi0_drives_the_simulated_arm(tmp_path):
         assert "success=True" in enabled.stdout, enabled.stdout + enabled.stderr
         wait_for(lambda: latest(status).safety_status == "active", 30, "the status active")
         wait_for(lambda: len(commands) > 20, 20, "pose commands to the simulated arm")
-        assert latest(status).inference_hz > 0 and not latest(status).hold_reasons
+        running = wait_for(
+            lambda: (s := latest(status)).inference_hz > 0 and s, 10, "a measured chunk rate"
+        )
+        assert running.bit_config == "daptq_topk" and not running.hold_reasons
     finally:
         launch.stop()
         probe.close()

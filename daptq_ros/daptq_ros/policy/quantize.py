@@ -84,7 +84,8 @@ def load_policy_with_bits(
     """Load a model directory and quantize it with `bits` ("fp32" = none); (policy, label).
 
     A directory written by `daptq quantize` is already quantized: it runs as stored (on the
-    deployed kernels when `deployed`), and its bit config is the label. `whole_model_bf16`
+    deployed kernels when `deployed`), and its bit config is the label. The label is also the
+    policy's `bit_config` attribute, which the policy node reports. `whole_model_bf16`
     deploys the rest of a quantized model in bfloat16 too (see quant.deploy.deploy); a
     full-precision model stays float32.
     """
@@ -102,11 +103,14 @@ def load_policy_with_bits(
             )
         if deployed:
             policy.loaded.model = deploy(policy.model, whole_model_bf16=whole_model_bf16)
+        policy.bit_config = name
         return policy, name
     if bits == FULL_PRECISION:
+        policy.bit_config = FULL_PRECISION
         return policy, FULL_PRECISION
     config = check_runtime_bit_config(bits)
     quantize_policy(policy, config, deployed=deployed)
     if deployed and whole_model_bf16:
         cast_float32_parameters(policy.model)
+    policy.bit_config = config.name
     return policy, config.name

@@ -156,6 +156,8 @@ class PolicyNodeCore:
         self._probes: dict[str, ChunkTiming] = {}
         first = self._build_and_probe(self.bit_config)
         self.timing = self._probes[self.bit_config]
+        # A quantized model directory runs as the bit config it was written with.
+        self.bit_config = str(getattr(first, "bit_config", "") or self.bit_config)
         # Latency is wall time: the node clock may be a simulator's, which runs at any rate.
         self.worker = InferenceWorker(first, self.bit_config)
         meta = getattr(getattr(first, "loaded", None), "meta", None)
