@@ -43,6 +43,16 @@ from daptq_ros.policy.families.base import (
 )
 from daptq_ros.policy.families.vision import KeypointStem
 
+# The Gemma-2B backbone and 1024-wide action expert of pi0 (PaliGemma 3B geometry).
+PI0_BACKBONE: dict[str, Any] = {
+    "hidden_size": 2048,
+    "expert_hidden_size": 1024,
+    "num_layers": 18,
+    "num_heads": 8,
+    "head_dim": 256,
+    "intermediate_size": 16384,
+    "num_inference_steps": 10,
+}
 # Preset sizes: Gemma widths for the backbone (vlm) and the action expert (dit). The two share
 # a key/value cache, so they need the same layer count, kv heads and head_dim.
 SIZES: dict[str, dict[str, Any]] = {
@@ -86,27 +96,15 @@ SIZES: dict[str, dict[str, Any]] = {
     },
     # pi0-like: ~3 G parameters (PaliGemma's Gemma-2B geometry, a 1024-wide action expert).
     "pi0": {
-        "hidden_size": 2048,
-        "expert_hidden_size": 1024,
-        "num_layers": 18,
-        "num_heads": 8,
-        "head_dim": 256,
-        "intermediate_size": 16384,
+        **PI0_BACKBONE,
         "stem_channels": [16, 32, 32],
         "tokens_per_view": 32,
         "stem_sharpness": 10.0,
-        "num_inference_steps": 10,
     },
     # pi0 as released (lerobot/pi0_base): the same backbone and expert behind PaliGemma's own
     # SigLIP So400m/14 tower (224 px views, 256 tokens each) instead of the keypoint stem.
     "pi0_siglip": {
-        "hidden_size": 2048,
-        "expert_hidden_size": 1024,
-        "num_layers": 18,
-        "num_heads": 8,
-        "head_dim": 256,
-        "intermediate_size": 16384,
-        "num_inference_steps": 10,
+        **PI0_BACKBONE,
         "siglip": {
             "hidden_size": 1152,
             "intermediate_size": 4304,
