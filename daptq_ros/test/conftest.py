@@ -2,6 +2,7 @@
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # MuJoCo fixes its GL backend when first imported, possibly by a test module's importorskip.
 os.environ.setdefault("MUJOCO_GL", "egl")
 logging.getLogger("torchao").setLevel(logging.ERROR)
+# Kernel timings measured by the tests (and the nodes they launch) stay out of ~/.cache.
+os.environ.setdefault(
+    "DAPTQ_KERNEL_CACHE", str(Path(tempfile.mkdtemp(prefix="daptq-kernels-")) / "timings.json")
+)
 
 
 @pytest.fixture(scope="session")

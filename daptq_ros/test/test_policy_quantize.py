@@ -8,7 +8,7 @@ from torch import nn
 
 from daptq_ros.errors import DaptqError
 from daptq_ros.policy.quantize import keep_narrow_layers, needs_calibration, quantize_policy
-from daptq_ros.quant import load_config, quantize
+from daptq_ros.quant import deploy, load_config, quantize
 from daptq_ros.quant.deploy import DeployedLinear
 
 
@@ -32,7 +32,8 @@ def test_narrow_input_and_output_layers_are_kept():
 
 def test_deployed_policy_quantizes_what_fits_and_runs():
     policy = _policy()
-    applied = quantize_policy(policy, load_config("w4a16"), deployed=True)
+    applied = quantize_policy(policy, load_config("w4a16"))
+    policy.model = deploy(policy.model)
     kernels = {name: m.kernel for name, m in policy.model.items() if isinstance(m, DeployedLinear)}
     assert kernels == {"state_in": "bf16", "body": "int4", "action_out": "bf16"}
     assert applied.name == "w4a16"
@@ -63,7 +64,9 @@ def test_whole_model_bf16_policy_runs_every_parameter_in_bf16_and_predicts():
     from daptq_ros.policy.model_dir import default_model_dir
     from daptq_ros.policy.quantize import load_policy_with_bits
 
-    policy, label = load_policy_with_bits(default_model_dir("pi0"), "w4a16", whole_model_bf16=True)
+    policy, label = load_policy_with_bits(
+        default_model_dir("pi0"), "w4a16", whole_model_bf16=True, kernel_choice="packed"
+    )
     assert label == "w4a16"
     assert {p.dtype for p in policy.model.parameters()} == {torch.bfloat16}
     image = np.zeros((*policy.loaded.meta.image_size, 3), dtype=np.uint8)

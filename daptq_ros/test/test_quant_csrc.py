@@ -7,7 +7,6 @@ measured on held-out inputs, never on the calibration batches the compensation w
 
 import copy
 import json
-import time
 
 import pytest
 import torch
@@ -238,7 +237,15 @@ def test_compensation_report_is_json_ready():
     assert report["z"]["after"]["cov_rel_error"] == 0.0
 
 
-def test_solve_at_width_1024_takes_under_two_seconds():
+MATMULS_PER_ITERATION = 4  # gradient, P B, P B M^T and P B P^T in _fit_cross_channel
+
+
+def test_solve_at_width_1024_costs_a_fixed_number_of_matmuls_per_iteration():
+    """Counted, not timed: each conjugate-gradient step is a handful of d x d matmuls
+    (gradient, line search), and the rank-8 SVD is randomized, so the solve is
+    O(iterations * d^3) with a small constant and never a dense d x d decomposition."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     d = 1024
     gen = torch.Generator().manual_seed(0)
     factor = torch.randn(d, d, generator=gen, dtype=torch.float64) / d**0.5
@@ -246,7 +253,9 @@ def test_solve_at_width_1024_takes_under_two_seconds():
     mix = torch.eye(d, dtype=torch.float64) + 0.05 * factor
     fp = OutputStats(10_000, torch.zeros(d, dtype=torch.float64), sigma_fp)
     q = OutputStats(10_000, torch.ones(d, dtype=torch.float64), 1.2 * mix @ sigma_fp @ mix.T)
-    start = time.perf_counter()
-    comp = solve_compensation(fp, q, CSRCConfig())
-    assert time.perf_counter() - start < 2.0
+    config = CSRCConfig()
+    with FlopCounterMode(display=False) as counter:
+        comp = solve_compensation(fp, q, config)
+    matmul = 2 * d**3
+    assert counter.get_total_flops() <= (MATMULS_PER_ITERATION * config.iterations + 2) * matmul
     assert comp.U.shape == (d, 8)

@@ -173,12 +173,19 @@ def test_demo_writes_the_table_and_report(
     args = ["demo", "--model", str(tiny_model), "--tasks", "reach", "--episodes", "1"]
     assert main([*args, "--presets", "w8a8", "w4a16", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [row["bits"] for row in report["rows"]] == ["fp32", "w8a8", "w4a16"]
-    fp32, w8a8, w4 = report["rows"]
+    assert [row["bits"] for row in report["rows"]] == ["fp32", "bf16", "w8a8", "w4a16"]
+    fp32, bf16, w8a8, w4 = report["rows"]
     assert fp32["ee_rmse_vs_fp32_m"] is None and w8a8["ee_rmse_vs_fp32_m"] >= 0.0
-    assert w4["weight_mb"] < fp32["weight_mb"]
+    assert not bf16["rolled_out"] and bf16["successes"] is None  # the speed reference only
+    assert bf16["latency_x_bf16"] == 1.0 and fp32["latency_x_fp32"] == 1.0
+    assert w8a8["latency_x_bf16"] == w8a8["latency_p50_ms"] / bf16["latency_p50_ms"]
+    assert w4["weight_mb"] < bf16["weight_mb"] < fp32["weight_mb"]
+    assert fp32["kernels"] == {} and set(bf16["kernels"]) <= {"bf16", "fp32"}
+    assert sum(w8a8["kernels"].values()) == sum(bf16["kernels"].values()) > 0
+    assert report["cpu"] and report["kernel_choice"] == "auto"
     markdown = (out / "demo.md").read_text()
-    assert "| w4a16 |" in markdown and (out / "drift" / "ee_paths.png").stat().st_size > 0
+    assert "| w4a16 |" in markdown and "| bf16 | not rolled out |" in markdown
+    assert (out / "drift" / "ee_paths.png").stat().st_size > 0
     assert main([*args, "--out", str(out)]) == 0  # a rerun replaces its own earlier output
     assert main([*args, "--out", str(tmp_path)]) == 2  # but never a folder it did not write
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from daptq_ros.commands.eval import add_kernel_choice_argument
+
 DEFAULT_PRESETS = ("w8a8", "w4a16")
 DEFAULT_DEMO_TASKS = ("reach", "drawer-open", "button-press-topdown", "push", "pick-place")
 
@@ -18,7 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Load the embedded default model (or --model), roll it out at FP32 and "
         "under each bit config on the same held-out seeds with the deployed low-bit kernels, "
         "measure each quantized rollout's end-effector deviation from the FP32 rollout of the "
-        "same seed, and write DEMO_DIR/demo.md (table + paths plot) and the drift report.",
+        "same seed, time every config round-robin (BF16 as the speed reference), and write "
+        "DEMO_DIR/demo.md (table + paths plot) and the drift report.",
     )
     parser.add_argument(
         "--model",
@@ -51,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--threads", type=int, default=2, help="torch intra-op threads (default: 2)"
     )
+    add_kernel_choice_argument(parser)
     parser.add_argument("--json", action="store_true", help="print demo.json instead of the table")
     return parser
 
@@ -72,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)  # an earlier demo's output: a rerun replaces it
     elif out.exists() and any(out.iterdir()):
         raise DaptqError(f"{out} exists and is not a demo output; choose another --out")
-    report = run_demo(model, list(args.presets), args.tasks, args.episodes, args.seed, out)
+    report = run_demo(
+        model, list(args.presets), args.tasks, args.episodes, args.seed, out, args.kernel_choice
+    )
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

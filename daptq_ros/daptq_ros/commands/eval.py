@@ -12,6 +12,20 @@ from daptq_ros.errors import DaptqError
 MODES = ("deployed", "simulated")
 
 
+def add_kernel_choice_argument(parser: argparse.ArgumentParser) -> None:
+    """`--kernel-choice`, shared by the commands that deploy a model."""
+    parser.add_argument(
+        "--kernel-choice",
+        choices=("auto", "packed", "fastest"),
+        default="auto",
+        help="how each deployed layer's kernel is picked, by timing the candidates on this CPU "
+        "for the rows the layer sees (cached per CPU and torch version): auto = packed low-bit "
+        "weights unless slower than bf16 there, packed = always packed (least memory), "
+        "fastest = fastest whatever the memory; every choice computes the same bit config "
+        "(default: %(default)s)",
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `daptq eval`."""
     from daptq_ros.sim.tasks import DEFAULT_EVAL_SEED, DEFAULT_TASKS, TASKS
@@ -37,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="with --bits: run packed low-bit kernels (deployed) or exact fake-quant arithmetic "
         "(simulated) (default: %(default)s)",
     )
+    add_kernel_choice_argument(parser)
     parser.add_argument(
         "--tasks",
         nargs="+",
@@ -91,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
         )
     torch.set_num_threads(args.threads)
     policy, label = load_policy_with_bits(
-        args.model, args.bits or FULL_PRECISION, deployed=args.mode == "deployed"
+        args.model,
+        args.bits or FULL_PRECISION,
+        deployed=args.mode == "deployed",
+        kernel_choice=args.kernel_choice,
     )
     bit_config = "" if label == FULL_PRECISION else label
     summary = evaluate(

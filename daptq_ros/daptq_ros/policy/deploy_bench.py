@@ -409,16 +409,10 @@ def machine_description(threads: int) -> dict[str, str]:
     import torchao
     import transformers
 
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from daptq_ros.quant.kernel_choice import cpu_model
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": str(os.cpu_count()),
         "threads": str(threads),
         "torch": torch.__version__,

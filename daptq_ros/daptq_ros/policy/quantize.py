@@ -12,11 +12,8 @@ from torch import nn
 from daptq_ros.errors import ConfigError
 from daptq_ros.quant import QuantConfig, quantize
 from daptq_ros.quant.api import METHOD_MODULES
-from daptq_ros.quant.deploy import (
-    INT4_ROWS_MULTIPLE,
-    INT8_COLUMNS_MULTIPLE,
-    cast_float32_parameters,
-)
+from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE, INT8_COLUMNS_MULTIPLE
+from daptq_ros.quant.kernel_choice import LayerChoice, deploy_measured
 
 FULL_PRECISION = "fp32"  # the bit config name that means: no quantization
 
@@ -46,12 +43,35 @@ def keep_narrow_layers(model: nn.Module, config: QuantConfig) -> QuantConfig:
 
 
 def quantize_policy(
-    policy: Any, config: QuantConfig, deployed: bool, calibration: Iterable[Any] | None = None
+    policy: Any, config: QuantConfig, calibration: Iterable[Any] | None = None
 ) -> QuantConfig:
-    """Quantize `policy.model` in place; returns the config as applied (with kept layers)."""
+    """Quantize `policy.model` in place (simulated); returns the config as applied."""
     applied = keep_narrow_layers(policy.model, config)
-    quantize(policy.model, applied, calibration, deployed=deployed)  # replaces layers in place
+    quantize(policy.model, applied, calibration)  # replaces layers in place
     return applied
+
+
+def deploy_policy(
+    policy: Any, kernel_choice: str = "auto", whole_model_bf16: bool = False
+) -> dict[str, LayerChoice]:
+    """Put `policy.model` on real kernels, each layer's kernel measured for the rows it sees.
+
+    One probe chunk (blank image, zero state) records the rows per layer; see
+    quant.kernel_choice for the modes. The choices are also kept as `policy.kernel_choices`.
+    """
+    import numpy as np
+
+    blank = np.zeros((*policy.loaded.meta.image_size, 3), np.uint8)
+    state = np.zeros(policy.state_dim)
+    choices = deploy_measured(
+        policy.model,
+        lambda: policy.predict(blank, "probe", state),
+        kernel_choice,
+        policy.device.type,
+        whole_model_bf16,
+    )
+    policy.kernel_choices = choices
+    return choices
 
 
 def needs_calibration(config: QuantConfig) -> bool:
@@ -80,6 +100,7 @@ def load_policy_with_bits(
     device: str = "cpu",
     num_steps: int | None = None,
     whole_model_bf16: bool = False,
+    kernel_choice: str = "auto",
 ) -> tuple[Any, str]:
     """Load a model directory and quantize it with `bits` ("fp32" = none); (policy, label).
 
@@ -87,10 +108,10 @@ def load_policy_with_bits(
     deployed kernels when `deployed`), and its bit config is the label. The label is also the
     policy's `bit_config` attribute, which the policy node reports. `whole_model_bf16`
     deploys the rest of a quantized model in bfloat16 too (see quant.deploy.deploy); a
-    full-precision model stays float32.
+    full-precision model stays float32. `kernel_choice` picks each deployed layer's kernel
+    (quant.kernel_choice: auto, packed or fastest).
     """
     from daptq_ros.policy.inference import load_policy
-    from daptq_ros.quant import deploy
 
     policy = load_policy(model_dir, device=device, num_steps=num_steps)
     stored = policy.loaded.meta.provenance.get("quantization")
@@ -102,15 +123,15 @@ def load_policy_with_bits(
                 "or pass the full-precision model directory"
             )
         if deployed:
-            policy.loaded.model = deploy(policy.model, whole_model_bf16=whole_model_bf16)
+            deploy_policy(policy, kernel_choice, whole_model_bf16)
         policy.bit_config = name
         return policy, name
     if bits == FULL_PRECISION:
         policy.bit_config = FULL_PRECISION
         return policy, FULL_PRECISION
     config = check_runtime_bit_config(bits)
-    quantize_policy(policy, config, deployed=deployed)
-    if deployed and whole_model_bf16:
-        cast_float32_parameters(policy.model)
+    quantize_policy(policy, config)
+    if deployed:
+        deploy_policy(policy, kernel_choice, whole_model_bf16)
     policy.bit_config = config.name
     return policy, config.name

@@ -26,7 +26,7 @@ from daptq_ros.quant.config import (
     QuantConfig,
     check_layer,
 )
-from daptq_ros.quant.deploy import _set_submodule, deploy
+from daptq_ros.quant.deploy import deploy, set_submodule
 from daptq_ros.quant.formats import to_bf16_grid
 
 METHOD_MODULES: dict[str, ModuleType] = {
@@ -79,7 +79,7 @@ def quantize(
     for name in tqdm(list(plan), desc=f"quantize ({config.method})", unit="layer", leave=False):
         spec, linear = plan[name], modules[name]
         if spec.is_integer:
-            _set_submodule(
+            set_submodule(
                 model, name, method.quantize_linear(linear, spec, stats.get(name), config)
             )
         elif spec.weight_bits == HIGH_PRECISION_BITS:

@@ -9,10 +9,10 @@ rounding survives deployment) and run by these kernels:
   Int4OpaqueTensor (packed with torchao's scale/zero packing).
 - int8 weight-only, symmetric per channel: `aten._weight_int8pack_mm` (torchao 0.18's own
   int8 weight-only path dequantizes the whole matrix on every call, which is slower than bf16).
-- int8 dynamic activations x int8 weights (W8A8): torchao `Int8Tensor` with per-token
-  symmetric activation quantization (`int_scaled_matmul`).
-
-Only the CPU kernels are wired up so far; deploying to CUDA is refused with a clear error.
+- int8 dynamic activations x int8 weights (W8A8): per-token symmetric activation quantization
+  (the simulated arithmetic of formats.py, in float32) and `torch._int_mm` (int32 accumulation).
+  torchao's `Int8Tensor` ran the same arithmetic 1.8-4.4x slower on this CPU (its per-token
+  quantization ops and tensor-subclass dispatch), so it is not used.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import torch
 
 TINYGEMM_MID_CODE = 8  # tinygemm dequantizes a code q as (q - 8) * scale + zero
+ACTIVATION_HALF_RANGE = 127.5  # int8 per-token scale = max|x| / 127.5 (formats.py)
 
 
 @functools.cache
@@ -36,21 +37,9 @@ def _torchao() -> SimpleNamespace:
     registrations; neither concerns the CPU kernels used here.
     """
     with _muted_loggers("torchao", "torch.utils._pytree"):
-        from torchao.quantization.granularity import PerRow
-        from torchao.quantization.quant_primitives import MappingType
-        from torchao.quantization.quantize_.workflows.int8.int8_tensor import (
-            Int8Tensor,
-            QuantizeTensorToInt8Kwargs,
-        )
         from torchao.quantization.utils import pack_tinygemm_scales_and_zeros
 
-    return SimpleNamespace(
-        PerRow=PerRow,
-        MappingType=MappingType,
-        Int8Tensor=Int8Tensor,
-        Int8ActivationKwargs=QuantizeTensorToInt8Kwargs,
-        pack_tinygemm_scales_and_zeros=pack_tinygemm_scales_and_zeros,
-    )
+    return SimpleNamespace(pack_tinygemm_scales_and_zeros=pack_tinygemm_scales_and_zeros)
 
 
 @contextlib.contextmanager
@@ -103,21 +92,19 @@ def int8_weight_only_matmul(
     return torch.ops.aten._weight_int8pack_mm(x, weight_int8, scale)
 
 
-def int8_dynamic_weight(
-    weight_int8: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype
+def int8_dynamic_matmul(
+    x: torch.Tensor, weight_int8_t: torch.Tensor, weight_scale: torch.Tensor
 ) -> torch.Tensor:
-    """torchao int8 weight that quantizes its input per token at run time (W8A8)."""
-    ao = _torchao()
-    return ao.Int8Tensor(
-        weight_int8,
-        scale.reshape(-1, 1).float(),
-        block_size=[1, weight_int8.shape[1]],
-        dtype=dtype,
-        zero_point=torch.zeros(weight_int8.shape[0], 1, dtype=torch.int8),
-        act_quant_kwargs=ao.Int8ActivationKwargs(
-            granularity=ao.PerRow(), mapping_type=ao.MappingType.SYMMETRIC
-        ),
-    )
+    """W8A8: y = (s_x * s_w) * (q_x @ W_int8^T), float32 out (x 2-D float32).
+
+    q_x is the simulated per-token quantization (formats.fake_quantize_activation_per_token:
+    s_x = max|x| / 127.5, codes clamped to [-128, 127]); `weight_int8_t` is the [in, out]
+    transposed view of the signed codes and `weight_scale` their float32 per-row scale.
+    """
+    scale = x.abs().amax(dim=-1, keepdim=True).div_(ACTIVATION_HALF_RANGE)
+    scale.clamp_(min=torch.finfo(torch.float32).eps)
+    codes = torch.round(x / scale).clamp_(-128, 127).to(torch.int8)
+    return torch._int_mm(codes, weight_int8_t) * (scale * weight_scale)
 
 
 def tensor_bytes(t: torch.Tensor) -> int:

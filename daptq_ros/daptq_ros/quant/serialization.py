@@ -18,7 +18,7 @@ from torch import nn
 
 from daptq_ros.errors import ModelError
 from daptq_ros.quant.config import QuantConfig, config_from_dict
-from daptq_ros.quant.deploy import _set_submodule
+from daptq_ros.quant.deploy import set_submodule
 from daptq_ros.quant.formats import QuantizedWeight, WeightFormat
 from daptq_ros.quant.layers import QuantLinear
 
@@ -116,7 +116,7 @@ def load_quantized(model: nn.Module, path: str | Path) -> tuple[nn.Module, Quant
             tensors.pop(f"{name}.input_scale", None),
         )
         try:
-            _set_submodule(model, name, layer)
+            set_submodule(model, name, layer)
         except AttributeError:
             raise ModelError(
                 f"'{path}' has layer '{name}' that the given model lacks; "

@@ -285,6 +285,14 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         "deployment scale on CPUs with bf16 units; see docs/performance.md)",
     ),
     ParamSpec(
+        "kernel_choice",
+        "auto",
+        "how each quantized layer's kernel is picked at load, by timing the candidates on this "
+        "CPU (cached): auto = packed low-bit weights unless slower than bf16, packed = always "
+        "packed (least memory), fastest = fastest whatever the memory",
+        choices=("auto", "packed", "fastest"),
+    ),
+    ParamSpec(
         "flow_steps",
         0,
         "denoising steps of the action head (0 = the model's default)",

@@ -102,6 +102,7 @@ def default_policy_builder(params: Mapping[str, Any]) -> Callable[[str], ChunkPo
             str(params["device"]),
             steps,
             whole_model_bf16=bool(params["whole_model_bf16"]),
+            kernel_choice=str(params["kernel_choice"]),
         )
         freeze_heap()
         return policy
