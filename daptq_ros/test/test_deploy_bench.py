@@ -18,6 +18,7 @@ def report(tmp_path_factory):
     (out.parent / "performance_small_findings.md").write_text("## What limits it\n\nmeasured.\n")
     args = ["bench", "--deploy", "--families", "pi0", "--size", "pi0=default", "--runs", "2"]
     args += ["--variants", "fp32", "bf16", "w4a16", "daptq_budget", "--no-compile"]
+    args += ["--kernel-choice", "packed"]  # int4 stays int4 whatever this CPU measures
     args += ["--out", str(out), "--json"]
     return args, out
 
@@ -38,10 +39,18 @@ def test_deploy_bench_reports_every_variant_with_ratios_and_writes_the_doc(repor
     assert rows["w4a16"]["weight_mb"] < rows["bf16"]["weight_mb"]
     assert rows["w4a16"]["int4_gemv_weight_mb"] < rows["w4a16"]["gemv_weight_mb"]
     assert "int4_gemv_gbs" not in rows["bf16"]
+    assert rows["fp32"]["kernels"] == {}  # FP32 is not deployed
+    assert (
+        set(rows["bf16"]["kernels"]["prefix"]) == set(rows["bf16"]["kernels"]["head"]) == {"bf16"}
+    )
+    assert rows["w4a16"]["kernels"]["head"]["int4"] > 0
+    assert rows["w4a16"]["rss_x_fp32"] > 0 and data["kernel_choice"] == "packed"
     assert rows["daptq_budget"]["quantize_s"] > 0 and rows["fp32"]["quantize_s"] == 0
     doc = out.read_text()
     assert data["machine"]["torch"] in doc and "2 torch threads" in doc
     assert "daptq bench --deploy --families pi0 --runs 2 --size pi0=default" in doc
+    assert "--kernel-choice packed" in doc and "## Kernels chosen" in doc
+    assert "| pi0 / default | w4a16 | " in doc
     assert (out.parent / "performance_small_latency_vs_bytes.png").stat().st_size > 1000
     assert "(performance_small_latency_vs_bytes.png)" in doc and "## What limits it" in doc
 

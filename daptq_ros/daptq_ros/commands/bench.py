@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from daptq_ros.commands.eval import add_kernel_choice_argument
 from daptq_ros.errors import DaptqError
 
 
@@ -50,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     deploy.add_argument(
         "--runs", type=int, default=20, help="timed action chunks per variant (default: 20)"
     )
+    add_kernel_choice_argument(deploy)
     deploy.add_argument(
         "--no-compile",
         action="store_true",
@@ -129,7 +131,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     import sys
 
     from daptq_ros.policy.deploy_bench import VARIANTS, run_deploy_bench
-    from daptq_ros.policy.deploy_report import results_table, write_performance_doc
+    from daptq_ros.policy.deploy_report import kernels_table, write_performance_doc
 
     sizes = {}
     for item in args.size:
@@ -146,6 +148,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         not args.no_compile,
         sizes,
         progress=log,
+        kernel_choice=args.kernel_choice,
     )
     if args.out:
         findings = args.findings or args.out.with_name(args.out.stem + "_findings.md")
@@ -153,7 +156,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         write_performance_doc(report, args.out, _deploy_command(args), text)
         log(f"report written to {args.out}")
     print(
-        json.dumps(report, indent=2) if args.json else "\n".join(results_table(report["results"]))
+        json.dumps(report, indent=2) if args.json else "\n".join(kernels_table(report["results"]))
     )
     return 0
 
@@ -164,5 +167,6 @@ def _deploy_command(args: argparse.Namespace) -> str:
     parts += [f"--size {item}" for item in args.size]
     if args.variants:
         parts += ["--variants", *args.variants]
-    parts += ["--threads", str(args.threads)] + (["--no-compile"] if args.no_compile else [])
+    parts += ["--threads", str(args.threads), "--kernel-choice", args.kernel_choice]
+    parts += ["--no-compile"] if args.no_compile else []
     return " ".join([*parts, "--out", str(args.out)])

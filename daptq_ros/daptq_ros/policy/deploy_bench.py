@@ -173,22 +173,41 @@ def prepare(family: str, size: str, variant: str, path: Path) -> dict[str, float
     return {"parameters_m": parameters_m, "quantize_s": quantize_s}
 
 
-def load(family: str, size: str, variant: str, path: Path) -> tuple[Any, nn.Module, Any]:
-    """The variant as a robot loads it: architecture, weights file, deployed (bf16 model)."""
+def load(
+    family: str, size: str, variant: str, path: Path, kernel_choice: str = "auto"
+) -> tuple[Any, nn.Module, Any, dict[str, dict[str, int]]]:
+    """The variant as a robot loads it: architecture, weights file, deployed (bf16 model) with
+    kernels measured per layer; also the kernel counts per layer group (prefix / head)."""
     from safetensors.torch import load_model
 
-    from daptq_ros.quant import deploy
+    from daptq_ros.quant.kernel_choice import deploy_measured
     from daptq_ros.quant.serialization import load_quantized
 
     adapter, model, batch = build_scaled(family, size, initialise=False)
     if variant == "fp32":
         load_model(model, str(path))
-        return adapter, model, batch
+        return adapter, model, batch, {}
     if variant == "bf16":
         load_model(model, str(path))
     else:
         model, _ = load_quantized(model, path)
-    return adapter, deploy(model, whole_model_bf16=True), batch
+
+    def probe() -> None:
+        with torch.inference_mode():
+            adapter.sample(model, batch, None, torch.Generator().manual_seed(0))
+
+    choices = deploy_measured(model, probe, kernel_choice, whole_model_bf16=True)
+    return adapter, model, batch, kernels_by_group(adapter.prefix_modules(model), choices)
+
+
+def kernels_by_group(prefix_modules: list[str], choices: dict[str, Any]) -> dict[str, dict]:
+    """{"prefix" | "head": {kernel: layers}}: where each kernel was chosen."""
+    groups: dict[str, dict[str, int]] = {"prefix": {}, "head": {}}
+    for name, choice in choices.items():
+        in_prefix = any(name == m or name.startswith(f"{m}.") for m in prefix_modules)
+        counts = groups["prefix" if in_prefix else "head"]
+        counts[choice.kernel] = counts.get(choice.kernel, 0) + 1
+    return groups
 
 
 def chunk_timings(
@@ -298,18 +317,25 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def measure(
-    family: str, size: str, variant: str, path: Path, runs: int, with_compile: bool
+    family: str,
+    size: str,
+    variant: str,
+    path: Path,
+    runs: int,
+    with_compile: bool,
+    kernel_choice: str = "auto",
 ) -> dict[str, Any]:
     """Load one prepared variant and measure it (run in a child process of its own)."""
     from daptq_ros.quant import weight_bytes
 
     start = time.perf_counter()
-    adapter, model, batch = load(family, size, variant, path)
+    adapter, model, batch, kernels = load(family, size, variant, path, kernel_choice)
     load_s = time.perf_counter() - start
     gc.collect()
     result: dict[str, Any] = {
         "load_s": load_s,
         "weight_mb": weight_bytes(model) / 1e6,
+        "kernels": kernels,
     }
     totals, prefixes = chunk_timings(adapter, model, batch, runs)
     result.update(_latencies(totals, prefixes, ""))
@@ -357,8 +383,11 @@ def run_deploy_bench(
     with_compile: bool,
     sizes: dict[str, str] | None = None,
     progress: Callable[[str], None] = print,
+    kernel_choice: str = "auto",
 ) -> dict[str, Any]:
-    """Every (family, variant): prepared and measured in child processes; ratios to FP32 / BF16."""
+    """Every (family, variant): prepared and measured in child processes; ratios to FP32 / BF16.
+
+    `kernel_choice` is how each deployed layer's kernel is picked (quant.kernel_choice)."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise DaptqError(f"unknown variant '{unknown[0]}'; valid: {', '.join(VARIANTS)}")
@@ -373,7 +402,14 @@ def run_deploy_bench(
                 path = str(Path(scratch) / f"{family}_{variant}.safetensors")
                 common = {"family": family, "size": size, "variant": variant, "path": path}
                 row = {**common, **_child("prepare", **common)}
-                row.update(_child("measure", runs=runs, with_compile=with_compile, **common))
+                measured = _child(
+                    "measure",
+                    runs=runs,
+                    with_compile=with_compile,
+                    kernel_choice=kernel_choice,
+                    **common,
+                )
+                row.update(measured)
                 Path(path).unlink()
                 del row["path"]
                 rows.append(row)
@@ -386,6 +422,7 @@ def run_deploy_bench(
         "threads": threads,
         "runs": runs,
         "compiled": with_compile,
+        "kernel_choice": kernel_choice,
         "dram_copy_bandwidth_gbs": copy_bandwidth_gbs(),
         "results": rows,
     }
@@ -400,6 +437,7 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
                 base = family_rows[ref]
                 row[f"chunk_x_{ref}"] = row["chunk_ms_p50"] / base["chunk_ms_p50"]
                 row[f"bytes_x_{ref}"] = row["weight_mb"] / base["weight_mb"]
+                row[f"rss_x_{ref}"] = row["rss_loaded_mb"] / base["rss_loaded_mb"]
 
 
 def machine_description(threads: int) -> dict[str, str]:

@@ -41,6 +41,30 @@ def results_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def kernels_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: the kernels chosen per layer group, and the ratios the targets name."""
+    lines = [
+        "| family / size | variant | prefix kernels | head kernels | chunk x BF16 "
+        "| weight bytes x FP32 | RSS loaded x FP32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        groups = r.get("kernels") or {}
+        lines.append(
+            f"| {r['family']} / {r['size']} | {r['variant']} "
+            f"| {_counts(groups.get('prefix'))} | {_counts(groups.get('head'))} "
+            f"| {_num(r.get('chunk_x_bf16'), 2)} | {_num(r.get('bytes_x_fp32'), 3)} "
+            f"| {_num(r.get('rss_x_fp32'), 2)} |"
+        )
+    return lines
+
+
+def _counts(counts: dict[str, int] | None) -> str:
+    if not counts:
+        return "-"
+    return ", ".join(f"{kernel} {n}" for kernel, n in sorted(counts.items()))
+
+
 def compiled_table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown rows: eager vs torch.compile latency per variant."""
     lines = [
@@ -105,7 +129,9 @@ def write_performance_doc(
         f"threads, {machine['omp']}; Python {machine['python']}, "
         f"torch {machine['torch']}, torchao {machine['torchao']}, transformers "
         f"{machine['transformers']}. DRAM copy bandwidth {report['dram_copy_bandwidth_gbs']:.1f} "
-        f"GB/s. Batch 1, {report['runs']} timed chunks per variant after 2 warm-up chunks.",
+        f"GB/s. Batch 1, {report['runs']} timed chunks per variant after 2 warm-up chunks. "
+        f"Kernel choice `{report.get('kernel_choice', 'auto')}`: each Linear's kernel timed on "
+        "this CPU for the rows it sees (quant/kernel_choice.py).",
         "",
         "Random weights at deployment scale (speed and memory only). Every variant except FP32 "
         "runs deployed with the whole model in bfloat16. *prefix* = vision + language backbone "
@@ -119,6 +145,10 @@ def write_performance_doc(
         "initialising it, so skeleton pages that the weights never overwrite stay unmapped; "
         "file pages of the memory-mapped weights count while they are read, and so does the "
         "roofline's read buffer of up to 2 GiB).",
+        "",
+        "## Kernels chosen and the targets' ratios",
+        "",
+        *kernels_table(report["results"]),
         "",
         "## Eager",
         "",

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from daptq_ros.errors import ModelError
+from daptq_ros.quant.deploy import DeployedLinear
 
 
 @dataclass
@@ -48,9 +49,16 @@ class Batch:
 
 
 def compute_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype inputs must have: that of every floating parameter if they share one (a
-    whole-model bfloat16 deployment), else float32 (deployed Linears convert on their own)."""
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    """The dtype inputs must have: that of every floating parameter outside the deployed
+    Linears if they share one (a whole-model bfloat16 deployment), else float32 (deployed
+    Linears convert on their own, whatever their kernel's dtype)."""
+    dtypes = {
+        p.dtype
+        for module in model.modules()
+        if not isinstance(module, DeployedLinear)
+        for p in module.parameters(recurse=False)
+        if p.is_floating_point()
+    }
     return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
