@@ -92,8 +92,10 @@ def test_modes_pick_by_their_rules():
     kept = nn.Linear(256, 256)
     assert kc.pick(kept, {"bf16": 20.0, "fp32": 5.0}, "auto") == "bf16"  # BF16 is the reference
     assert kc.pick(kept, {"bf16": 20.0, "fp32": 5.0}, "fastest") == "fp32"
-    with pytest.raises(DaptqError, match="no packed kernel ran"):
-        kc.pick(layer, {"bf16": 1.0}, "auto")
+    # a device without the packed kernel (measured as failing): auto falls back, packed says so
+    assert kc.pick(layer, {"bf16": 1.0, "fp32": 2.0}, "auto") == "bf16"
+    with pytest.raises(DaptqError, match="no packed kernel ran W4 asym g128 256x256"):
+        kc.pick(layer, {"bf16": 1.0}, "packed")
 
 
 def test_record_rows_counts_the_rows_of_every_call():
@@ -207,3 +209,36 @@ def test_deploy_measured_rebuilds_the_layers_whose_choice_differs(tmp_path):
         assert _relative_error(model(x), expected) < FLOAT32_TOLERANCE
     with pytest.raises(DaptqError, match="kernel choice 'speed' is unknown"):
         kc.deploy_measured(model, lambda: None, "speed")
+
+
+def test_every_kernel_op_of_every_device_exists_in_this_torch():
+    from daptq_ros.quant.kernels import KERNEL_OPS
+
+    assert set(KERNEL_OPS) == {"cpu", "cuda"}
+    for device, ops in KERNEL_OPS.items():
+        assert set(ops) == {"int4", "int8_weight_only", "int8_dynamic"}, device
+        for op in ops.values():
+            assert hasattr(torch.ops.aten, op), f"{device}: aten.{op}"
+
+
+def test_cuda_int4_layout_helpers():
+    from daptq_ros.quant.kernels import cuda_inner_k_tiles, nibble_pack
+
+    codes = torch.tensor([[1, 2, 15, 0], [7, 8, 9, 10]], dtype=torch.uint8)
+    assert nibble_pack(codes).tolist() == [[0x12, 0xF0], [0x78, 0x9A]]
+    assert [cuda_inner_k_tiles(k) for k in (128, 256, 64, 96, 32)] == [8, 8, 4, 2, 2]
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_cuda_policy_is_refused_with_the_reason_and_fix():
+    from daptq_ros.policy.model_dir import default_model_dir
+    from daptq_ros.policy.quantize import load_policy_with_bits
+
+    with pytest.raises(
+        DaptqError, match=r"device 'cuda': torch .* (no CUDA support|no GPU).*use device 'cpu'"
+    ):
+        load_policy_with_bits(default_model_dir("pi0"), "w4a16", device="cuda")
+    with pytest.raises(DaptqError, match="run on 'cpu' or 'cuda', not 'tpu'"):
+        load_policy_with_bits(default_model_dir("pi0"), "w4a16", device="tpu")

@@ -12,7 +12,7 @@ from torch import nn
 from daptq_ros.errors import ConfigError
 from daptq_ros.quant import QuantConfig, quantize
 from daptq_ros.quant.api import METHOD_MODULES
-from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE, INT8_COLUMNS_MULTIPLE
+from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE, INT8_COLUMNS_MULTIPLE, check_device
 from daptq_ros.quant.kernel_choice import LayerChoice, deploy_measured
 
 FULL_PRECISION = "fp32"  # the bit config name that means: no quantization
@@ -113,6 +113,7 @@ def load_policy_with_bits(
     """
     from daptq_ros.policy.inference import load_policy
 
+    check_device(device)
     policy = load_policy(model_dir, device=device, num_steps=num_steps)
     stored = policy.loaded.meta.provenance.get("quantization")
     if stored is not None:

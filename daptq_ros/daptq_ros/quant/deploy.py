@@ -200,8 +200,8 @@ def deploy(
     frequencies, noise schedules) stay float32; family samplers cast their inputs with
     `compute_dtype`.
     """
-    if device != "cpu":
-        raise DaptqError(f"deploying to '{device}' is not supported yet; deploy on 'cpu'")
+    check_device(device)
+    model.to(device)
     for name, module in list(model.named_modules()):
         if isinstance(module, (QuantLinear, nn.Linear)):
             try:
@@ -212,6 +212,25 @@ def deploy(
     if whole_model_bf16:
         cast_float32_parameters(model)
     return model.eval()
+
+
+def check_device(device: str) -> None:
+    """A DaptqError naming the problem and the fix unless `device` can run deployed kernels."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        kind = str(device)
+    if kind == "cpu":
+        return
+    if kind != "cuda":
+        raise DaptqError(f"deployed kernels run on 'cpu' or 'cuda', not '{device}'")
+    if not torch.cuda.is_available():
+        why = "has no CUDA support" if not torch.backends.cuda.is_built() else "finds no GPU"
+        raise DaptqError(
+            f"device '{device}': torch {torch.__version__} {why} on this machine; "
+            "use device 'cpu' (policy node: device:=cpu), or install a CUDA build of torch "
+            "on a machine with an NVIDIA GPU"
+        )
 
 
 def cast_float32_parameters(model: nn.Module, dtype: torch.dtype = DEPLOY_DTYPE) -> None:

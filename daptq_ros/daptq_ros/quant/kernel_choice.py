@@ -231,9 +231,12 @@ def pick(layer: QuantLinear | nn.Linear, timings: dict[str, float], mode: str) -
     if not isinstance(layer, QuantLinear):
         return REFERENCE_KERNEL  # a kept layer is the BF16 deployment itself
     packed = [k for k in packed_kernels(layer) if k in timings]
-    if not packed:
-        raise DaptqError(f"no packed kernel ran {describe_layer(layer)} on this machine")
     if mode == "packed":
+        if not packed:
+            raise DaptqError(
+                f"no packed kernel ran {describe_layer(layer)} on this machine; use kernel "
+                "choice auto or fastest"
+            )
         return min(packed, key=timings.__getitem__)
     # auto: the least memory that is clearly faster than bf16, else the fastest
     limit = (1 - AUTO_MARGIN) * timings.get(REFERENCE_KERNEL, float("inf"))

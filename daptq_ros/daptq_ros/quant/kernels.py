@@ -6,13 +6,17 @@ rounding survives deployment) and run by these kernels:
 
 - int4 (and 2/3-bit codes, which fit the int4 grid), group 32/64/128, bf16 activations:
   `aten._weight_int4pack_mm_for_cpu` on weights in the tinygemm layout of torchao's
-  Int4OpaqueTensor (packed with torchao's scale/zero packing).
+  Int4OpaqueTensor (packed with torchao's scale/zero packing); on CUDA, tinygemm's
+  `aten._weight_int4pack_mm`.
 - int8 weight-only, symmetric per channel: `aten._weight_int8pack_mm` (torchao 0.18's own
   int8 weight-only path dequantizes the whole matrix on every call, which is slower than bf16).
 - int8 dynamic activations x int8 weights (W8A8): per-token symmetric activation quantization
   (the simulated arithmetic of formats.py, in float32) and `torch._int_mm` (int32 accumulation).
   torchao's `Int8Tensor` ran the same arithmetic 1.8-4.4x slower on this CPU (its per-token
   quantization ops and tensor-subclass dispatch), so it is not used.
+
+`KERNEL_OPS` lists the op behind each kernel per device. The CUDA path is written against
+torch's documented ops but has not yet run on a GPU here (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -55,31 +59,72 @@ def _muted_loggers(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
+# The aten op behind each packed kernel, per device (tests check that each exists in torch).
+KERNEL_OPS: dict[str, dict[str, str]] = {
+    "cpu": {
+        "int4": "_weight_int4pack_mm_for_cpu",
+        "int8_weight_only": "_weight_int8pack_mm",
+        "int8_dynamic": "_int_mm",
+    },
+    "cuda": {
+        "int4": "_weight_int4pack_mm",  # tinygemm
+        "int8_weight_only": "_weight_int8pack_mm",
+        "int8_dynamic": "_int_mm",
+    },
+}
+CUDA_INT_MM_MIN_ROWS = 17  # torch._int_mm on CUDA needs more than 16 rows: fewer are padded
+INT4_CUDA_INNER_K_TILES = (8, 4, 2)  # tinygemm's K tiling, largest that divides in_features
+
+
 def pack_int4(
     codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pack [out, in] codes in [0, 15] and [out, G] scale/zero for the CPU int4 kernel.
+    """Pack [out, in] codes in [0, 15] and [out, G] scale/zero for the int4 kernel of the
+    device the codes are on (CPU, or tinygemm on CUDA).
 
     Our dequantization (q - z) * s equals tinygemm's (q - 8) * s + zero_f with
     zero_f = (8 - z) * s, so any code grid up to 4 bits maps exactly (zero_f rounds to bf16).
-    Returns (packed weight, packed scales-and-zeros), the layout torchao's Int4OpaqueTensor uses.
+    Returns (packed weight, packed scales-and-zeros), the layouts of torchao's Int4OpaqueTensor
+    (CPU) and tinygemm tensors (CUDA).
     """
     zero_float = ((TINYGEMM_MID_CODE - zero) * scale).to(torch.bfloat16)
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+    if codes.is_cuda:
+        tiles = cuda_inner_k_tiles(codes.shape[1])
+        packed = torch.ops.aten._convert_weight_to_int4pack(nibble_pack(codes), tiles)
+    else:
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
     scale_and_zero = _torchao().pack_tinygemm_scales_and_zeros(
         scale.to(torch.bfloat16), zero_float, torch.bfloat16
     )
     return packed, scale_and_zero
 
 
+def nibble_pack(codes: torch.Tensor) -> torch.Tensor:
+    """[out, in] codes in [0, 15] as uint8 [out, in / 2], even columns in the high nibble
+    (the input layout of aten._convert_weight_to_int4pack)."""
+    codes = codes.to(torch.uint8)
+    return ((codes[:, ::2] << 4) | codes[:, 1::2]).contiguous()
+
+
+def cuda_inner_k_tiles(in_features: int) -> int:
+    """tinygemm's inner K tiles for a layer: the largest of 8, 4, 2 whose 16-column tiles
+    divide in_features (int4 groups of 32, 64 or 128 columns guarantee one does)."""
+    for tiles in INT4_CUDA_INNER_K_TILES:
+        if in_features % (tiles * 16) == 0:
+            return tiles
+    raise ValueError(f"the CUDA int4 kernel needs in_features divisible by 32, got {in_features}")
+
+
 def int4_matmul(
     x: torch.Tensor, packed: torch.Tensor, group_size: int, scale_and_zero: torch.Tensor
 ) -> torch.Tensor:
-    """y = x @ dequant(W)^T with the tinygemm CPU int4 kernel (x 2-D, bfloat16).
+    """y = x @ dequant(W)^T with the tinygemm int4 kernel of x's device (x 2-D, bfloat16).
 
     Called directly rather than through torchao's tensor subclass: the subclass dispatch cost
     about 30 us per layer at batch 1, 12 % of an 8-layer 2048-wide stack (measured here).
     """
+    if x.is_cuda:
+        return torch.ops.aten._weight_int4pack_mm(x, packed, group_size, scale_and_zero)
     return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scale_and_zero)
 
 
@@ -104,6 +149,10 @@ def int8_dynamic_matmul(
     scale = x.abs().amax(dim=-1, keepdim=True).div_(ACTIVATION_HALF_RANGE)
     scale.clamp_(min=torch.finfo(torch.float32).eps)
     codes = torch.round(x / scale).clamp_(-128, 127).to(torch.int8)
+    rows = codes.shape[0]
+    if codes.is_cuda and rows < CUDA_INT_MM_MIN_ROWS:
+        codes = torch.nn.functional.pad(codes, (0, 0, 0, CUDA_INT_MM_MIN_ROWS - rows))
+        return torch._int_mm(codes, weight_int8_t)[:rows] * (scale * weight_scale)
     return torch._int_mm(codes, weight_int8_t) * (scale * weight_scale)
 
 
