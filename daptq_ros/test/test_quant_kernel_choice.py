@@ -242,3 +242,22 @@ def test_cuda_policy_is_refused_with_the_reason_and_fix():
         load_policy_with_bits(default_model_dir("pi0"), "w4a16", device="cuda")
     with pytest.raises(DaptqError, match="run on 'cpu' or 'cuda', not 'tpu'"):
         load_policy_with_bits(default_model_dir("pi0"), "w4a16", device="tpu")
+
+
+def test_fused_activation_quantization_is_the_same_arithmetic_and_only_for_large_a8_layers():
+    layer = _layer("w4a8", width=256)
+    x = torch.randn(200, 256) * 3
+    with torch.no_grad():
+        eager = DeployedLinear(layer, "fp32")(x)
+        fused = DeployedLinear(layer, "fp32+fused")(x)
+    assert torch.equal(eager, fused)
+    assert "int4+fused" in kc.timed_candidates(layer, Counter({200: 1}))  # 51 200 values
+    assert kc.timed_candidates(layer, Counter({9: 10})) == ["int4", "bf16", "fp32"]
+    assert "int8_dynamic+fused" not in kc.timed_candidates(_layer("w8a8"), Counter({200: 1}))
+    assert kc.timed_candidates(_layer("w4a16"), Counter({200: 1})) == ["int4", "bf16", "fp32"]
+    with pytest.raises(DaptqError, match=r"kernel 'int8_dynamic\+fused' cannot run"):
+        DeployedLinear(_layer("w8a8"), "int8_dynamic+fused")  # it quantizes inside _int_mm
+    with pytest.raises(DaptqError, match=r"kernel 'int4\+fused' cannot run W4 asym g128 256x256"):
+        DeployedLinear(_layer("w4a16"), "int4+fused")
+    timings = {"int4": 30.0, "int4+fused": 12.0, "bf16": 20.0, "fp32": 25.0}
+    assert kc.pick(layer, timings, "auto") == "int4+fused"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import torch
@@ -154,6 +154,16 @@ def int8_dynamic_matmul(
         codes = torch.nn.functional.pad(codes, (0, 0, 0, CUDA_INT_MM_MIN_ROWS - rows))
         return torch._int_mm(codes, weight_int8_t)[:rows] * (scale * weight_scale)
     return torch._int_mm(codes, weight_int8_t) * (scale * weight_scale)
+
+
+@functools.cache
+def fused_activation_quantizer() -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """formats.fake_quantize_activation_per_token compiled by inductor (dynamic shapes): one
+    reduction and one elementwise pass. It compiles on first use (~9 s here, then cached on
+    disk) and costs more per call than the eager ops below ~30 k activation values."""
+    from daptq_ros.quant.formats import fake_quantize_activation_per_token
+
+    return torch.compile(fake_quantize_activation_per_token, dynamic=True)
 
 
 def tensor_bytes(t: torch.Tensor) -> int:
