@@ -24,6 +24,9 @@ quantization), so the choice changes speed and memory, never what was evaluated.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import logging
 import os
@@ -147,11 +150,11 @@ class KernelTimingCache:
         if not isinstance(self.data, dict):
             self.data = {}
 
-    def get(self, signature: str) -> dict[str, float] | None:
+    def get(self, signature: str) -> dict[str, float | None] | None:
         """The timings stored for `signature` on this machine, or None."""
         return self.data.get(self.key, {}).get(signature)
 
-    def put(self, signature: str, timings: dict[str, float]) -> None:
+    def put(self, signature: str, timings: dict[str, float | None]) -> None:
         """Store timings for `signature` (written by `save`)."""
         self.data.setdefault(self.key, {})[signature] = timings
 
@@ -194,23 +197,24 @@ def time_kernels(
     rows: Counter[int],
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Microseconds per recorded run (every call) of each candidate kernel on this layer.
 
-    A candidate that fails on this machine (an op this torch build lacks) is left out and
-    logged; the default packed kernel is always a candidate.
+    A candidate that fails on this machine (an op this torch build lacks) is logged and gets
+    None.
     """
     timings = {}
     generator = torch.Generator().manual_seed(0)
     inputs = {
         r: torch.randn(r, layer.in_features, generator=generator).to(device, dtype) for r in rows
     }
-    for kernel in kernel_candidates(layer):
+    for kernel in timed_candidates(layer, rows):
         try:
             deployed = DeployedLinear(layer, kernel).to(device)
             timings[kernel] = sum(n * _median_us(deployed, inputs[r]) for r, n in rows.items())
         except (RuntimeError, NotImplementedError) as error:
             log.warning("kernel %s cannot run %s here: %s", kernel, describe_layer(layer), error)
+            timings[kernel] = None  # cached too: this machine cannot run it
     return timings
 
 
@@ -282,9 +286,10 @@ def choose_kernels(
         layer = layers[name]
         signature = layer_signature(layer, rows, dtype)
         timings = cache.get(signature)
-        if timings is None:
-            timings = time_kernels(layer, rows, dtype, device)
+        if timings is None or set(timings) != set(timed_candidates(layer, rows)):
+            timings = time_kernels(layer, rows, dtype, device)  # new, or candidates changed
             cache.put(signature, timings)
+        timings = {kernel: us for kernel, us in timings.items() if us is not None}
         choices[name] = LayerChoice(
             name, describe_layer(layer), dict(rows), timings, pick(layer, timings, mode)
         )
@@ -320,4 +325,14 @@ def deploy_measured(
     for name, choice in choices.items():
         if model.get_submodule(name).kernel != choice.kernel:
             set_submodule(model, name, DeployedLinear(sources[name], choice.kernel).to(device))
+    sources.clear()
+    release_freed_memory()
     return choices
+
+
+def release_freed_memory() -> None:
+    """Hand the freed source layers' pages back to the OS (glibc keeps freed heap otherwise;
+    a robot's RAM sees resident memory). A no-op without glibc."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
