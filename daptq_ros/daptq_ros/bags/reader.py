@@ -1,33 +1,49 @@
-"""Open a rosbag2 (MCAP or sqlite3), describe it, and iterate its decoded messages."""
+"""Open a rosbag2 (folder, or a bare MCAP/sqlite3 file), describe it, iterate its messages."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import yaml
+from rosbags.interfaces import ConnectionExtRosbag2
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.reader import DirectoryReader
 
 from daptq_ros.bags.typestore import Distro, can_decode, embedded_types, make_typestore
 from daptq_ros.errors import BagError
 
+if TYPE_CHECKING:
+    from rosbags.interfaces import Connection
+    from rosbags.rosbag2.reader import ReaderProtocol
+
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+
+SERIALIZATION_FORMAT = "cdr"  # rosbag2's default; the only one rosbags (and so we) can decode
+
+log = logging.getLogger(__name__)
 
 _REINDEX_HINT = "if the recorder was killed, `ros2 bag reindex {path}` may recover it"
 
 
 @dataclass(frozen=True)
 class TopicInfo:
-    """One topic of a bag: its name, message type, message count and whether we can decode it."""
+    """One topic of a bag: its name, message type, message count and whether we can decode it.
+
+    `skipped` says why a topic is left out of reading (its embedded definition does not parse);
+    it is empty for every other topic.
+    """
 
     name: str
     msgtype: str
     count: int
     decodable: bool
+    skipped: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,13 @@ class BagInfo:
             "duration_s": self.duration_s,
             "message_count": self.message_count,
             "topics": [
-                {"name": t.name, "type": t.msgtype, "count": t.count, "decodable": t.decodable}
+                {
+                    "name": t.name,
+                    "type": t.msgtype,
+                    "count": t.count,
+                    "decodable": t.decodable,
+                    "skipped": t.skipped or None,
+                }
                 for t in self.topics
             ],
             "custom_data": dict(self.custom_data),
@@ -85,7 +107,10 @@ class BagMessage(NamedTuple):
 
 
 def bag_dir(path: str | Path) -> Path:
-    """The rosbag2 folder for `path`: the folder itself, or a .mcap/.db3 file's parent."""
+    """The bag at `path`: a rosbag2 folder, or a .mcap/.db3 file (its folder, if it has one).
+
+    A storage file with no metadata.yaml beside it is a bag of its own, as shared online.
+    """
     bag = Path(path)
     if not bag.exists():
         raise BagError(
@@ -98,17 +123,21 @@ def bag_dir(path: str | Path) -> Path:
                 f"{bag}: not a rosbag2 storage file (expected {' or '.join(STORAGE_SUFFIXES)}); "
                 "pass the bag folder"
             )
-        bag = bag.parent
+        return bag.parent if (bag.parent / "metadata.yaml").is_file() else bag
     if not (bag / "metadata.yaml").is_file():
         raise BagError(
             f"{bag}: has no metadata.yaml, so it is not a complete rosbag2 folder; "
             + _REINDEX_HINT.format(path=bag)
+            + ", or pass one of its .mcap/.db3 files to read that file alone"
         )
     return bag
 
 
 def find_bag_dirs(path: str | Path) -> list[Path]:
-    """The bag at `path`, or every bag folder anywhere below the folder `path`, sorted."""
+    """The bag at `path` (folder or storage file), or every bag folder below the folder `path`.
+
+    Bare .mcap/.db3 files below `path` are not searched for: pass them one by one.
+    """
     root = Path(path)
     if root.is_file() or (root / "metadata.yaml").is_file() or not root.is_dir():
         return [bag_dir(root)]  # bag_dir names the problem when `path` is not a bag
@@ -122,10 +151,11 @@ def find_bag_dirs(path: str | Path) -> list[Path]:
 
 
 class BagReader:
-    """A rosbag2 opened for reading; use as a context manager.
+    """A rosbag2 (folder or bare .mcap/.db3 file) opened for reading; use as a context manager.
 
     Decodes with the ROS 2 distro's types, daptq_ros_interfaces and the definitions the bag
     itself carries, so bags of types we have never seen (test_msgs, vendor messages) decode too.
+    A topic whose embedded definition does not parse is skipped with a warning (see TopicInfo).
     """
 
     def __init__(self, path: str | Path, *, distro: Distro = "humble") -> None:
@@ -133,9 +163,13 @@ class BagReader:
         self.path = bag_dir(path)
         self.distro: Distro = distro
         self._reader: Reader | None = None
+        self._skipped: dict[str, str] = {}
 
     def open(self) -> None:
         """Open the storage and build the typestore; a damaged bag raises BagError."""
+        if self.path.is_dir():
+            # rosbags refuses such a folder with an error that reads like damage; name the format.
+            _check_serialization(self.path, _metadata_formats(self.path))
         reader = Reader(self.path)
         # rosbags lets low-level errors (struct, unicode, sqlite, overflow) escape on damaged
         # files; whatever these calls raise is about the file, so it becomes one BagError.
@@ -145,12 +179,25 @@ class BagReader:
             raise self._damaged(error) from error
         self._reader = reader
         try:
-            self._store = make_typestore(
-                self.distro, embedded_types(reader.connections, str(self.path))
-            )
+            # A bare storage file is not checked by rosbags: its topics may hold any format.
+            _check_serialization(self.path, _connection_formats(reader.connections))
+            types, unparsable = embedded_types(reader.connections)
+            self._store = make_typestore(self.distro, types)
         except BagError:
             self.close()
             raise
+        self._skipped = {
+            c.topic: unparsable[c.msgtype] for c in reader.connections if c.msgtype in unparsable
+        }
+        for topic, why in sorted(self._skipped.items()):
+            msgtype = reader.topics[topic].msgtype or "(several types)"
+            log.warning(
+                "%s: skipping topic %s (%s): %s; the other topics read normally",
+                self.path,
+                topic,
+                msgtype,
+                why,
+            )
 
     def close(self) -> None:
         """Close the storage files."""
@@ -176,7 +223,6 @@ class BagReader:
         reader = self._open_reader()
         count = reader.message_count
         storage = reader.storage
-        assert isinstance(storage, DirectoryReader)  # bag_dir always hands Reader a folder
         return BagInfo(
             path=self.path,
             storage=_storage_name(storage),
@@ -189,7 +235,10 @@ class BagReader:
                     name,
                     topic.msgtype or "(several types)",
                     topic.msgcount,
-                    bool(topic.msgtype) and can_decode(self._store, topic.msgtype),
+                    name not in self._skipped
+                    and bool(topic.msgtype)
+                    and can_decode(self._store, topic.msgtype),
+                    self._skipped.get(name, ""),
                 )
                 for name, topic in sorted(reader.topics.items())
             ),
@@ -203,14 +252,22 @@ class BagReader:
         start_ns: int | None = None,
         stop_ns: int | None = None,
     ) -> Iterator[BagMessage]:
-        """Decoded messages of `topics` (all when None) in record-time order, in [start, stop)."""
+        """Decoded messages of `topics` in record-time order, in [start, stop).
+
+        `topics` None reads every topic but the skipped ones (TopicInfo.skipped).
+        """
         reader = self._open_reader()
         info = self.info
-        wanted = [t.name for t in info.topics] if topics is None else list(topics)
+        wanted = [t.name for t in info.topics if not t.skipped] if topics is None else list(topics)
         if not wanted:
             return  # rosbags reads every topic when given no connections
         for name in wanted:
             topic = info.topic(name)
+            if topic.skipped:
+                raise BagError(
+                    f"{self.path}: topic {name} ({topic.msgtype}) was skipped: {topic.skipped}; "
+                    "pass only the other topics: this one cannot be decoded without a definition"
+                )
             if not topic.decodable:
                 raise BagError(
                     f"{self.path}: topic {name} has type {topic.msgtype}, whose definition is "
@@ -249,7 +306,7 @@ class BagReader:
                 raise BagError(
                     f"{self.path}: topic {connection.topic} gave {counts[connection.id]} of the "
                     f"{connection.msgcount} messages its metadata lists; the bag is truncated; "
-                    + _REINDEX_HINT.format(path=self.path)
+                    + _reindex_hint(self.path)
                 )
 
     def _open_reader(self) -> Reader:
@@ -263,18 +320,64 @@ class BagReader:
             return BagError(f"{self.path}: no permission to read it ({detail}); fix its mode")
         return BagError(
             f"{self.path}: the bag is damaged or truncated and cannot be read ({detail}); "
-            "re-record it, or " + _REINDEX_HINT.format(path=self.path)
+            "re-record it, or " + _reindex_hint(self.path)
         )
 
 
-def _storage_name(storage: DirectoryReader) -> str:
-    """The storage plugin id (mcap, sqlite3) of an open rosbag2 folder."""
+def _reindex_hint(path: Path) -> str:
+    """How `ros2 bag reindex`, which works on folders only, may recover the bag at `path`."""
+    if path.is_dir():
+        return _REINDEX_HINT.format(path=path)
+    return (
+        f"if the recorder was killed, moving {path.name} into a folder of its own and running "
+        "`ros2 bag reindex` on that folder may recover it"
+    )
+
+
+def _storage_name(storage: ReaderProtocol) -> str:
+    """The storage plugin id (mcap, sqlite3) of an open rosbag2 folder or bare storage file."""
     plugins = {plugin: name for name, plugin in DirectoryReader.STORAGE_PLUGINS.items()}
+    if not isinstance(storage, DirectoryReader):
+        return plugins[type(storage)]
     # A folder whose metadata lists no storage file has nothing to name.
     return plugins[type(storage.storages[0])] if storage.storages else "none"
 
 
+def _metadata_formats(folder: Path) -> dict[str, str]:
+    """Serialization format per topic as the folder's metadata.yaml lists it; {} if unreadable."""
+    try:
+        meta = yaml.safe_load((folder / "metadata.yaml").read_text())
+        topics = meta["rosbag2_bagfile_information"]["topics_with_message_count"]
+        return {
+            t["topic_metadata"]["name"]: t["topic_metadata"]["serialization_format"] for t in topics
+        }
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return {}  # rosbags names what is wrong with the file when it opens it
+
+
+def _connection_formats(connections: Iterable[Connection]) -> dict[str, str]:
+    """Serialization format per topic of an open bag's connections."""
+    return {
+        c.topic: c.ext.serialization_format
+        for c in connections
+        if isinstance(c.ext, ConnectionExtRosbag2)
+    }
+
+
+def _check_serialization(path: Path, formats: dict[str, str]) -> None:
+    """Refuse a bag with topics not serialized as CDR, naming each such topic and its format."""
+    other = {topic: fmt for topic, fmt in formats.items() if fmt != SERIALIZATION_FORMAT}
+    if other:
+        listed = ", ".join(f"{topic} ({fmt})" for topic, fmt in sorted(other.items()))
+        raise BagError(
+            f"{path}: topics in a serialization format other than {SERIALIZATION_FORMAT}, "
+            f"which is the only one that can be decoded: {listed}; re-record them in "
+            f"{SERIALIZATION_FORMAT} (the rosbag2 default: leave out `ros2 bag record "
+            "--serialization-format`)"
+        )
+
+
 def bag_info(path: str | Path, *, distro: Distro = "humble") -> BagInfo:
-    """Describe the bag at `path` (folder, or one of its .mcap/.db3 files)."""
+    """Describe the bag at `path` (folder, one of its .mcap/.db3 files, or a bare such file)."""
     with BagReader(path, distro=distro) as reader:
         return reader.info

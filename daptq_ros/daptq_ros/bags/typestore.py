@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from rosbags.interfaces import MessageDefinitionFormat
+from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
 from rosbags.typesys import (
     Stores,
     TypesysError,
@@ -65,27 +65,41 @@ def interface_types(msg_dir: Path | None = None) -> Typesdict:
     return types
 
 
-def embedded_types(connections: Iterable[Connection], source: str) -> Typesdict:
-    """The message definitions a bag carries (MCAP, sqlite3 since Iron), parsed per type."""
+def embedded_types(connections: Iterable[Connection]) -> tuple[Typesdict, dict[str, str]]:
+    """The message definitions a bag carries (MCAP, sqlite3 since Iron), parsed per type.
+
+    Also returns, per message type whose definition does not parse, why: one broken definition
+    (Jazzy embeds service events' .srv text) must not keep the bag's other topics from reading.
+    """
     types: Typesdict = {}
+    unparsable: dict[str, str] = {}
     for connection in connections:
-        definition = connection.msgdef
         try:
-            if definition.format == MessageDefinitionFormat.MSG:
-                types.update(get_types_from_msg(definition.data, connection.msgtype))
-            elif definition.format == MessageDefinitionFormat.IDL:
-                for chunk in definition.data.split(_IDL_SEPARATOR):
-                    # Each chunk of a multi-file definition starts with an "IDL: <name>" line.
-                    idl = chunk.split("\n", 1)[1] if chunk.startswith("IDL: ") else chunk
-                    if idl.strip():
-                        types.update(get_types_from_idl(idl))
+            types.update(parse_definition(connection.msgdef, connection.msgtype))
         except (TypesysError, IndexError, ValueError) as error:
-            raise BagError(
-                f"{source}: the embedded definition of {connection.msgtype} (topic "
-                f"{connection.topic}) cannot be parsed ({error}); the file is damaged or was "
-                "written by a broken recorder: re-record it"
-            ) from None
+            why = _one_line(error)
+            unparsable[connection.msgtype] = f"its embedded definition cannot be parsed ({why})"
+    return types, unparsable
+
+
+def parse_definition(definition: MessageDefinition, msgtype: str) -> Typesdict:
+    """The types one embedded definition (.msg or IDL text) of `msgtype` declares; {} if none."""
+    types: Typesdict = {}
+    if definition.format == MessageDefinitionFormat.MSG:
+        types.update(get_types_from_msg(definition.data, msgtype))
+    elif definition.format == MessageDefinitionFormat.IDL:
+        for chunk in definition.data.split(_IDL_SEPARATOR):
+            # Each chunk of a multi-file definition starts with an "IDL: <name>" line.
+            idl = chunk.split("\n", 1)[1] if chunk.startswith("IDL: ") else chunk
+            if idl.strip():
+                types.update(get_types_from_idl(idl))
     return types
+
+
+def _one_line(error: Exception, limit: int = 200) -> str:
+    """The error's text on one line (rosbags quotes whole definitions), cut at `limit` chars."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def make_typestore(distro: Distro = "humble", extra: Typesdict | None = None) -> Typestore:

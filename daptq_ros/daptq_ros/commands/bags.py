@@ -6,7 +6,7 @@ import argparse
 import json
 from datetime import datetime, timezone
 
-from daptq_ros.bags.reader import BagInfo, bag_info
+from daptq_ros.bags.reader import BagInfo, TopicInfo, bag_info
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,13 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="storage, duration, message count and per-topic table of a bag",
         description="Print a bag's storage plugin, time span, total message count and, per "
         "topic, its message type and count. Topics whose type has no definition in the bag, "
-        "the ROS 2 standard types or daptq_ros_interfaces are marked: they cannot be decoded.",
+        "the ROS 2 standard types or daptq_ros_interfaces are marked: they cannot be decoded; "
+        "so are topics skipped because the definition the bag embeds does not parse.",
     )
     info.add_argument(
         "path",
         metavar="PATH",
-        help="the bag folder written by `ros2 bag record` (holding metadata.yaml), "
-        "or one of its .mcap/.db3 files",
+        help="the bag folder written by `ros2 bag record` (holding metadata.yaml), one of its "
+        ".mcap/.db3 files, or a bare .mcap/.db3 file without metadata.yaml",
     )
     info.add_argument(
         "--json",
@@ -57,10 +58,7 @@ def format_info(info: BagInfo) -> str:
     ]
     lines += [f"metadata:  {key} = {value}" for key, value in sorted(info.custom_data.items())]
     rows = [("topic", "type", "count")]
-    rows += [
-        (t.name, t.msgtype + ("" if t.decodable else "  (no definition)"), str(t.count))
-        for t in info.topics
-    ]
+    rows += [(t.name, t.msgtype + _undecodable_mark(t), str(t.count)) for t in info.topics]
     name_width = max(len(r[0]) for r in rows)
     type_width = max(len(r[1]) for r in rows)
     lines.append("")
@@ -74,3 +72,10 @@ def _clock(ns: int) -> str:
     utc = timezone.utc  # noqa: UP017
     stamp = datetime.fromtimestamp(ns / 1e9, tz=utc).isoformat(timespec="milliseconds")
     return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d} ({stamp})"
+
+
+def _undecodable_mark(topic: TopicInfo) -> str:
+    """'' for a decodable topic, else why it cannot be decoded."""
+    if topic.skipped:
+        return "  (skipped: embedded definition does not parse)"
+    return "" if topic.decodable else "  (no definition)"
