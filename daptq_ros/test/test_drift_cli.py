@@ -138,6 +138,7 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]):
     for option in ("--run", "--reference", "--urdf", "--ee-frame", "--joint-topic", "--ee-topic"):
         assert option in out
     assert "--dtw-window" in out and "--out" in out and "--json" in out
+    assert "--tf-chain BASE TOOL" in out and "--locked-joints NAME [NAME ...]" in out
     assert "daptq.bit_config" in out and "daptq.episode" in out
     assert "drift" in COMMAND_MODULES
 

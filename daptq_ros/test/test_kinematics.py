@@ -158,3 +158,47 @@ def test_every_shipped_arm_loads(name: str) -> None:
 def test_unknown_arm() -> None:
     with pytest.raises(KinematicsError, match="unknown arm 'kuka'; known arms: panda"):
         Kinematics.from_robot_name("kuka")
+
+
+LIMIT = "<limit lower='0' upper='1' effort='1' velocity='1'/>"
+TWO_ROOTS = "<robot name='x'><link name='a'/><link name='b'/></robot>"
+MISSING_CHILD = (
+    "<robot name='x'><link name='a'/><joint name='j' type='revolute'><parent link='a'/>"
+    f"<child link='hand'/><axis xyz='0 0 1'/>{LIMIT}</joint></robot>"
+)
+MALFORMED = "<robot name='x'>\n<link name='a'/>\n<joint name='j'\n</robot>\n"
+XACRO = (
+    "<robot xmlns:xacro='http://www.ros.org/wiki/xacro' name='x'>"
+    "<xacro:property name='r' value='1'/><link name='a'/><link name='b'/></robot>"
+)
+
+
+@pytest.mark.parametrize(
+    ("urdf", "cause"),
+    [
+        (TWO_ROOTS, r"Two root links found: \[a\] and \[b\]"),
+        (MISSING_CHILD, r"child link \[hand\] of joint \[j\] not found"),
+        (MALFORMED, r"XML_ERROR.*Line number=3"),
+    ],
+)
+def test_invalid_urdf_keeps_urdfdom_cause(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], urdf: str, cause: str
+) -> None:
+    with pytest.raises(KinematicsError, match=rf"robot_description: not a valid URDF \(.*{cause}"):
+        Kinematics.from_urdf(urdf, "a")
+    (tmp_path / "robot.urdf").write_text(urdf)
+    with pytest.raises(
+        KinematicsError, match=rf"robot\.urdf: not a valid URDF \(.*{cause}"
+    ) as error:
+        Kinematics.from_urdf(tmp_path / "robot.urdf", "a")
+    assert "xacro" not in str(error.value)
+    assert "Error" not in capfd.readouterr().err  # the cause is in the message, not on stderr
+
+
+def test_xacro_hint_only_for_xacro(tmp_path: Path) -> None:
+    hint = r"expand the xacro first \(xacro robot\.urdf\.xacro > robot\.urdf\)"
+    with pytest.raises(KinematicsError, match=rf"Two root links found.*; {hint}"):
+        Kinematics.from_urdf(XACRO, "a")
+    (tmp_path / "arm.urdf.xacro").write_text(TWO_ROOTS)
+    with pytest.raises(KinematicsError, match=rf"arm\.urdf\.xacro: .*Two root links.*; {hint}"):
+        Kinematics.from_urdf(tmp_path / "arm.urdf.xacro", "a")

@@ -1,23 +1,39 @@
-"""Read a bag's joint trajectory and end-effector pose stream into numpy arrays."""
+"""Read a bag's joint trajectory and end-effector pose stream into numpy arrays.
+
+End-effector poses come from geometry_msgs/PoseStamped, PoseWithCovarianceStamped and
+TransformStamped, nav_msgs/Odometry, or a chain of transforms on tf2_msgs/TFMessage (/tf).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from daptq_ros.bags.convert import joint_state_to_numpy, pose_stamped_to_numpy
+from daptq_ros.bags.convert import (
+    PoseSample,
+    joint_state_to_numpy,
+    pose_stamped_to_numpy,
+    time_to_sec,
+)
 from daptq_ros.bags.reader import BagMessage, BagReader
 from daptq_ros.bags.typestore import Distro
 from daptq_ros.errors import BagError
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+POSE_WITH_COVARIANCE = "geometry_msgs/msg/PoseWithCovarianceStamped"
+ODOMETRY = "nav_msgs/msg/Odometry"
+TRANSFORM_STAMPED = "geometry_msgs/msg/TransformStamped"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+TF_STATIC_TOPIC = "/tf_static"
 
 StampSource = Literal["header", "bag"]
+TfChain = tuple[str, str]  # (base frame, tool frame)
 
 
 @dataclass(frozen=True)
@@ -104,17 +120,49 @@ class _JointCollector:
         )
 
 
-class _PoseCollector:
-    """Accumulates PoseStamped messages."""
+def _pose_sample(stamp: Any, position: Any, orientation: Any) -> PoseSample:
+    """A header stamp, a Point (or Vector3) and a Quaternion as a PoseSample."""
+    return PoseSample(
+        time_to_sec(stamp),
+        np.array([position.x, position.y, position.z], dtype=np.float64),
+        np.array([orientation.x, orientation.y, orientation.z, orientation.w], dtype=np.float64),
+    )
 
-    def __init__(self, bag: Path, topic: str, use_header: bool) -> None:
-        self.bag, self.topic, self.use_header = bag, topic, use_header
+
+def _covariance_pose_to_numpy(msg: Any) -> PoseSample:
+    """PoseWithCovarianceStamped or Odometry: the pose in pose.pose, the covariance dropped."""
+    pose = msg.pose.pose
+    return _pose_sample(msg.header.stamp, pose.position, pose.orientation)
+
+
+def _transform_stamped_to_numpy(msg: Any) -> PoseSample:
+    """TransformStamped: the child frame's pose in the header's frame."""
+    return _pose_sample(msg.header.stamp, msg.transform.translation, msg.transform.rotation)
+
+
+# Message types that carry one end-effector pose each, and how to read it.
+POSE_READERS: dict[str, Callable[[Any], PoseSample]] = {
+    POSE_STAMPED: pose_stamped_to_numpy,
+    POSE_WITH_COVARIANCE: _covariance_pose_to_numpy,
+    ODOMETRY: _covariance_pose_to_numpy,
+    TRANSFORM_STAMPED: _transform_stamped_to_numpy,
+}
+POSE_TYPES = (*POSE_READERS, TF_MESSAGE)
+
+
+class _PoseCollector:
+    """Accumulates the poses of a topic of one of the POSE_READERS types."""
+
+    def __init__(
+        self, bag: Path, topic: str, use_header: bool, read: Callable[[Any], PoseSample]
+    ) -> None:
+        self.bag, self.topic, self.use_header, self.read = bag, topic, use_header, read
         self.stamps: list[float] = []
         self.positions: list[NDArray[np.float64]] = []
         self.quats: list[NDArray[np.float64]] = []
 
     def add(self, message: BagMessage) -> None:
-        sample = pose_stamped_to_numpy(message.msg)
+        sample = self.read(message.msg)
         self.stamps.append(sample.stamp if self.use_header else message.stamp_ns / 1e9)
         self.positions.append(sample.position)
         self.quats.append(sample.quat_xyzw)
@@ -126,6 +174,175 @@ class _PoseCollector:
         return PoseTrajectory(stamps, np.stack(self.positions), np.stack(self.quats))
 
 
+class _Transform(NamedTuple):
+    """A rigid transform parent <- child: translation [3] and unit quaternion xyzw [4]."""
+
+    translation: NDArray[np.float64]
+    rotation: NDArray[np.float64]
+
+
+IDENTITY = _Transform(np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]))
+
+
+def _quat_multiply(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The Hamilton product a * b of quaternions xyzw (rotation b, then a)."""
+    (ax, ay, az, aw), (bx, by, bz, bw) = a, b
+    return np.array(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ]
+    )
+
+
+def _rotate(q: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Vector v rotated by the unit quaternion q (xyzw)."""
+    t = 2.0 * np.cross(q[:3], v)
+    return v + q[3] * t + np.cross(q[:3], t)
+
+
+def _compose(a: _Transform, b: _Transform) -> _Transform:
+    """a * b: frame c in frame a, given b (c in b) and a (b in a)."""
+    return _Transform(
+        a.translation + _rotate(a.rotation, b.translation), _quat_multiply(a.rotation, b.rotation)
+    )
+
+
+def _invert(a: _Transform) -> _Transform:
+    """The inverse transform child <- parent."""
+    conjugate = a.rotation * np.array([-1.0, -1.0, -1.0, 1.0])
+    return _Transform(-_rotate(conjugate, a.translation), conjugate)
+
+
+def _frame_id(name: str) -> str:
+    """A tf frame name as tf2 compares it: without a leading slash."""
+    return name.lstrip("/")
+
+
+class _TfTree:
+    """The latest transform of every tf edge; a frame has one parent, so edges key on the child."""
+
+    def __init__(self) -> None:
+        self.edges: dict[str, tuple[str, _Transform]] = {}  # child -> (parent, parent <- child)
+        self.frames: set[str] = set()
+
+    def set(self, parent: str, child: str, transform: _Transform) -> None:
+        self.edges[child] = (parent, transform)
+        self.frames |= {parent, child}
+
+    def _ancestors(self, frame: str) -> dict[str, _Transform]:
+        """`frame` and its ancestors, nearest first, each with the transform ancestor <- frame."""
+        found = {frame: IDENTITY}
+        while frame in self.edges:
+            parent, edge = self.edges[frame]
+            if parent in found:  # a loop in the recorded tree: stop where it closes
+                break
+            found[parent] = _compose(edge, found[frame])
+            frame = parent
+        return found
+
+    def lookup(self, base: str, tool: str) -> tuple[_Transform, set[str]] | None:
+        """base <- tool and the child frames of the edges on the way; None if not connected."""
+        up_from_tool, up_from_base = self._ancestors(tool), self._ancestors(base)
+        common = next((frame for frame in up_from_base if frame in up_from_tool), None)
+        if common is None:
+            return None
+        below = [frame for chain in (up_from_tool, up_from_base) for frame in _until(chain, common)]
+        return _compose(_invert(up_from_base[common]), up_from_tool[common]), set(below)
+
+
+def _until(chain: dict[str, _Transform], stop: str) -> list[str]:
+    """The frames of `chain` (nearest first) before `stop`."""
+    frames = list(chain)
+    return frames[: frames.index(stop)]
+
+
+class _TfCollector:
+    """Composes tf2_msgs/TFMessage transforms into the pose of a tool frame in a base frame.
+
+    Each transform updates its edge of the tree (the latest one wins, as when tf2 is asked for
+    the latest transform). After every message that updated an edge between base and tool, the
+    chain is composed; its stamp is the newest header stamp among those updated edges (or the
+    record time). Of samples with equal stamps the last one is kept; samples are sorted by
+    stamp. Static transforms (from /tf_static) are added first, with `add_static`.
+    """
+
+    def __init__(self, bag: Path, topic: str, use_header: bool, chain: TfChain) -> None:
+        self.bag, self.topic, self.use_header = bag, topic, use_header
+        self.base, self.tool = (_frame_id(frame) for frame in chain)
+        self.tree = _TfTree()
+        self.static_topic: str | None = None
+        self.stamps: list[float] = []
+        self.positions: list[NDArray[np.float64]] = []
+        self.quats: list[NDArray[np.float64]] = []
+
+    def add_static(self, message: BagMessage) -> None:
+        """Add the (time-independent) transforms of a /tf_static message."""
+        self.static_topic = message.topic
+        self._update(message)
+
+    def add(self, message: BagMessage) -> None:
+        updated = self._update(message)
+        found = self.tree.lookup(self.base, self.tool)
+        if found is None or not (on_chain := updated.keys() & found[1]):
+            return
+        pose = found[0]
+        header = max(updated[child] for child in on_chain)
+        self.stamps.append(header if self.use_header else message.stamp_ns / 1e9)
+        self.positions.append(pose.translation)
+        self.quats.append(pose.rotation if pose.rotation[3] >= 0 else -pose.rotation)
+
+    def _update(self, message: BagMessage) -> dict[str, float]:
+        """Put a message's transforms into the tree; returns each updated child's header stamp."""
+        updated = {}
+        for transform in message.msg.transforms:
+            parent = _frame_id(transform.header.frame_id)
+            child = _frame_id(transform.child_frame_id)
+            sample = _transform_stamped_to_numpy(transform)
+            norm = float(np.linalg.norm(sample.quat_xyzw))
+            if not norm > 0:
+                raise BagError(
+                    f"{self.bag}: {message.topic} at {message.stamp_ns} ns: the transform "
+                    f"{parent} -> {child} has a zero quaternion; fix the publisher"
+                )
+            self.tree.set(parent, child, _Transform(sample.position, sample.quat_xyzw / norm))
+            updated[child] = sample.stamp
+        return updated
+
+    def result(self) -> PoseTrajectory:
+        if not self.stamps:
+            raise self._unconnected()
+        stamps = _stamps(self.bag, self.topic, self.stamps, self.use_header)
+        keep = _last_per_stamp(stamps)
+        return PoseTrajectory(
+            stamps[keep], np.stack(self.positions)[keep], np.stack(self.quats)[keep]
+        )
+
+    def _unconnected(self) -> BagError:
+        """The error for a chain no message connected, naming the frames that were seen."""
+        topics = self.topic + (f" and {self.static_topic}" if self.static_topic else "")
+        if missing := [f for f in (self.base, self.tool) if f not in self.tree.frames]:
+            why = f"no transform names the frame {' or '.join(missing)}"
+        elif self.tree.lookup(self.base, self.tool) is not None:
+            why = f"only static transforms join {self.base} to {self.tool}, so it never moves"
+        else:
+            why = f"no chain of transforms joins {self.base} to {self.tool}"
+        seen = ", ".join(sorted(self.tree.frames)) or "none"
+        return BagError(
+            f"{self.bag}: {topics}: {why}; the frames seen are: {seen}; pass --tf-chain BASE "
+            "TOOL (tf_chain=(BASE, TOOL)) with frames the recorded tf tree connects"
+        )
+
+
+def _last_per_stamp(stamps: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Indices that sort samples by stamp, keeping the last recorded of any equal stamps."""
+    order = np.argsort(stamps, kind="stable")
+    ordered = stamps[order]
+    return order[np.append(ordered[1:] != ordered[:-1], True)]
+
+
 def read_trajectory(
     path: str | Path,
     joint_topic: str = "/joint_states",
@@ -133,35 +350,67 @@ def read_trajectory(
     *,
     stamp_source: StampSource = "header",
     distro: Distro = "humble",
+    tf_chain: TfChain | None = None,
 ) -> Trajectory:
     """Read joint states and (unless `ee_topic` is None) end-effector poses in one pass.
 
-    `stamp_source` picks the header stamps (when the sample was measured) or the bag's record
-    times; stamps are float seconds since the epoch.
+    `ee_topic` may carry any of POSE_TYPES; a tf2_msgs/TFMessage topic (/tf) needs `tf_chain`,
+    the (base, tool) frames whose transform is the pose, and static transforms come from
+    /tf_static when the bag has it (read in a pass of its own, first). `stamp_source` picks the
+    header stamps (when the sample was measured) or the bag's record times; stamps are float
+    seconds since the epoch.
     """
     with BagReader(path, distro=distro) as reader:
-        info = reader.info
-        expected = {joint_topic: JOINT_STATE}
-        if ee_topic is not None:
-            expected[ee_topic] = POSE_STAMPED
-        for topic, msgtype in expected.items():
-            have = info.topic(topic).msgtype
-            if have != msgtype:
-                raise BagError(
-                    f"{reader.path}: topic {topic} carries {have}, not {msgtype}; "
-                    "pass the topic that does"
-                )
+        have = reader.info.topic(joint_topic).msgtype
+        if have != JOINT_STATE:
+            raise BagError(
+                f"{reader.path}: topic {joint_topic} carries {have}, not {JOINT_STATE}; "
+                "pass the topic that does"
+            )
         use_header = stamp_source == "header"
         joints = _JointCollector(reader.path, joint_topic, use_header)
-        poses = None if ee_topic is None else _PoseCollector(reader.path, ee_topic, use_header)
-        collectors: dict[str, _JointCollector | _PoseCollector] = {joint_topic: joints}
-        if poses is not None:
-            collectors[poses.topic] = poses
+        collectors: dict[str, _JointCollector | _PoseCollector | _TfCollector] = {
+            joint_topic: joints
+        }
+        poses = None
+        if ee_topic is not None:
+            poses = _pose_collector(reader, ee_topic, use_header, tf_chain)
+            collectors[ee_topic] = poses
         for message in reader.messages(collectors):
             collectors[message.topic].add(message)
         return Trajectory(
             reader.path, joints.result(), poses.result() if poses is not None else None
         )
+
+
+def _pose_collector(
+    reader: BagReader, topic: str, use_header: bool, tf_chain: TfChain | None
+) -> _PoseCollector | _TfCollector:
+    """The collector for the type `topic` carries; a tf chain reads /tf_static first."""
+    have = reader.info.topic(topic).msgtype
+    if tf_chain is not None and have != TF_MESSAGE:
+        raise BagError(
+            f"{reader.path}: topic {topic} carries {have}, not {TF_MESSAGE}; a tf chain is "
+            "read from /tf: pass ee_topic='/tf' (daptq drift --ee-topic /tf), or no tf chain"
+        )
+    if have in POSE_READERS:
+        return _PoseCollector(reader.path, topic, use_header, POSE_READERS[have])
+    if have != TF_MESSAGE:
+        raise BagError(
+            f"{reader.path}: topic {topic} carries {have}, not an end-effector pose "
+            f"({', '.join(POSE_TYPES)}); pass the topic that does"
+        )
+    if tf_chain is None:
+        raise BagError(
+            f"{reader.path}: topic {topic} carries {TF_MESSAGE}; name the frames to follow "
+            "with --tf-chain BASE TOOL (tf_chain=(BASE, TOOL)), e.g. --tf-chain world tool0"
+        )
+    collector = _TfCollector(reader.path, topic, use_header, tf_chain)
+    static = [t for t in reader.info.topics if t.name == TF_STATIC_TOPIC and t.name != topic]
+    if static and static[0].msgtype == TF_MESSAGE:
+        for message in reader.messages([TF_STATIC_TOPIC]):
+            collector.add_static(message)
+    return collector
 
 
 def _stamps(bag: Path, topic: str, stamps: list[float], use_header: bool) -> NDArray[np.float64]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daptq_ros.drift.analysis import Sources
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,6 +50,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "frame, e.g. panda_hand_tcp)",
     )
     parser.add_argument(
+        "--locked-joints",
+        nargs="+",
+        metavar="NAME",
+        help="URDF joints to hold at 0 for forward kinematics, e.g. the fingers of a full-arm "
+        "URDF whose joint states name the arm joints only (default for a named arm: its "
+        "gripper joints; for a URDF file: none)",
+    )
+    parser.add_argument(
         "--joint-topic",
         default="/joint_states",
         metavar="TOPIC",
@@ -53,10 +65,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--ee-topic",
-        default="/ee_pose",
         metavar="TOPIC",
-        help="geometry_msgs/PoseStamped end-effector topic, used in the bags that have it "
-        "(default: %(default)s)",
+        help="end-effector pose topic, used in the bags that have it: geometry_msgs/PoseStamped, "
+        "PoseWithCovarianceStamped or TransformStamped, nav_msgs/Odometry, or tf2_msgs/"
+        "TFMessage with --tf-chain (default: /ee_pose, or /tf with --tf-chain)",
+    )
+    parser.add_argument(
+        "--tf-chain",
+        nargs=2,
+        metavar=("BASE", "TOOL"),
+        help="take the end-effector pose from /tf: the transforms composed from frame BASE to "
+        "frame TOOL along the tf tree (static ones from /tf_static when the bag has it)",
     )
     parser.add_argument(
         "--dtw-window",
@@ -94,17 +113,16 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: numpy, scipy and matplotlib would slow down every `daptq --help`.
     from tqdm import tqdm
 
-    from daptq_ros.drift.analysis import Sources, analyze, load_kinematics
+    from daptq_ros.drift.analysis import analyze
     from daptq_ros.drift.report import summary_table, write_report
     from daptq_ros.errors import DriftError
 
     if not args.dtw_window > 0:
         raise DriftError(f"--dtw-window {args.dtw_window}: need a number of seconds > 0")
-    kinematics = None if args.urdf is None else load_kinematics(args.urdf, args.ee_frame)
     analysis = analyze(
         args.run,
         args.reference,
-        Sources(args.joint_topic, args.ee_topic, kinematics, args.stamp_source),
+        _sources(args),
         dtw_window_s=args.dtw_window,
         # disable=None: no bar when stderr is not a terminal (logs, CI, --json pipes).
         progress=lambda jobs: tqdm(jobs, desc="episodes", unit="ep", disable=None),
@@ -116,3 +134,18 @@ def run(args: argparse.Namespace) -> int:
         print(summary_table(analysis))
         print(f"\nreport: {files[0]}")
     return 0
+
+
+def _sources(args: argparse.Namespace) -> Sources:
+    """The topics, the kinematics (with its locked joints) and the tf chain the options name."""
+    from daptq_ros.drift.analysis import Sources, load_kinematics
+    from daptq_ros.errors import DriftError
+
+    if args.locked_joints and args.urdf is None:
+        raise DriftError("--locked-joints: only used for forward kinematics; pass --urdf too")
+    kinematics = None
+    if args.urdf is not None:
+        kinematics = load_kinematics(args.urdf, args.ee_frame, args.locked_joints)
+    tf_chain = None if args.tf_chain is None else (args.tf_chain[0], args.tf_chain[1])
+    ee_topic = args.ee_topic or ("/tf" if tf_chain else "/ee_pose")
+    return Sources(args.joint_topic, ee_topic, kinematics, args.stamp_source, tf_chain)

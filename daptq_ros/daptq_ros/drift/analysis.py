@@ -27,7 +27,7 @@ from daptq_ros.bags.episode import (
     META_SEED,
     META_TASK,
 )
-from daptq_ros.bags.trajectory import StampSource
+from daptq_ros.bags.trajectory import StampSource, TfChain
 from daptq_ros.drift.metrics import (
     AlignedPair,
     Trajectory,
@@ -69,12 +69,16 @@ JOINT_METRICS = ("joint_rms_error", "joint_max_error", "joint_final_error")
 
 @dataclass(frozen=True)
 class Sources:
-    """Where trajectories come from: the topics, and the kinematics for bags without poses."""
+    """Where trajectories come from: the topics, and the kinematics for bags without poses.
+
+    `tf_chain` (base, tool frames) is needed when `ee_topic` is a tf2_msgs/TFMessage topic.
+    """
 
     joint_topic: str = DEFAULT_JOINT_TOPIC
     ee_topic: str = DEFAULT_EE_TOPIC
     kinematics: Kinematics | None = None
     stamp_source: StampSource = "header"
+    tf_chain: TfChain | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ class Episode:
 
     bag: Path
     trajectory: Trajectory
-    ee_source: str  # "topic /ee_pose", "fk panda_hand_tcp (<urdf>)" or "none"
+    ee_source: str  # "topic /ee_pose", "topic /tf (world -> tool0)", "fk tool0 (<urdf>)", "none"
     metadata: dict[str, str]
 
 
@@ -163,18 +167,23 @@ def find_bags(path: str | Path) -> list[BagEntry]:
     return [BagEntry(folder, bag_info(folder)) for folder in find_bag_dirs(path)]
 
 
-def load_kinematics(urdf: str, ee_frame: str | None) -> Kinematics:
-    """Kinematics of a named arm (panda, ur5, so101, xarm7) or of a URDF file and its ee frame."""
+def load_kinematics(
+    urdf: str, ee_frame: str | None, locked_joints: Sequence[str] | None = None
+) -> Kinematics:
+    """Kinematics of a named arm (panda, ur5, so101, xarm7) or of a URDF file and its ee frame.
+
+    `locked_joints` are held at 0 (None: a named arm's gripper joints, a file's none).
+    """
     from daptq_ros.drift.kinematics import ARMS, Kinematics  # pinocchio only when asked for
 
     if urdf in ARMS:
-        return Kinematics.from_robot_name(urdf, ee_frame)
+        return Kinematics.from_robot_name(urdf, ee_frame, locked_joints)
     if ee_frame is None:
         raise DriftError(
             f"{urdf}: a URDF file needs the end-effector frame; pass --ee-frame NAME "
             f"(or one of the arm names {', '.join(sorted(ARMS))})"
         )
-    return Kinematics.from_urdf(urdf, ee_frame)
+    return Kinematics.from_urdf(urdf, ee_frame, locked_joints or ())
 
 
 @contextmanager
@@ -196,6 +205,7 @@ def load_episode(entry: BagEntry, sources: Sources) -> Episode:
         sources.joint_topic,
         sources.ee_topic if has_ee else None,
         stamp_source=sources.stamp_source,
+        tf_chain=sources.tf_chain,
     )
     joints = recorded.joints
     with _naming(f"{entry.path}: {sources.joint_topic}"):
@@ -205,7 +215,8 @@ def load_episode(entry: BagEntry, sources: Sources) -> Episode:
     if recorded.ee is not None:
         with _naming(f"{entry.path}: {sources.ee_topic}"):
             stamps, positions, quats = _resample_poses(stamps, recorded.ee)
-        ee_source = f"topic {sources.ee_topic}"
+        chain = f" ({' -> '.join(sources.tf_chain)})" if sources.tf_chain else ""
+        ee_source = f"topic {sources.ee_topic}{chain}"
     elif (kin := sources.kinematics) is not None:
         with _naming(f"{entry.path}: {sources.joint_topic}"):
             positions, quats = kin.fk_batch(kin.q_from_joint_state(joints.names, joints.positions))

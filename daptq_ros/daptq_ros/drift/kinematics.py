@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +117,7 @@ class Kinematics:
         text = str(urdf)
         if text.lstrip().startswith("<"):
             source = "robot_description"
-            loader, argument = pin.buildModelFromXML, text
+            model = _build_model(pin.buildModelFromXML, text, source, text)
         else:
             path = Path(urdf)
             if not path.is_file():
@@ -122,14 +125,8 @@ class Kinematics:
                     f"{path}: URDF not found; pass an existing .urdf file or the "
                     "robot_description XML string"
                 )
-            source, loader, argument = str(path), pin.buildModelFromUrdf, str(path)
-        try:
-            model = loader(argument)
-        except (ValueError, RuntimeError) as error:
-            raise KinematicsError(
-                f"{source}: not a valid URDF ({error}); a .xacro must be expanded first "
-                "(xacro robot.urdf.xacro > robot.urdf)"
-            ) from None
+            source = str(path)
+            model = _build_model(pin.buildModelFromUrdf, source, source, path)
         if locked_joints:
             if unknown := [n for n in locked_joints if not model.existJointName(n)]:
                 raise KinematicsError(
@@ -168,7 +165,8 @@ class Kinematics:
             raise KinematicsError(
                 f"{self.source}: the joint states lack the model's joints {missing}. They name "
                 f"{list(names)}; the URDF has {list(self.joint_names)}. Use the URDF the robot "
-                "publishes, or lock the joints it does not report"
+                "publishes, or lock the joints it does not report (daptq drift --locked-joints "
+                "NAME ..., Kinematics.from_urdf(..., locked_joints=[...]))"
             )
         return np.array([index[n] for n in self.joint_names], dtype=np.intp)
 
@@ -227,3 +225,83 @@ def _pose(placement: pin.SE3) -> tuple[NDArray[np.float64], NDArray[np.float64]]
     quat = np.array(pin.Quaternion(placement.rotation).coeffs())  # x, y, z, w
     # q and -q are the same rotation; one sign makes poses comparable sample to sample.
     return np.array(placement.translation), quat if quat[3] >= 0 else -quat
+
+
+def _build_model(
+    loader: Callable[[str], pin.Model], argument: str, source: str, urdf: str | Path
+) -> pin.Model:
+    """Run a pinocchio URDF loader; on failure, a KinematicsError with urdfdom's own reason.
+
+    urdfdom prints why it rejects a URDF on stderr and pinocchio only says it is invalid, so
+    stderr is captured while loading; `urdf` (the XML or the file) decides the xacro hint.
+    """
+    failure: Exception | None = None
+    with _stderr_lines() as printed:
+        try:
+            model = loader(argument)
+        except (ValueError, RuntimeError) as error:
+            failure = error
+    if failure is None:
+        _echo(printed)
+        return model
+    errors, other = _urdfdom_errors(printed)
+    _echo(other)
+    cause = "; ".join(errors) or str(failure)
+    fix = (
+        "expand the xacro first (xacro robot.urdf.xacro > robot.urdf)"
+        if _looks_like_xacro(urdf)
+        else "fix that in the URDF"
+    )
+    raise KinematicsError(f"{source}: not a valid URDF ({cause}); {fix}") from None
+
+
+@contextmanager
+def _stderr_lines() -> Iterator[list[str]]:
+    """Collect what native code writes to file descriptor 2 inside the block, as lines."""
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines += sink.read().decode(errors="replace").splitlines()
+
+
+def _echo(lines: Sequence[str]) -> None:
+    """Print captured lines back on stderr, so that warnings are not lost."""
+    if lines:
+        print("\n".join(lines), file=sys.stderr)
+
+
+def _urdfdom_errors(lines: Sequence[str]) -> tuple[list[str], list[str]]:
+    """urdfdom's "Error: ..." messages (without their "at line N in FILE" trailer), the rest."""
+    errors: list[str] = []
+    other: list[str] = []
+    for line in lines:
+        if match := re.match(r"\s*Error:\s*(.*)", line):
+            errors.append(match[1].strip())
+        elif not (errors and re.match(r"\s+at line \d+ in ", line)):
+            other.append(line)
+    return errors, other
+
+
+def _looks_like_xacro(urdf: str | Path) -> bool:
+    """Whether a URDF file or XML string is xacro: a .xacro name or <xacro:...> tags."""
+    if isinstance(urdf, Path):
+        if urdf.name.endswith(".xacro"):
+            return True
+        try:
+            urdf = urdf.read_text(errors="replace")
+        except OSError:
+            return False
+    return re.search(r"<\s*xacro:", urdf) is not None
