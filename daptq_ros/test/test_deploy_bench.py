@@ -111,3 +111,12 @@ def test_the_released_pi0_preset_has_siglip_and_no_keypoint_stem():
         state=torch.zeros(1, 4),
     )
     assert adapter.sample(model.eval(), batch, num_steps=2).shape == (1, 4, 4)
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_cuda_bench_without_a_gpu_is_refused_before_any_work(capsys):
+    assert main(["bench", "--deploy", "--device", "cuda", "--families", "pi0"]) == 2
+    err = capsys.readouterr().err
+    assert "device 'cuda'" in err and "use device 'cpu'" in err and len(err.splitlines()) == 1

@@ -53,6 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_kernel_choice_argument(deploy)
     deploy.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the variants run: cpu, or cuda on a GPU machine (bench/gpu_check.sh); "
+        "with cuda the roofline columns give way to the peak GPU memory (default: cpu)",
+    )
+    deploy.add_argument(
         "--no-compile",
         action="store_true",
         help="skip the torch.compile measurements (they add ~30 s of compilation per variant)",
@@ -149,6 +156,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         sizes,
         progress=log,
         kernel_choice=args.kernel_choice,
+        device=args.device,
     )
     if args.out:
         findings = args.findings or args.out.with_name(args.out.stem + "_findings.md")
@@ -168,5 +176,6 @@ def _deploy_command(args: argparse.Namespace) -> str:
     if args.variants:
         parts += ["--variants", *args.variants]
     parts += ["--threads", str(args.threads), "--kernel-choice", args.kernel_choice]
+    parts += ["--device", args.device] if args.device != "cpu" else []
     parts += ["--no-compile"] if args.no_compile else []
     return " ".join([*parts, "--out", str(args.out)])

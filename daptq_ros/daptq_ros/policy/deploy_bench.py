@@ -174,7 +174,12 @@ def prepare(family: str, size: str, variant: str, path: Path) -> dict[str, float
 
 
 def load(
-    family: str, size: str, variant: str, path: Path, kernel_choice: str = "auto"
+    family: str,
+    size: str,
+    variant: str,
+    path: Path,
+    kernel_choice: str = "auto",
+    device: str = "cpu",
 ) -> tuple[Any, nn.Module, Any, dict[str, dict[str, int]]]:
     """The variant as a robot loads it: architecture, weights file, deployed (bf16 model) with
     kernels measured per layer; also the kernel counts per layer group (prefix / head)."""
@@ -184,9 +189,10 @@ def load(
     from daptq_ros.quant.serialization import load_quantized
 
     adapter, model, batch = build_scaled(family, size, initialise=False)
+    batch = batch.to(device)
     if variant == "fp32":
         load_model(model, str(path))
-        return adapter, model, batch, {}
+        return adapter, model.to(device), batch, {}
     if variant == "bf16":
         load_model(model, str(path))
     else:
@@ -196,7 +202,7 @@ def load(
         with torch.inference_mode():
             adapter.sample(model, batch, None, torch.Generator().manual_seed(0))
 
-    choices = deploy_measured(model, probe, kernel_choice, whole_model_bf16=True)
+    choices = deploy_measured(model, probe, kernel_choice, device, whole_model_bf16=True)
     return adapter, model, batch, kernels_by_group(adapter.prefix_modules(model), choices)
 
 
@@ -213,15 +219,21 @@ def kernels_by_group(prefix_modules: list[str], choices: dict[str, Any]) -> dict
 def chunk_timings(
     adapter: Any, model: nn.Module, batch: Any, runs: int
 ) -> tuple[list[float], list[float]]:
-    """Per timed chunk: total and prefix milliseconds (prefix timed by hooks, same chunks)."""
+    """Per timed chunk: total and prefix milliseconds (prefix timed by hooks, same chunks).
+
+    On a GPU every clock reading waits for the queued kernels first."""
     spans: list[float] = []
     handles = []
+    sync = torch.cuda.synchronize if batch.state.is_cuda else (lambda: None)
+
+    def clock() -> float:
+        sync()
+        return time.perf_counter()
+
     for name in adapter.prefix_modules(model):
         module = model.get_submodule(name)
-        handles.append(
-            module.register_forward_pre_hook(lambda *_: spans.append(-time.perf_counter()))
-        )
-        handles.append(module.register_forward_hook(lambda *_: spans.append(time.perf_counter())))
+        handles.append(module.register_forward_pre_hook(lambda *_: spans.append(-clock())))
+        handles.append(module.register_forward_hook(lambda *_: spans.append(clock())))
     generator = torch.Generator().manual_seed(0)
     totals, prefixes = [], []
     try:
@@ -230,9 +242,9 @@ def chunk_timings(
                 adapter.sample(model, batch, None, generator)
             for _ in range(runs):
                 spans.clear()
-                start = time.perf_counter()
+                start = clock()
                 adapter.sample(model, batch, None, generator)
-                totals.append(1e3 * (time.perf_counter() - start))
+                totals.append(1e3 * (clock() - start))
                 prefixes.append(1e3 * sum(spans))
     finally:
         for handle in handles:
@@ -324,12 +336,13 @@ def measure(
     runs: int,
     with_compile: bool,
     kernel_choice: str = "auto",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Load one prepared variant and measure it (run in a child process of its own)."""
     from daptq_ros.quant import weight_bytes
 
     start = time.perf_counter()
-    adapter, model, batch, kernels = load(family, size, variant, path, kernel_choice)
+    adapter, model, batch, kernels = load(family, size, variant, path, kernel_choice, device)
     load_s = time.perf_counter() - start
     gc.collect()
     result: dict[str, Any] = {
@@ -340,7 +353,10 @@ def measure(
     totals, prefixes = chunk_timings(adapter, model, batch, runs)
     result.update(_latencies(totals, prefixes, ""))
     result["rss_loaded_mb"] = _rss_mb()
-    result.update(gemv_roofline(model))
+    if device == "cpu":  # the roofline is the CPU's read bandwidth
+        result.update(gemv_roofline(model))
+    else:
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 1e6
     if with_compile:
         compile_blocks(model)
         start = time.perf_counter()
@@ -384,10 +400,15 @@ def run_deploy_bench(
     sizes: dict[str, str] | None = None,
     progress: Callable[[str], None] = print,
     kernel_choice: str = "auto",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Every (family, variant): prepared and measured in child processes; ratios to FP32 / BF16.
 
-    `kernel_choice` is how each deployed layer's kernel is picked (quant.kernel_choice)."""
+    `kernel_choice` is how each deployed layer's kernel is picked (quant.kernel_choice);
+    `device` cuda measures on the GPU (refused with the reason where there is none)."""
+    from daptq_ros.quant.deploy import check_device
+
+    check_device(device)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise DaptqError(f"unknown variant '{unknown[0]}'; valid: {', '.join(VARIANTS)}")
@@ -407,6 +428,7 @@ def run_deploy_bench(
                     runs=runs,
                     with_compile=with_compile,
                     kernel_choice=kernel_choice,
+                    device=device,
                     **common,
                 )
                 row.update(measured)
@@ -423,6 +445,7 @@ def run_deploy_bench(
         "runs": runs,
         "compiled": with_compile,
         "kernel_choice": kernel_choice,
+        "device": device if device == "cpu" else torch.cuda.get_device_name(device),
         "dram_copy_bandwidth_gbs": copy_bandwidth_gbs(),
         "results": rows,
     }

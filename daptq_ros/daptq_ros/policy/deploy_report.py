@@ -34,8 +34,8 @@ def results_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {r['quantize_s']:.1f} | {r['rss_loaded_mb']:.0f} | {r['peak_rss_mb']:.0f} "
             f"| {r['chunk_ms_p50']:.1f} | {r['chunk_ms_p95']:.1f} | {r['prefix_ms_p50']:.1f} "
             f"| {r['head_ms_p50']:.1f} | {_num(r.get('chunk_x_fp32'), 2)} "
-            f"| {_num(r.get('chunk_x_bf16'), 2)} | {r['gemv_gbs']:.1f} "
-            f"| {r['gemv_roofline_share']:.0%} | {_num(r.get('int4_gemv_gbs'))} "
+            f"| {_num(r.get('chunk_x_bf16'), 2)} | {_num(r.get('gemv_gbs'))} "
+            f"| {_share(r.get('gemv_roofline_share'))} | {_num(r.get('int4_gemv_gbs'))} "
             f"| {_share(r.get('int4_gemv_roofline_share'))} |"
         )
     return lines
@@ -43,18 +43,22 @@ def results_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def kernels_table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown rows: the kernels chosen per layer group, and the ratios the targets name."""
+    gpu = any("peak_gpu_mb" in r for r in rows)
     lines = [
-        "| family / size | variant | prefix kernels | head kernels | chunk x BF16 "
-        "| weight bytes x FP32 | RSS loaded x FP32 |",
-        "|---|---|---|---|---|---|---|",
+        "| family / size | variant | prefix kernels | head kernels | chunk p50 ms | chunk p95 ms "
+        "| chunk x BF16 | weight bytes x FP32 | RSS loaded x FP32 |"
+        + (" peak GPU MB |" if gpu else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""),
     ]
     for r in rows:
         groups = r.get("kernels") or {}
         lines.append(
             f"| {r['family']} / {r['size']} | {r['variant']} "
             f"| {_counts(groups.get('prefix'))} | {_counts(groups.get('head'))} "
+            f"| {r['chunk_ms_p50']:.1f} | {r['chunk_ms_p95']:.1f} "
             f"| {_num(r.get('chunk_x_bf16'), 2)} | {_num(r.get('bytes_x_fp32'), 3)} "
             f"| {_num(r.get('rss_x_fp32'), 2)} |"
+            + (f" {_num(r.get('peak_gpu_mb'), 0)} |" if gpu else "")
         )
     return lines
 
