@@ -18,6 +18,17 @@ os.environ.setdefault(
 )
 
 
+@pytest.fixture
+def daptq_logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """caplog that sees the daptq_ros loggers: once ROS 2's `launch` is imported (the launch
+    tests are collected with the rest), loggers created afterwards are LaunchLoggers, which do
+    not propagate to the root logger that caplog listens on."""
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith("daptq_ros") and isinstance(logger, logging.Logger):
+            monkeypatch.setattr(logger, "propagate", True)
+    return caplog
+
+
 @pytest.fixture(scope="session")
 def sim_renders() -> None:
     """Skip unless MetaWorld, MuJoCo and an offscreen GL backend (EGL) work on this machine."""

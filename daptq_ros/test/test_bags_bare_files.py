@@ -140,7 +140,7 @@ def test_cli_info_on_bare_file(
 
 @pytest.mark.parametrize("bare", [False, True], ids=["folder", "bare"])
 def test_unparsable_definition_skips_only_its_topic(
-    tmp_path: Path, storage: str, bare: bool, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, storage: str, bare: bool, daptq_logs: pytest.LogCaptureFixture
 ) -> None:
     folder = tmp_path / "bag"
     write_with_rosbags(folder, storage, msgdef=SRV_DEFINITION)
@@ -149,9 +149,9 @@ def test_unparsable_definition_skips_only_its_topic(
         (folder / "metadata.yaml").unlink()
         (path,) = (p for p in folder.iterdir() if p.suffix in {".mcap", ".db3"})
 
-    with caplog.at_level(logging.WARNING, logger="daptq_ros.bags.reader"):
+    with daptq_logs.at_level(logging.WARNING, logger="daptq_ros.bags.reader"):
         info = bag_info(path)
-    assert SERVICE_TOPIC in caplog.text and SERVICE_EVENT in caplog.text
+    assert SERVICE_TOPIC in daptq_logs.text and SERVICE_EVENT in daptq_logs.text
     bad = info.topic(SERVICE_TOPIC)
     assert not bad.decodable and "cannot be parsed" in bad.skipped
     assert info.topic("/joint_states").decodable and not info.topic("/joint_states").skipped

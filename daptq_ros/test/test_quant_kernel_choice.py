@@ -130,7 +130,7 @@ def test_choose_kernels_measures_once_then_reads_the_cache(tmp_path, monkeypatch
         kc.choose_kernels(layers, rows, "quick", cache=kc.KernelTimingCache(cache_file))
 
 
-def test_a_kernel_this_machine_cannot_run_is_left_out(monkeypatch, caplog):
+def test_a_kernel_this_machine_cannot_run_is_left_out(monkeypatch, daptq_logs):
     layer = _layer("w8a8")
 
     def broken(*args, **kwargs):
@@ -140,16 +140,16 @@ def test_a_kernel_this_machine_cannot_run_is_left_out(monkeypatch, caplog):
     timings = kc.time_kernels(layer, Counter({4: 1}))
     assert timings["int8_weight_only"] is None  # cached as not runnable here
     assert {k for k, us in timings.items() if us} == {"int8_dynamic", "bf16", "fp32"}
-    assert "int8_weight_only cannot run W8 sym channel A8" in caplog.text
+    assert "int8_weight_only cannot run W8 sym channel A8" in daptq_logs.text
 
 
-def test_an_unwritable_cache_only_warns(tmp_path, caplog):
+def test_an_unwritable_cache_only_warns(tmp_path, daptq_logs):
     blocker = tmp_path / "file"
     blocker.write_text("")
     cache = kc.KernelTimingCache(blocker / "timings.json")
     cache.put("x", {"bf16": 1.0})
     cache.save()
-    assert "kernel timings not cached" in caplog.text
+    assert "kernel timings not cached" in daptq_logs.text
 
 
 def test_deploy_takes_the_chosen_kernels():

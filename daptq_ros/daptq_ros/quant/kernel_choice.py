@@ -162,7 +162,7 @@ class KernelTimingCache:
         """Write the file atomically; a read-only location only logs a warning."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".tmp")
+            partial = self.path.with_suffix(f".{os.getpid()}.tmp")  # writers never collide
             partial.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
             partial.replace(self.path)
         except OSError as error:
