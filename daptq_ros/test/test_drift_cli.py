@@ -139,6 +139,8 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]):
         assert option in out
     assert "--dtw-window" in out and "--out" in out and "--json" in out
     assert "--tf-chain BASE TOOL" in out and "--locked-joints NAME [NAME ...]" in out
+    assert "--time-base {auto,absolute,start}" in out and "--align {none,se3,sim3}" in out
+    assert "--delta N" in out and "--delta-unit {frames,m}" in out
     assert "daptq.bit_config" in out and "daptq.episode" in out
     assert "drift" in COMMAND_MODULES
 

@@ -17,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Read rosbag2 episodes (MCAP or sqlite3) of one or more runs (e.g. quantized "
         "policies) and of a reference (e.g. the full-precision policy), pair the episodes, "
         "compute joint and end-effector errors, cumulative drift, DTW distance and lag, "
-        "path-length ratio and jerk, and write report.md, metrics.json and PNG plots. Episodes "
+        "path-length ratio, jerk, and evo's APE and RPE (translation in m, rotation in deg), and "
+        "write report.md, metrics.json and PNG plots. Episodes "
         "are paired by the bag metadata daptq.task/daptq.seed/daptq.episode when every bag has "
         "it, else in sorted order; runs are grouped by the metadata daptq.bit_config, else by "
         "the run folder's name.",
@@ -94,6 +95,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--time-base",
+        choices=("auto", "absolute", "start"),
+        default="auto",
+        help="how run and reference stamps meet: absolute = the recorded stamps as they are "
+        "(two streams of one robot run), start = each episode re-zeroed at its first sample "
+        "(recordings made at different times, e.g. two rollouts of a task); auto = start for "
+        "episodes paired by daptq episode metadata, else absolute when the recordings cover "
+        "the same time (at least half of the shorter one), else start (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--align",
+        choices=("none", "se3", "sim3"),
+        default="none",
+        help="for APE and RPE, align the run's end-effector poses onto the reference's first "
+        "(Umeyama, on the time-associated positions): se3 = rotation and translation, sim3 = "
+        "and scale; none suits arms, whose base frame is shared and where alignment would "
+        "hide drift (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--delta",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="RPE compares poses this far apart, in --delta-unit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--delta-unit",
+        choices=("frames", "m"),
+        default="frames",
+        help="unit of --delta: run samples, or metres travelled along the run's path "
+        "(consecutive segments, as evo's default) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--out",
         required=True,
         metavar="REPORT_DIR",
@@ -114,16 +148,20 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from daptq_ros.drift.analysis import analyze
+    from daptq_ros.drift.metrics import PoseErrorSettings
     from daptq_ros.drift.report import summary_table, write_report
     from daptq_ros.errors import DriftError
 
     if not args.dtw_window > 0:
         raise DriftError(f"--dtw-window {args.dtw_window}: need a number of seconds > 0")
+    pose_settings = PoseErrorSettings(args.align, args.delta, args.delta_unit)
     analysis = analyze(
         args.run,
         args.reference,
         _sources(args),
         dtw_window_s=args.dtw_window,
+        time_base=args.time_base,
+        pose_settings=pose_settings,
         # disable=None: no bar when stderr is not a terminal (logs, CI, --json pipes).
         progress=lambda jobs: tqdm(jobs, desc="episodes", unit="ep", disable=None),
     )

@@ -2,9 +2,12 @@
 
 A *run* is one `--run` path: a bag folder, or a folder whose sub-folders are bags (one bag per
 episode). The *reference* is the same for the full-precision policy. Each bag becomes a drift
-`Trajectory` on its own time base (seconds since its first sample), run episodes are paired
-with reference episodes, every pair is scored with `compute_metrics`, and the episodes are
-grouped by bit configuration into means with 95 % Student-t confidence intervals.
+`Trajectory` (seconds since its first sample, which is kept as the episode's `origin`), run
+episodes are paired with reference episodes, and each pair is put on one time base: the
+recorded (header) stamps as they are, when both recordings cover the same time (two streams of
+one robot run), or each re-zeroed at its first sample (separate rollouts). Every pair is scored
+with `compute_metrics` (evo's APE and RPE included), and the episodes are grouped by bit
+configuration into means with 95 % Student-t confidence intervals.
 numpy, scipy, bags and drift only (pinocchio only when poses come from forward kinematics).
 """
 
@@ -12,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -30,6 +33,7 @@ from daptq_ros.bags.episode import (
 from daptq_ros.bags.trajectory import StampSource, TfChain
 from daptq_ros.drift.metrics import (
     AlignedPair,
+    PoseErrorSettings,
     Trajectory,
     TrajectoryMetrics,
     align,
@@ -51,6 +55,16 @@ EPISODE_KEYS = (META_TASK, META_SEED, META_EPISODE)
 DEFAULT_JOINT_TOPIC = JOINT_STATES_TOPIC
 DEFAULT_EE_TOPIC = EE_POSE_TOPIC
 
+# How a run episode's stamps meet its reference's: "absolute" = the recorded stamps as they
+# are, "start" = each re-zeroed at its first sample, "auto" = absolute when the two recordings
+# cover the same time, else start (see `choose_time_base`).
+TimeBase = Literal["auto", "absolute", "start"]
+TIME_BASES: tuple[str, ...] = get_args(TimeBase)
+# auto takes the absolute time base when the recordings share at least this fraction of the
+# shorter one's span: a brief, accidental overlap of recordings made one after another is not
+# one run recorded twice.
+MIN_SHARED_FRACTION = 0.5
+
 # Metrics that are one number per episode (the per-joint tuples are aggregated per joint).
 SCALAR_METRICS = (
     "ee_position_rmse",
@@ -63,6 +77,10 @@ SCALAR_METRICS = (
     "dtw_lag",
     "path_length_ratio",
     "ee_jerk_rms",
+    "ape_translation_rmse",
+    "ape_rotation_rmse",
+    "rpe_translation_rmse",
+    "rpe_rotation_rmse",
 )
 JOINT_METRICS = ("joint_rms_error", "joint_max_error", "joint_final_error")
 
@@ -99,12 +117,42 @@ class BagEntry:
 
 @dataclass(frozen=True)
 class Episode:
-    """One bag as a drift trajectory (stamps in s since its first sample)."""
+    """One bag as a drift trajectory (stamps in s since its first sample, at `origin`)."""
 
     bag: Path
     trajectory: Trajectory
     ee_source: str  # "topic /ee_pose", "topic /tf (world -> tool0)", "fk tool0 (<urdf>)", "none"
     metadata: dict[str, str]
+    origin: float = 0.0  # s: the recorded stamp (header or bag time) of the first sample
+
+    @property
+    def end(self) -> float:
+        """The recorded stamp of the last sample, s."""
+        return self.origin + float(self.trajectory.stamps[-1])
+
+
+@dataclass(frozen=True)
+class TimeAlignment:
+    """The time base a run episode was compared on against its reference, and why.
+
+    start_offset_s: the run's first sample minus the reference's, on the recorded stamps. On
+    the absolute base the run's stamps are shifted by it onto the reference's (times count
+    from the reference's first sample); on the start base they are not.
+    """
+
+    base: str  # "absolute" or "start"
+    reason: str
+    start_offset_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record."""
+        return {"base": self.base, "reason": self.reason, "start_offset_s": self.start_offset_s}
+
+    def describe(self) -> str:
+        """A short label: 'absolute (run +5 s)' or 'start'."""
+        if self.base == "absolute":
+            return f"absolute (run {self.start_offset_s:+.4g} s)"
+        return "start"
 
 
 @dataclass(frozen=True)
@@ -117,6 +165,7 @@ class EpisodeResult:
     reference: Episode
     pair: AlignedPair
     metrics: TrajectoryMetrics
+    time: TimeAlignment
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record of this episode."""
@@ -127,6 +176,7 @@ class EpisodeResult:
             "reference_bag": str(self.reference.bag),
             "run_ee_source": self.run.ee_source,
             "reference_ee_source": self.reference.ee_source,
+            "time_base": self.time.to_dict(),
             "metadata": dict(self.run.metadata),
             "metrics": self.metrics.to_dict(),
         }
@@ -141,6 +191,8 @@ class Analysis:
     dtw_window_s: float
     episodes: tuple[EpisodeResult, ...]
     summaries: dict[str, dict[str, Summary]]
+    time_base: str = "auto"  # as asked for; each episode's `time` says what was used
+    pose_settings: PoseErrorSettings = field(default_factory=PoseErrorSettings)
 
     @property
     def configs(self) -> list[str]:
@@ -153,6 +205,8 @@ class Analysis:
             "reference": str(self.reference),
             "runs": [str(run) for run in self.runs],
             "dtw_window_s": self.dtw_window_s,
+            "time_base": self.time_base,
+            "pose_errors": self.pose_settings.to_dict(),
             "metadata_keys": {"pair_on": list(EPISODE_KEYS), "group_on": META_BIT_CONFIG},
             "episodes": [result.to_dict() for result in self.episodes],
             "configurations": {
@@ -226,7 +280,8 @@ def load_episode(entry: BagEntry, sources: Sources) -> Episode:
         trajectory = Trajectory(
             stamps - stamps[0], joints.positions[keep], joints.names, positions, quats
         )
-    return Episode(entry.path, trajectory, ee_source, dict(entry.info.custom_data))
+    metadata = dict(entry.info.custom_data)
+    return Episode(entry.path, trajectory, ee_source, metadata, float(stamps[0]))
 
 
 def _resample_poses(
@@ -325,6 +380,63 @@ def aggregate(results: Iterable[EpisodeResult]) -> dict[str, dict[str, Summary]]
     }
 
 
+def shared_fraction(run: Episode, reference: Episode) -> float:
+    """How much of the shorter recording the two spans share on the recorded stamps, 0..1."""
+    shared = min(run.end, reference.end) - max(run.origin, reference.origin)
+    shorter = min(run.end - run.origin, reference.end - reference.origin)
+    if shared < 0:
+        return 0.0
+    return 1.0 if shorter <= 0 else min(shared / shorter, 1.0)
+
+
+def check_time_base(time_base: str) -> None:
+    """DriftError unless `time_base` is one of TIME_BASES."""
+    if time_base not in TIME_BASES:
+        raise DriftError(
+            f"time base {time_base!r}: unknown; pass one of {', '.join(TIME_BASES)} (--time-base)"
+        )
+
+
+def choose_time_base(
+    run: Episode, reference: Episode, time_base: TimeBase = "auto", paired_by: str = "order"
+) -> TimeAlignment:
+    """The time base to compare `run` with `reference` on (see TimeBase), with its reason.
+
+    auto: start for episodes paired by the daptq episode metadata (separate rollouts of a
+    task); else absolute when the recordings share at least MIN_SHARED_FRACTION of the
+    shorter one's span, else start. DriftError for absolute on recordings that do not overlap.
+    """
+    offset = run.origin - reference.origin
+    shared = shared_fraction(run, reference)
+    check_time_base(time_base)
+    if time_base == "absolute" and shared == 0.0:
+        raise DriftError(
+            f"--time-base absolute: the run's stamps [{run.origin:.6f}, {run.end:.6f}] s and the "
+            f"reference's [{reference.origin:.6f}, {reference.end:.6f}] s do not overlap "
+            f"(the run starts {offset:+.6g} s after it); for recordings made at different "
+            "times pass --time-base start (or auto)"
+        )
+    if time_base != "auto":
+        return TimeAlignment(time_base, f"asked for (--time-base {time_base})", offset)
+    if paired_by == "metadata":
+        why = "auto: paired by episode metadata, so separate rollouts"
+        return TimeAlignment("start", why, offset)
+    if shared >= MIN_SHARED_FRACTION:
+        why = f"auto: the recordings overlap ({shared:.0%} of the shorter one)"
+        return TimeAlignment("absolute", why, offset)
+    if shared == 0.0:
+        return TimeAlignment("start", "auto: the recordings do not overlap in time", offset)
+    why = f"auto: the recordings share only {shared:.0%} of the shorter one's time"
+    return TimeAlignment("start", why, offset)
+
+
+def on_time_base(run: Episode, time: TimeAlignment) -> Trajectory:
+    """The run's trajectory with its stamps on the reference's clock for that time base."""
+    if time.base != "absolute":
+        return run.trajectory
+    return replace(run.trajectory, stamps=run.trajectory.stamps + time.start_offset_s)
+
+
 def score(
     config: str,
     paired_by: str,
@@ -333,12 +445,21 @@ def score(
     *,
     joint_topic: str = DEFAULT_JOINT_TOPIC,
     dtw_window_s: float = 0.25,
+    time_base: TimeBase = "auto",
+    pose_settings: PoseErrorSettings | None = None,
 ) -> EpisodeResult:
-    """All metrics of one run episode against its reference episode."""
+    """All metrics of one run episode against its reference episode, on the chosen time base."""
     with _naming(f"{run.bag}: {joint_topic} against the reference {reference.bag}"):
-        pair = align(run.trajectory, reference.trajectory)
-        metrics = compute_metrics(run.trajectory, reference.trajectory, dtw_window_s=dtw_window_s)
-    return EpisodeResult(config, paired_by, run, reference, pair, metrics)
+        time = choose_time_base(run, reference, time_base, paired_by)
+        executed = on_time_base(run, time)
+        pair = align(executed, reference.trajectory)
+        metrics = compute_metrics(
+            executed,
+            reference.trajectory,
+            dtw_window_s=dtw_window_s,
+            pose_settings=pose_settings,
+        )
+    return EpisodeResult(config, paired_by, run, reference, pair, metrics, time)
 
 
 def analyze(
@@ -347,13 +468,19 @@ def analyze(
     sources: Sources | None = None,
     *,
     dtw_window_s: float = 0.25,
+    time_base: TimeBase = "auto",
+    pose_settings: PoseErrorSettings | None = None,
     progress: Callable[[list[Any]], Iterable[Any]] = iter,
 ) -> Analysis:
     """Load, pair and score every run episode against the reference; summarise per config.
 
-    `progress` wraps the list of episode pairs (e.g. tqdm) while they are read and scored.
+    `time_base` puts each pair on one clock (see TimeBase); `pose_settings` are evo's APE and
+    RPE options. `progress` wraps the list of episode pairs (e.g. tqdm) while they are read
+    and scored.
     """
     sources = sources or Sources()
+    pose_settings = pose_settings or PoseErrorSettings()
+    check_time_base(time_base)
     references = find_bags(reference)
     jobs = []
     for run in runs:
@@ -377,9 +504,13 @@ def analyze(
             episode(ref),
             joint_topic=sources.joint_topic,
             dtw_window_s=dtw_window_s,
+            time_base=time_base,
+            pose_settings=pose_settings,
         )
         for config, paired_by, r, ref in progress(jobs)
     )
+    runs_read = tuple(Path(r) for r in runs)
+    summaries = aggregate(results)
     return Analysis(
-        Path(reference), tuple(Path(r) for r in runs), dtw_window_s, results, aggregate(results)
+        Path(reference), runs_read, dtw_window_s, results, summaries, time_base, pose_settings
     )

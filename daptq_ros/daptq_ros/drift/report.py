@@ -16,6 +16,7 @@ from daptq_ros.drift.analysis import (
     SCALAR_METRICS,
     Analysis,
     EpisodeResult,
+    TimeAlignment,
 )
 from daptq_ros.drift.metrics import AlignedPair, cumulative_drift, position_deviation
 from daptq_ros.drift.stats import Summary
@@ -32,8 +33,51 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "dtw_lag": ("DTW lag (run behind reference)", "s"),
     "path_length_ratio": ("path-length ratio run / reference", ""),
     "ee_jerk_rms": ("end-effector RMS jerk", "m/s³"),
+    "ape_translation_rmse": ("APE translation RMSE (evo)", "m"),
+    "ape_rotation_rmse": ("APE rotation RMSE (evo)", "deg"),
+    "rpe_translation_rmse": ("RPE translation RMSE (evo)", "m"),
+    "rpe_rotation_rmse": ("RPE rotation RMSE (evo)", "deg"),
 }
 JOINT_LABELS = {"joint_rms_error": "RMS", "joint_max_error": "max", "joint_final_error": "final"}
+
+# What each metric measures, for the legend of report.md.
+LEGEND = (
+    "**end-effector position RMSE / max / final error** (m): distance between the run's and "
+    "the reference's end-effector positions at the same instants (the reference interpolated "
+    "at the run's stamps, never aligned): root mean square, largest, and at the last sample.",
+    "**end-effector rotation RMSE** (rad): root mean square of the angle of R_ref^T R_run at "
+    "the same instants.",
+    "**APE translation / rotation RMSE** (m / deg): evo's absolute pose error, the RMSE of "
+    "‖t_ref − t_run‖ and of the angle of R_ref^T R_run over the time-associated poses after "
+    "the pose alignment above; with alignment none they equal the end-effector position and "
+    "rotation RMSEs (the rotation in degrees).",
+    "**RPE translation / rotation RMSE** (m / deg): evo's relative pose error: for pose pairs "
+    "(i, i+Δ), E = (Q_i⁻¹ Q_i+Δ)⁻¹ (P_i⁻¹ P_i+Δ) with Q the reference and P the run; the RMSE "
+    "of E's translation length and rotation angle: the drift added per Δ, blind to an error "
+    "carried over from earlier.",
+    "**cumulative drift** (m·s): ∫ deviation dt; **drift growth rate** (m/s): least-squares "
+    "slope of the deviation over time.",
+    "**DTW distance** (m, or rad in joint space): mean cost per step of the best time warping "
+    "of the run onto the reference inside the DTW band; **DTW lag** (s): median time shift "
+    "along that warping (positive: the run is behind).",
+    "**path-length ratio**: the run's path length / the reference's.",
+    "**end-effector RMS jerk** (m/s³): root mean square third time derivative of the run's "
+    "end-effector positions.",
+    "**joint RMS / max / final error** (rad or m): per joint, at the same instants.",
+)
+
+ALIGNMENT_NAMES = {
+    "none": "none (the run's poses as recorded: the frames are shared)",
+    "se3": "se3 (Umeyama rotation and translation of the run onto the reference)",
+    "sim3": "sim3 (Umeyama rotation, translation and scale of the run onto the reference)",
+}
+TIME_BASE_NAMES = {
+    "absolute": "absolute: the recorded stamps as they are",
+    "start": "start: each episode re-zeroed at its first sample",
+}
+
+# Both time bases count from the reference's first sample (0 s).
+TIME_AXIS = "time since the reference's first sample (s)"
 
 PLOTS = {
     "ee_paths.png": "End-effector paths, reference vs run (3-D and top view)",
@@ -130,7 +174,7 @@ def plot_deviation(fig: Figure, results: Sequence[EpisodeResult]) -> bool:
             color=colours[result.config],
             label=_label_once(result.config, seen),
         )
-    ax.set(xlabel="time since episode start (s)", ylabel=f"deviation ({unit})")
+    ax.set(xlabel=TIME_AXIS, ylabel=f"deviation ({unit})")
     ax.legend(fontsize="small")
     return True
 
@@ -167,7 +211,7 @@ def plot_cumulative_drift(fig: Figure, results: Sequence[EpisodeResult]) -> bool
             color=colours[result.config],
             label=_label_once(result.config, seen),
         )
-    ax.set(xlabel="time since episode start (s)", ylabel=f"∫ deviation dt ({unit} · s)")
+    ax.set(xlabel=TIME_AXIS, ylabel=f"∫ deviation dt ({unit} · s)")
     ax.legend(fontsize="small")
     return True
 
@@ -198,6 +242,8 @@ def summary_table(analysis: Analysis) -> str:
         ("cum. drift m·s", "cumulative_drift"),
         ("DTW lag s", "dtw_lag"),
         ("DTW dist", "dtw_distance"),
+        ("APE m", "ape_translation_rmse"),
+        ("APE deg", "ape_rotation_rmse"),
     ]
     rows = [["config", "n", *(title for title, _ in columns)]]
     for config in analysis.configs:
@@ -212,7 +258,7 @@ def summary_table(analysis: Analysis) -> str:
 
 def markdown(analysis: Analysis, plots: Sequence[str]) -> str:
     """The text of report.md."""
-    parts = [_overview(analysis)]
+    parts = [_overview(analysis), _legend()]
     parts += [_config_section(analysis, config) for config in analysis.configs]
     parts.append(_episode_table(analysis.episodes))
     parts.append("## Plots\n\n" + "\n\n".join(f"![{PLOTS[p]}]({p})" for p in plots))
@@ -231,10 +277,9 @@ def _overview(analysis: Analysis) -> str:
         ("episodes", f"{len(episodes)} in {len(analysis.configs)} bit configuration(s)"),
         ("paired by", ", ".join(paired) + f" (metadata keys {', '.join(EPISODE_KEYS)})"),
         ("end-effector poses from", ", ".join(ee_sources)),
-        (
-            "time base",
-            "seconds since each bag's first sample; reference interpolated at run stamps",
-        ),
+        ("time base", _time_base_summary(analysis)),
+        ("APE / RPE pose alignment", ALIGNMENT_NAMES[analysis.pose_settings.alignment]),
+        ("RPE delta", _delta_summary(analysis)),
         ("DTW band", f"±{analysis.dtw_window_s:g} s (longer lags are not recovered)"),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
@@ -244,6 +289,42 @@ def _overview(analysis: Analysis) -> str:
         "Means over episodes with 95 % Student-t confidence intervals.\n\n"
         f"| | |\n|---|---|\n{table}"
     )
+
+
+def _time_base_summary(analysis: Analysis) -> str:
+    """Which time base the episodes were compared on, why, and the run start offsets applied."""
+    parts = []
+    for base, name in TIME_BASE_NAMES.items():
+        used = [r.time for r in analysis.episodes if r.time.base == base]
+        if used:
+            why = "; ".join(sorted({t.reason for t in used}))
+            shift = (
+                f"; {_offsets(used)}, compared at the same instants" if base == "absolute" else ""
+            )
+            parts.append(f"{name} for {len(used)} episode(s) ({why}{shift})")
+    return (
+        f"{'; '.join(parts)}; asked for --time-base {analysis.time_base}; the reference "
+        "interpolated at the run's stamps"
+    )
+
+
+def _offsets(times: Sequence[TimeAlignment]) -> str:
+    """'run starts +5 s after the reference' (or the range of those offsets)."""
+    low, high = min(t.start_offset_s for t in times), max(t.start_offset_s for t in times)
+    span = f"{low:+.4g} s" if low == high else f"{low:+.4g} to {high:+.4g} s"
+    return f"run starts {span} after the reference"
+
+
+def _delta_summary(analysis: Analysis) -> str:
+    """RPE's delta and how its pairs are picked."""
+    settings = analysis.pose_settings
+    unit = "frame(s) (run samples)" if settings.delta_unit == "frames" else "m of the run's path"
+    return f"{settings.delta:g} {unit}, consecutive pairs (evo's default)"
+
+
+def _legend() -> str:
+    """The '## Metrics' section: what each metric measures."""
+    return "## Metrics\n\n" + "\n".join(f"- {line}" for line in LEGEND)
 
 
 def _config_section(analysis: Analysis, config: str) -> str:
@@ -277,13 +358,15 @@ def _heading(key: str) -> str:
 
 def _episode_table(results: Sequence[EpisodeResult]) -> str:
     keys = ["ee_position_rmse", "ee_position_final_error", "cumulative_drift", "dtw_lag"]
-    keys += ["dtw_distance", "path_length_ratio"]
+    keys += ["dtw_distance", "path_length_ratio", "ape_translation_rmse", "ape_rotation_rmse"]
+    keys += ["rpe_translation_rmse", "rpe_rotation_rmse"]
     header = " | ".join(_heading(k) for k in keys)
     lines = [
         "## Episodes",
         "",
-        f"| config | run bag | reference bag | paired by | {header} | worst joint RMS |",
-        "|" + "---|" * (len(keys) + 5),
+        f"| config | run bag | reference bag | paired by | time base | {header} "
+        "| worst joint RMS |",
+        "|" + "---|" * (len(keys) + 6),
     ]
     for r in results:
         m = r.metrics.to_dict()
@@ -291,6 +374,6 @@ def _episode_table(results: Sequence[EpisodeResult]) -> str:
         worst = "–" if not r.metrics.joint_rms_error else f"{max(r.metrics.joint_rms_error):.4g}"
         lines.append(
             f"| {r.config} | `{r.run.bag.name}` | `{r.reference.bag.name}` | {r.paired_by} "
-            f"| {cells} | {worst} |"
+            f"| {r.time.describe()} | {cells} | {worst} |"
         )
     return "\n".join(lines)
