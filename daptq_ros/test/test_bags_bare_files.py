@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
 from daptq_ros.bags import (
     BagReader,
@@ -190,3 +190,23 @@ def test_non_cdr_serialization_is_named(tmp_path: Path, storage: str, bare: bool
     message = str(caught.value)
     assert f"{SERVICE_TOPIC} (json)" in message and "cdr" in message
     assert "damaged" not in message and "reindex" not in message
+
+
+@pytest.mark.parametrize("mode", ["file", "message"])
+def test_zstd_compressed_bags_read(tmp_path: Path, storage: str, mode: str) -> None:
+    """rosbag2's compression modes (`ros2 bag record --compression-mode file|message`)."""
+    store = make_typestore()
+    path = tmp_path / "bag"
+    writer = Writer(path, version=9, storage_plugin=PLUGINS[storage])
+    writer.set_compression(CompressionMode[mode.upper()], CompressionFormat.ZSTD)
+    with writer:
+        connection = writer.add_connection(
+            "/joint_states", "sensor_msgs/msg/JointState", typestore=store
+        )
+        for i, q in enumerate(POSITIONS):
+            stamp = T0 + i * 10_000_000
+            message = joint_state_msg(store.types, stamp, NAMES, q)
+            writer.write(connection, stamp, store.serialize_cdr(message, connection.msgtype))
+    assert f"compression_mode: {mode}" in (path / "metadata.yaml").read_text().lower()
+    assert bag_info(path).message_count == len(POSITIONS)
+    np.testing.assert_array_equal(joint_positions(path), POSITIONS)
