@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--out", required=True, metavar="RUN_DIR", help="folder for bags and eval.json"
     )
     parser.add_argument(
-        "--threads", type=int, default=2, help="torch intra-op threads (default: 2)"
+        "--threads",
+        type=int,
+        default=2,
+        help="torch intra-op threads, of each worker with --workers (default: 2)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the episodes on this many Ray workers (each loads the policy once; results "
+        "do not depend on the count); 0 = serial in this process (default: 0)",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="auto|HOST:PORT",
+        help="with --workers: join this running Ray cluster (the run folder must be on storage "
+        "every node sees); default: a local Ray started for this run",
     )
     parser.add_argument(
         "--record",
@@ -94,11 +111,16 @@ def run(args: argparse.Namespace) -> int:
     """Load (and quantize) the policy, evaluate it, print the table or JSON."""
     import torch
 
+    from daptq_ros.commands.fanout import PolicySpec, evaluate_on_ray, ray_available
     from daptq_ros.policy.model_dir import record_evaluation
     from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
     from daptq_ros.quant import weight_bytes
     from daptq_ros.sim.evaluate import SUMMARY_FILE, EvalConfig, evaluate, format_summary
 
+    if args.workers < 0:
+        raise DaptqError(f"--workers {args.workers}: pass 0 (serial) or more workers")
+    if args.address and args.workers == 0:
+        raise DaptqError("--address joins a Ray cluster: pass --workers N too")
     if args.record and args.bits:
         raise DaptqError(
             "--record writes a full-precision evaluation into the model's manifest; "
@@ -112,19 +134,31 @@ def run(args: argparse.Namespace) -> int:
         kernel_choice=args.kernel_choice,
     )
     bit_config = "" if label == FULL_PRECISION else label
-    summary = evaluate(
-        policy,
-        EvalConfig(
-            out=Path(args.out),
-            tasks=tuple(args.tasks),
-            episodes=args.episodes,
-            seed=args.seed,
-            image_size=policy.loaded.meta.image_size[0],
-            execute_steps=args.execute_steps,
-            model=str(args.model),
-            bit_config=bit_config,
-        ),
+    config = EvalConfig(
+        out=Path(args.out),
+        tasks=tuple(args.tasks),
+        episodes=args.episodes,
+        seed=args.seed,
+        image_size=policy.loaded.meta.image_size[0],
+        execute_steps=args.execute_steps,
+        model=str(args.model),
+        bit_config=bit_config,
     )
+    if args.workers > 0 and ray_available():
+        spec = PolicySpec(
+            model=str(args.model),
+            bits=args.bits or FULL_PRECISION,
+            deployed=args.mode == "deployed",
+            kernels_by_layer={
+                n: c.kernel for n, c in getattr(policy, "kernel_choices", {}).items()
+            },
+            threads=args.threads,
+        )
+        summary = evaluate_on_ray(spec, config, args.workers, args.address)
+    else:
+        if args.workers > 0:
+            print("Ray is not installed: evaluating serially (pip install ray)", file=sys.stderr)
+        summary = evaluate(policy, config)
     summary["weight_bytes"] = weight_bytes(policy.model)
     (Path(args.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     if args.record:

@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from daptq_ros.errors import ConfigError
-from daptq_ros.quant import QuantConfig, quantize
+from daptq_ros.quant import QuantConfig, deploy, quantize
 from daptq_ros.quant.api import METHOD_MODULES
 from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE, INT8_COLUMNS_MULTIPLE, check_device
 from daptq_ros.quant.kernel_choice import LayerChoice, deploy_measured
@@ -52,14 +52,26 @@ def quantize_policy(
 
 
 def deploy_policy(
-    policy: Any, kernel_choice: str = "auto", whole_model_bf16: bool = False
+    policy: Any,
+    kernel_choice: str = "auto",
+    whole_model_bf16: bool = False,
+    kernels_by_layer: dict[str, str] | None = None,
 ) -> dict[str, LayerChoice]:
     """Put `policy.model` on real kernels, each layer's kernel measured for the rows it sees.
 
     One probe chunk (blank image, zero state) records the rows per layer; see
     quant.kernel_choice for the modes. The choices are also kept as `policy.kernel_choices`.
+    `kernels_by_layer` deploys those kernels as given instead (what another process measured,
+    e.g. the driver of a Ray evaluation), so that every worker computes the same arithmetic.
     """
     import numpy as np
+
+    if kernels_by_layer is not None:
+        policy.loaded.model = deploy(
+            policy.model, policy.device.type, whole_model_bf16, kernels_by_layer
+        )
+        policy.kernel_choices = {}
+        return {}
 
     blank = np.zeros((*policy.loaded.meta.image_size, 3), np.uint8)
     state = np.zeros(policy.state_dim)
@@ -101,6 +113,7 @@ def load_policy_with_bits(
     num_steps: int | None = None,
     whole_model_bf16: bool = False,
     kernel_choice: str = "auto",
+    kernels_by_layer: dict[str, str] | None = None,
 ) -> tuple[Any, str]:
     """Load a model directory and quantize it with `bits` ("fp32" = none); (policy, label).
 
@@ -109,7 +122,7 @@ def load_policy_with_bits(
     policy's `bit_config` attribute, which the policy node reports. `whole_model_bf16`
     deploys the rest of a quantized model in bfloat16 too (see quant.deploy.deploy); a
     full-precision model stays float32. `kernel_choice` picks each deployed layer's kernel
-    (quant.kernel_choice: auto, packed or fastest).
+    (quant.kernel_choice: auto, packed or fastest), unless `kernels_by_layer` names them.
     """
     from daptq_ros.policy.inference import load_policy
 
@@ -124,7 +137,7 @@ def load_policy_with_bits(
                 "or pass the full-precision model directory"
             )
         if deployed:
-            deploy_policy(policy, kernel_choice, whole_model_bf16)
+            deploy_policy(policy, kernel_choice, whole_model_bf16, kernels_by_layer)
         policy.bit_config = name
         return policy, name
     if bits == FULL_PRECISION:
@@ -133,6 +146,6 @@ def load_policy_with_bits(
     config = check_runtime_bit_config(bits)
     quantize_policy(policy, config)
     if deployed:
-        deploy_policy(policy, kernel_choice, whole_model_bf16)
+        deploy_policy(policy, kernel_choice, whole_model_bf16, kernels_by_layer)
     policy.bit_config = config.name
     return policy, config.name
