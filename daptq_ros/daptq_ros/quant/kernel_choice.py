@@ -231,8 +231,11 @@ def timed_candidates(layer: QuantLinear | nn.Linear, rows: Counter[int]) -> list
 
 
 def _median_us(module: nn.Module, x: torch.Tensor) -> float:
+    """Median microseconds of module(x); on a GPU each call waits for its kernels."""
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     for _ in range(WARMUP):
         module(x)
+    sync()
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < MIN_REPEATS or (
@@ -240,6 +243,7 @@ def _median_us(module: nn.Module, x: torch.Tensor) -> float:
     ):
         start = time.perf_counter()
         module(x)
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e6
 
