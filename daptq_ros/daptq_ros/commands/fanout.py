@@ -85,7 +85,7 @@ def evaluate_on_ray(
 
     from daptq_ros.sim.collect import episode_path
 
-    jobs = [(task, seed) for task in dict.fromkeys(config.tasks) for seed in config_seeds(config)]
+    jobs = [(task, seed) for task in dict.fromkeys(config.tasks) for seed in config.seeds]
     for task, seed in jobs:
         if (path := episode_path(config.out, task, seed)).exists():
             raise DaptqError(f"{path} already exists; choose a new --out")
@@ -111,11 +111,6 @@ def evaluate_on_ray(
         {"task": task, "seed": seed, "error": why} for (task, seed), why in failures.items()
     ]
     return summary
-
-
-def config_seeds(config: EvalConfig) -> range:
-    """The seeds every task is evaluated on."""
-    return range(config.seed, config.seed + config.episodes)
 
 
 Job = tuple[str, int]  # (task, seed)

@@ -149,6 +149,7 @@ class KernelTimingCache:
             self.data = {}
         if not isinstance(self.data, dict):
             self.data = {}
+        self.changed = False
 
     def get(self, signature: str) -> dict[str, float | None] | None:
         """The timings stored for `signature` on this machine, or None."""
@@ -157,9 +158,13 @@ class KernelTimingCache:
     def put(self, signature: str, timings: dict[str, float | None]) -> None:
         """Store timings for `signature` (written by `save`)."""
         self.data.setdefault(self.key, {})[signature] = timings
+        self.changed = True
 
     def save(self) -> None:
-        """Write the file atomically; a read-only location only logs a warning."""
+        """Write the file atomically if anything was measured (a start that found every timing
+        cached writes nothing); a read-only location only logs a warning."""
+        if not self.changed:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_suffix(f".{os.getpid()}.tmp")  # writers never collide

@@ -92,6 +92,11 @@ class EvalConfig:
     model: str = "policy"
     bit_config: str = ""
 
+    @property
+    def seeds(self) -> range:
+        """The seeds every task is evaluated on."""
+        return range(self.seed, self.seed + self.episodes)
+
     def __post_init__(self) -> None:
         for task in self.tasks:
             get_task(task)
@@ -108,7 +113,7 @@ def evaluate(policy: ChunkPolicy, config: EvalConfig, *, progress: bool = True) 
     with tqdm(total=total, unit="episode", desc="eval", disable=not progress) as bar:
         for task in dict.fromkeys(config.tasks):
             with SimEnv(task, image_size=config.image_size) as env:
-                for seed in range(config.seed, config.seed + config.episodes):
+                for seed in config.seeds:
                     path = episode_path(config.out, task, seed)
                     if path.exists():
                         raise SimError(f"{path} already exists; choose a new --out")
