@@ -134,7 +134,9 @@ def test_a_swap_while_enabled_is_refused(arm):
     enabled_and_active(probe, status)
     refused = ros2("param", "set", "/policy_node", "bit_config", "w8a16")
     assert "enabled" in refused.stdout + refused.stderr
-    assert latest(status).bit_config == "fp32" and active(status)
+    # Still enabled on the old model; a loaded CPU may briefly hold for a late camera frame.
+    assert latest(status).bit_config == "fp32" and latest(status).enabled
+    wait_for(lambda: active(status), 10, "the old model still driving")
 
 
 def test_a_swap_that_fails_to_build_keeps_the_old_model_and_says_why(arm, tmp_path):
