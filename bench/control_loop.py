@@ -83,7 +83,7 @@ def model_directory(model: str, scratch: Path) -> str:
     """The model directory of a --models entry (scale: entries are written into scratch)."""
     if not model.startswith("scale:"):
         return model
-    from daptq_ros.policy.deploy_bench import write_scaled_model_dir
+    from daptq_ros.evidence.deploy_bench import write_scaled_model_dir
 
     family_size, _, variant = model.removeprefix("scale:").partition(":")
     family, _, size = family_size.partition("/")

@@ -47,7 +47,7 @@ render)
 import json, sys
 from pathlib import Path
 
-from daptq_ros.policy.deploy_report import write_performance_doc
+from daptq_ros.evidence.deploy_report import write_performance_doc
 
 folder = Path(sys.argv[1])
 for name, doc in (("gpu_420m", "performance_gpu.md"), ("gpu_3b", "performance_gpu_3b.md")):

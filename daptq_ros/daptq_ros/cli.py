@@ -54,13 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; user errors print one line on stderr and exit with status 2."""
+    """Run the CLI; user errors print one line on stderr and exit with status 2, Ctrl-C
+    exits with 130."""
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except DaptqError as error:
         print(f"daptq {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Leaves through every `finally` on the way out (Ray workers and local Ray stopped).
+        print(f"daptq {args.command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

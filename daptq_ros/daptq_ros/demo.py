@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from daptq_ros.drift.analysis import analyze
-from daptq_ros.drift.report import write_report
+from daptq_ros.evidence.drift_report import write_report
 from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
 from daptq_ros.quant import weight_bytes
 from daptq_ros.quant.kernel_choice import cpu_model

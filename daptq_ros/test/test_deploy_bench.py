@@ -7,7 +7,7 @@ import torch
 
 from daptq_ros.cli import main
 from daptq_ros.errors import DaptqError
-from daptq_ros.policy.deploy_bench import run_deploy_bench
+from daptq_ros.evidence.deploy_bench import run_deploy_bench
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_bad_size_option_fails_with_one_line(capsys):
 
 
 def test_read_bandwidth_buffer_stops_growing_at_the_cap(monkeypatch):
-    import daptq_ros.quant.kernel_bench as kernel_bench
+    import daptq_ros.evidence.kernel_bench as kernel_bench
 
     monkeypatch.setattr(kernel_bench, "READ_BUFFER_CAP", 1 << 20)
     allocated = []
@@ -80,7 +80,7 @@ def test_read_bandwidth_buffer_stops_growing_at_the_cap(monkeypatch):
 
 
 def test_the_released_pi0_preset_has_siglip_and_no_keypoint_stem():
-    from daptq_ros.policy.deploy_bench import PRESET_INPUTS
+    from daptq_ros.evidence.deploy_bench import PRESET_INPUTS
     from daptq_ros.policy.families import Batch
     from daptq_ros.policy.families.pi0 import Pi0Adapter
 

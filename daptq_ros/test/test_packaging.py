@@ -1,6 +1,6 @@
-"""ROS-free checks of the ROS packaging: package.xml, setup.py, messages, import layering."""
+"""ROS-free checks of the ROS packaging: package.xml, setup.py, messages (import layering:
+test_layers.py)."""
 
-import ast
 import os
 import subprocess
 import sys
@@ -29,25 +29,6 @@ NODE_EXEC_DEPENDS = {
     "launch_ros",
     "daptq_ros_interfaces",
 }
-ROS_ONLY_MODULES = {
-    "rclpy",
-    "cv_bridge",
-    "launch",
-    "launch_ros",
-    "launch_testing",
-    "ament_index_python",
-}
-# Which top-level layers each layer may import (ARCHITECTURE.md, "arrows = may import").
-ALLOWED_LAYER_IMPORTS = {
-    "quant": {"quant", "errors", "share"},
-    "bags": {"bags", "errors", "share"},
-    "control": {"control", "errors", "share"},
-    "drift": {"drift", "bags", "errors", "share"},
-    "policy": {"policy", "quant", "errors", "share"},
-    "sim": {"sim", "policy", "bags", "drift", "errors", "share"},
-    "robot": {"robot", "control", "policy", "sim", "drift", "bags", "errors", "share"},
-}
-NO_TORCH_LAYERS = {"bags", "control", "drift"}
 
 
 def _package_xml(path: Path) -> ET.Element:
@@ -177,47 +158,3 @@ def test_wheel_installs_resource_marker_package_xml_and_configs(tmp_path):
     assert Path(module).is_relative_to(site) and robot == "panda"
     assert Path(share) == prefix / "share" / "daptq_ros"
     assert Path(model) == prefix / "share" / "daptq_ros" / "models" / "pi0_default"
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-    return found
-
-
-def _modules_outside_nodes():
-    return [p for p in SOURCE.rglob("*.py") if "nodes" not in p.relative_to(SOURCE).parts]
-
-
-def test_no_ros_imports_outside_nodes():
-    offenders = {
-        str(p.relative_to(SOURCE)): sorted(
-            m for m in _imports(p) if m.split(".")[0] in ROS_ONLY_MODULES
-        )
-        for p in _modules_outside_nodes()
-    }
-    assert {k: v for k, v in offenders.items() if v} == {}
-
-
-def test_layers_import_only_downward():
-    violations = []
-    for path in _modules_outside_nodes():
-        layer = path.relative_to(SOURCE).parts[0]
-        if layer not in ALLOWED_LAYER_IMPORTS:
-            continue
-        for module in _imports(path):
-            parts = module.split(".")
-            if (
-                parts[0] == "daptq_ros"
-                and len(parts) > 1
-                and parts[1] not in ALLOWED_LAYER_IMPORTS[layer]
-            ):
-                violations.append(f"{path.relative_to(SOURCE)} imports {module}")
-            if layer in NO_TORCH_LAYERS and parts[0] in {"torch", "torchao", "transformers"}:
-                violations.append(f"{path.relative_to(SOURCE)} imports {module}")
-    assert violations == []

@@ -168,6 +168,49 @@ def test_report_runs_every_method_on_paired_episodes_and_resumes(setup, tmp_path
     assert "holds the runs of other weights" in capsys.readouterr().err
 
 
+def test_report_on_ray_workers_gives_the_serial_results(setup, tmp_path, capsys):
+    """Quantizations as Ray tasks and episodes on 2 Ray workers: the serial per-episode
+    outcomes, bit maps and drift numbers."""
+    pytest.importorskip("ray")
+    args = ["report", "--models", str(setup["pi0"]), "--calib", str(setup["demos"])]
+    args += ["--methods", "rtn_w4a8", "daptq_topk", "--tasks", "reach", "--episodes", "2"]
+    args += ["--bins", "1", "--threads", "1", "--json"]
+    records = {}
+    for workers in ("0", "2"):
+        folder = tmp_path / f"workers{workers}"
+        out = ["--work", str(folder / "work"), "--out", str(folder / "docs")]
+        assert main([*args, *out, "--workers", workers]) == 0
+        records[workers] = json.loads(capsys.readouterr().out)["models"]["pi0"]["methods"]
+    serial, parallel = records["0"], records["2"]
+
+    def outcomes(run: dict) -> list[tuple]:
+        return [
+            (e["task"], e["seed"], e["success"], e["steps"]) for e in run["eval"]["episodes_run"]
+        ]
+
+    assert list(parallel) == list(serial) == ["fp32", "rtn_w4a8", "daptq_topk"]
+    for name, run in serial.items():
+        assert parallel[name]["eval"]["workers"] == 2 and "workers" not in run["eval"]
+        assert outcomes(parallel[name]) == outcomes(run) and len(outcomes(run)) == 2
+        assert parallel[name]["average_bits"] == run["average_bits"]
+        assert parallel[name]["drift"] == run["drift"]
+
+
+def test_a_failed_quantization_names_its_method_and_keeps_finished_steps(
+    setup, tmp_path, capsys, monkeypatch
+):
+    from daptq_ros.evidence.results_stats import METHODS
+
+    monkeypatch.setitem(METHODS, "broken", ["--method", "rtn", "--config", "w5a5"])
+    args = ["report", "--models", str(setup["cogact"]), "--calib", str(setup["demos"])]
+    args += ["--methods", "rtn_w8a8", "broken", "--tasks", "reach", "--episodes", "1"]
+    args += ["--bins", "1", "--workers", "0", "--work", str(tmp_path / "w")]
+    assert main([*args, "--out", str(tmp_path / "docs")]) == 2
+    err = capsys.readouterr().err
+    assert "failed for 1 method(s): broken on" in err and "run the report again" in err
+    assert (tmp_path / "w" / "cogact" / "models" / "rtn_w8a8" / "calibration.json").is_file()
+
+
 def test_daptq_with_gptq_rounding_keeps_the_bit_map_and_the_fold(setup, tmp_path, capsys):
     extra = ("--method", "daptq", "--allocation", "budget", "--average-bits", "4.5")
     (tmp_path / "rtn").mkdir(), (tmp_path / "gptq").mkdir()

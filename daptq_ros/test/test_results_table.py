@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from daptq_ros.commands.results_table import (
+from daptq_ros.errors import DaptqError
+from daptq_ros.evidence.results_markdown import budget_verdict
+from daptq_ros.evidence.results_stats import (
     MethodRun,
     ModelTable,
-    budget_verdict,
     check_methods,
     paired_difference,
 )
-from daptq_ros.errors import DaptqError
 
 
 def method_run(name: str, bits: float, successes: list[int], rmse: list[float | None]) -> MethodRun:
@@ -71,7 +71,7 @@ def test_mean_drift_curve_stops_where_few_episodes_still_run():
 
     import numpy as np
 
-    from daptq_ros.commands.results_table import _mean_deviation_curve
+    from daptq_ros.evidence.results_stats import mean_deviation_curve
 
     def episode(duration: float, deviation: float) -> SimpleNamespace:
         stamps = np.linspace(0.0, duration, 20)
@@ -83,13 +83,14 @@ def test_mean_drift_curve_stops_where_few_episodes_still_run():
         )
         return SimpleNamespace(pair=pair)
 
-    grid, mean = _mean_deviation_curve([episode(1.0, 0.01)] * 4 + [episode(3.0, 0.5)])
+    grid, mean = mean_deviation_curve([episode(1.0, 0.01)] * 4 + [episode(3.0, 0.5)])
     assert grid[-1] == pytest.approx(1.0)  # 1 of 5 episodes past 1 s: below a quarter
     assert mean[0] == pytest.approx((4 * 0.01 + 0.5) / 5)
 
 
 def test_an_interrupted_evaluation_is_rerun_from_scratch(tmp_path):
-    from daptq_ros.commands.results_table import TableOptions, _evaluate
+    from daptq_ros.commands.results_table import _evaluate
+    from daptq_ros.evidence.results_stats import TableOptions
 
     partial = tmp_path / "runs" / "fp32" / "reach" / "reach_seed100000"
     partial.mkdir(parents=True)  # a stopped `daptq eval` left bags but no eval.json

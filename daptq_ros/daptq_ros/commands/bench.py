@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         raise DaptqError("choose a benchmark: --kernels or --deploy")
     import torch
 
-    from daptq_ros.quant.kernel_bench import VARIANTS, format_table, run_kernel_bench
+    from daptq_ros.evidence.kernel_bench import VARIANTS, format_table, run_kernel_bench
 
     variants = args.variants or list(VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -137,8 +137,8 @@ def run_deploy(args: argparse.Namespace) -> int:
     """`daptq bench --deploy`: every variant of each family, then the table (and the report)."""
     import sys
 
-    from daptq_ros.policy.deploy_bench import VARIANTS, run_deploy_bench
-    from daptq_ros.policy.deploy_report import kernels_table, write_performance_doc
+    from daptq_ros.evidence.deploy_bench import VARIANTS, run_deploy_bench
+    from daptq_ros.evidence.deploy_report import kernels_table, write_performance_doc
 
     sizes = {}
     for item in args.size:

@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
 
     from daptq_ros.drift.analysis import analyze
     from daptq_ros.drift.metrics import PoseErrorSettings
-    from daptq_ros.drift.report import summary_table, write_report
     from daptq_ros.errors import DriftError
+    from daptq_ros.evidence.drift_report import summary_table, write_report
 
     if not args.dtw_window > 0:
         raise DriftError(f"--dtw-window {args.dtw_window}: need a number of seconds > 0")

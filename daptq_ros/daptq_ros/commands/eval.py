@@ -27,6 +27,49 @@ def add_kernel_choice_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_parallel_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--workers`, `--address`, `--threads`: shared by `daptq eval` and `daptq report`."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help=f"run the {what} on this many Ray workers, one CPU each (results do not depend on "
+        "the count); 0 = serial in this process, as without Ray installed (default: the cores "
+        "of this machine, or serial without Ray)",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="auto|HOST:PORT",
+        help="join this running Ray cluster instead of starting a local one (folders written "
+        "must be on storage every node sees)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads of each worker (serial: of this process) (default: the "
+        "cores divided among the workers)",
+    )
+
+
+def resolve_parallel(args: argparse.Namespace) -> None:
+    """Fill in the `add_parallel_arguments` defaults: workers and threads, checked."""
+    from daptq_ros.commands.fanout import available_cores, ray_available
+
+    cores = available_cores()
+    if args.workers is None:
+        args.workers = cores if ray_available() else 0
+    elif args.workers < 0:
+        raise DaptqError(f"--workers {args.workers}: pass 0 (serial) or more workers")
+    elif args.workers > 0 and not ray_available():
+        print("Ray is not installed: running serially (pip install ray)", file=sys.stderr)
+        args.workers = 0
+    if args.address and args.workers == 0:
+        raise DaptqError("--address joins a Ray cluster: pass --workers N (N > 0) too")
+    if args.threads is None:
+        args.threads = max(1, cores // max(1, args.workers))
+    elif args.threads < 1:
+        raise DaptqError(f"--threads {args.threads}: pass 1 or more")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `daptq eval`."""
     from daptq_ros.sim.tasks import DEFAULT_EVAL_SEED, DEFAULT_TASKS, TASKS
@@ -77,25 +120,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--out", required=True, metavar="RUN_DIR", help="folder for bags and eval.json"
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=2,
-        help="torch intra-op threads, of each worker with --workers (default: 2)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="run the episodes on this many Ray workers (each loads the policy once; results "
-        "do not depend on the count); 0 = serial in this process (default: 0)",
-    )
-    parser.add_argument(
-        "--address",
-        metavar="auto|HOST:PORT",
-        help="with --workers: join this running Ray cluster (the run folder must be on storage "
-        "every node sees); default: a local Ray started for this run",
-    )
+    add_parallel_arguments(parser, "episodes")
     parser.add_argument(
         "--record",
         action="store_true",
@@ -111,16 +136,13 @@ def run(args: argparse.Namespace) -> int:
     """Load (and quantize) the policy, evaluate it, print the table or JSON."""
     import torch
 
-    from daptq_ros.commands.fanout import PolicySpec, evaluate_on_ray, ray_available
+    from daptq_ros.commands.fanout import PolicySpec, evaluate_on_ray
     from daptq_ros.policy.model_dir import record_evaluation
     from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
     from daptq_ros.quant import weight_bytes
     from daptq_ros.sim.evaluate import SUMMARY_FILE, EvalConfig, evaluate, format_summary
 
-    if args.workers < 0:
-        raise DaptqError(f"--workers {args.workers}: pass 0 (serial) or more workers")
-    if args.address and args.workers == 0:
-        raise DaptqError("--address joins a Ray cluster: pass --workers N too")
+    resolve_parallel(args)
     if args.record and args.bits:
         raise DaptqError(
             "--record writes a full-precision evaluation into the model's manifest; "
@@ -144,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         model=str(args.model),
         bit_config=bit_config,
     )
-    if args.workers > 0 and ray_available():
+    if args.workers > 0:
         spec = PolicySpec(
             model=str(args.model),
             bits=args.bits or FULL_PRECISION,
@@ -156,8 +178,6 @@ def run(args: argparse.Namespace) -> int:
         )
         summary = evaluate_on_ray(spec, config, args.workers, args.address)
     else:
-        if args.workers > 0:
-            print("Ray is not installed: evaluating serially (pip install ray)", file=sys.stderr)
         summary = evaluate(policy, config)
     summary["weight_bytes"] = weight_bytes(policy.model)
     (Path(args.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -6,12 +6,19 @@ runs the (task, seed) episodes it is handed, writing each episode bag to the run
 storage on a cluster) and returning how it went. An episode's outcome depends only on its task
 and seed, so the results do not depend on the number of workers. A worker that dies is
 restarted once by Ray and its episode retried once; after that the episode is reported as a
-failed run, never dropped. Ctrl-C shuts down the local Ray this started.
+failed run, never dropped, and a fresh worker takes the remaining episodes. `daptq report`
+also runs each method's quantization here, as a Ray task. Ctrl-C cancels the tasks and kills
+the workers this run started, and shuts down the local Ray it started.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import shutil
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +67,8 @@ class EpisodeWorker:
             self.envs[task] = SimEnv(task, image_size=self.config.image_size).__enter__()
         before = len(self.actor.latencies)
         path = episode_path(self.config.out, task, seed)
+        # Left by an attempt whose worker died (the driver checked that none existed before).
+        shutil.rmtree(path, ignore_errors=True)
         result = record_episode(self.envs[task], self.actor, seed, path)
         return result, self.actor.latencies[before:]
 
@@ -73,74 +82,168 @@ def ray_available() -> bool:
     return True
 
 
+def available_cores() -> int:
+    """The cores this process may run on: the default number of workers."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
+    """The `ray` module, initialised: a local Ray with `workers` CPUs when `address` is None,
+    else the cluster at `address` ("auto" or HOST:PORT). A Ray already initialised in this
+    process is used as it is. A local Ray started here is shut down on leaving, Ctrl-C too."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address is None:
+            options["num_cpus"] = workers
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as error:
+            raise DaptqError(
+                f"no Ray cluster at --address {address} ({_first_line(error)}): start one with "
+                "`ray start --head` (and `ray start --address HEAD:6379` on the other nodes), "
+                "or drop --address for a local Ray"
+            ) from None
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def evaluate_on_ray(
-    spec: PolicySpec, config: EvalConfig, workers: int, address: str | None = None
+    spec: PolicySpec,
+    config: EvalConfig,
+    workers: int,
+    address: str | None = None,
+    worker_class: type[EpisodeWorker] = EpisodeWorker,
 ) -> dict[str, Any]:
     """Every (task, seed) of `config` on `workers` Ray actors; the summary serial eval gives.
 
-    `address` None starts a local Ray with `workers` CPUs (shut down at the end, Ctrl-C too);
-    "auto" or HOST:PORT joins a running cluster.
+    Ray as `ray_session` gives it; `worker_class` is the actor (a test passes one that dies).
     """
-    import ray
-
     from daptq_ros.sim.collect import episode_path
 
     jobs = [(task, seed) for task in dict.fromkeys(config.tasks) for seed in config.seeds]
     for task, seed in jobs:
         if (path := episode_path(config.out, task, seed)).exists():
             raise DaptqError(f"{path} already exists; choose a new --out")
-    started = not ray.is_initialized()
-    if started:
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address is None:
-            options["num_cpus"] = workers
-        ray.init(address=address, **options)
     start = time.perf_counter()
-    try:
-        worker = ray.remote(num_cpus=1, max_restarts=1, max_task_retries=1)(EpisodeWorker)
-        actors = [worker.remote(spec, config) for _ in range(min(workers, len(jobs)))]
-        outcomes, failures = _run_jobs(ray, actors, jobs)
-    finally:
-        if started:
-            ray.shutdown()
+    with ray_session(workers, address) as ray:
+        worker = ray.remote(num_cpus=1, max_restarts=1, max_task_retries=1)(worker_class)
+        pool = _ActorPool(lambda: worker.remote(spec, config), min(workers, len(jobs)))
+        try:
+            outcomes, failures = _run_jobs(ray, pool, jobs)
+        finally:
+            pool.kill(ray)
+    for task, seed in failures:  # a dead worker's partial bag is no episode
+        shutil.rmtree(episode_path(config.out, task, seed), ignore_errors=True)
     results = [outcomes[job][0] for job in jobs]  # serial order: task, then seed
     latencies = [x for job in jobs for x in outcomes[job][1]]
     summary = summarize(config, results, latencies, time.perf_counter() - start)
-    summary["workers"] = len(actors)
+    summary["workers"] = pool.size
     summary["failed_runs"] = [
         {"task": task, "seed": seed, "error": why} for (task, seed), why in failures.items()
     ]
     return summary
 
 
+class _ActorPool:
+    """`size` live actors; one that died for good is replaced by a fresh one."""
+
+    def __init__(self, make: Any, size: int) -> None:
+        self.make = make
+        self.size = size
+        self.free = [make() for _ in range(size)]
+        self.started = list(self.free)
+
+    def replace(self) -> None:
+        """Add a fresh actor in place of one that died."""
+        fresh = self.make()
+        self.started.append(fresh)
+        self.free.append(fresh)
+
+    def kill(self, ray: Any) -> None:
+        """Stop every actor this pool started (done, interrupted or failed)."""
+        for actor in self.started:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+
+
 Job = tuple[str, int]  # (task, seed)
 
 
 def _run_jobs(
-    ray: Any, actors: list[Any], jobs: list[Job]
+    ray: Any, pool: _ActorPool, jobs: list[Job]
 ) -> tuple[dict[Job, tuple[EpisodeResult, list[float]]], dict[Job, str]]:
     """Hand jobs to free actors until all are done, one progress bar over every episode;
     (outcome per job, why each failed job failed)."""
     pending = list(reversed(jobs))
-    free = list(actors)
     running: dict[Any, tuple[Any, Job]] = {}
     outcomes: dict[Job, tuple[EpisodeResult, list[float]]] = {}
     failures: dict[Job, str] = {}
     with tqdm(total=len(jobs), unit="episode", desc="eval (ray)") as bar:
         while pending or running:
-            while pending and free:
-                actor, job = free.pop(), pending.pop()
+            while pending and pool.free:
+                actor, job = pool.free.pop(), pending.pop()
                 running[actor.run.remote(*job)] = (actor, job)
             (done,), _ = ray.wait(list(running), num_returns=1)
             actor, job = running.pop(done)
             try:
                 outcomes[job] = ray.get(done)
+                pool.free.append(actor)
             except ray.exceptions.RayError as error:  # Ray retried it once already
-                lines = str(error).strip().splitlines()
-                failures[job] = lines[0] if lines else type(error).__name__
+                failures[job] = _first_line(error)
                 outcomes[job] = (EpisodeResult(job[0], job[1], "failed run", False, 0, 0.0), [])
-            free.append(actor)
+                if isinstance(error, ray.exceptions.RayActorError):
+                    pool.replace()  # this one died twice: Ray will not restart it again
+                else:
+                    pool.free.append(actor)
             successes = sum(result.success for result, _ in outcomes.values())
             bar.set_postfix(success=f"{successes}/{len(outcomes)}", failed=len(failures))
             bar.update()
     return outcomes, failures
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _run_cli(argv: list[str]) -> tuple[int, str]:
+    """In a Ray worker: one `daptq` command; its exit status and the end of its stderr."""
+    from daptq_ros.cli import main
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        status = main(argv)
+    return status, stderr.getvalue()[-2000:]
+
+
+def run_commands_on_ray(
+    ray: Any, commands: Sequence[list[str]], desc: str
+) -> list[tuple[int, str]]:
+    """`daptq` commands as Ray tasks (one CPU each, a task whose worker died retried once);
+    per command its exit status and the end of its stderr, in order. Ctrl-C cancels them."""
+    task = ray.remote(num_cpus=1, max_retries=1)(_run_cli)
+    refs = [task.remote(list(argv)) for argv in commands]
+    results: dict[Any, tuple[int, str]] = {}
+    try:
+        with tqdm(total=len(refs), unit="step", desc=desc) as bar:
+            waiting = list(refs)
+            while waiting:
+                (done,), waiting = ray.wait(waiting, num_returns=1)
+                try:
+                    results[done] = ray.get(done)
+                except ray.exceptions.RayError as error:
+                    results[done] = (1, _first_line(error))
+                bar.update()
+    finally:
+        for ref in refs:
+            if ref not in results:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+    return [results[ref] for ref in refs]

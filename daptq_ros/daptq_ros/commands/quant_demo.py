@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo and print its table (or JSON)."""
     import torch
 
-    from daptq_ros.quant.demo import format_report, run_demo
+    from daptq_ros.evidence.quant_demo import format_report, run_demo
 
     torch.set_num_threads(args.threads)
     presets = [args.config] if args.config else list(args.presets)

@@ -12,7 +12,8 @@ FAMILIES = ("pi0", "cogact")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `daptq report`."""
-    from daptq_ros.commands.results_table import METHODS
+    from daptq_ros.commands.eval import add_parallel_arguments
+    from daptq_ros.evidence.results_stats import METHODS
 
     parser = subparsers.add_parser(
         "report",
@@ -21,7 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "calibration bags), evaluate each on the same seeds (`daptq eval`), measure drift "
         "against the FP32 rollout of the same seed, and write OUT/results.md (table, comparison "
         "at 4.5 average weight bits, ablations as paired differences, drift curves and bit-map "
-        "plots), OUT/results.json and a drift report per method under OUT/drift/. Finished "
+        "plots), OUT/results.json and a drift report per method under OUT/drift/. The "
+        "quantizations run as Ray tasks and each evaluation's episodes on Ray workers (a local "
+        "Ray by default, a cluster with --address; --workers 0: serially, no Ray). Finished "
         "steps are kept under WORK, so a re-run resumes.",
     )
     parser.add_argument(
@@ -51,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--seed", type=int, default=100_000, help="first evaluation seed (default: 100000)"
     )
     parser.add_argument("--bins", type=int, default=6, help="calibration bins (default: 6)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    add_parallel_arguments(parser, "quantizations and episodes")
     parser.add_argument(
         "--work",
         type=Path,
@@ -74,12 +77,22 @@ def _run_quietly(argv: list[str]) -> int:
         return main(argv)
 
 
+def _serial_batch(commands: list[list[str]]) -> list[tuple[int, str]]:
+    """Run commands one after the other here (their errors are printed as they happen)."""
+    return [(_run_quietly(command), "") for command in commands]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run every model's table and write the results."""
-    from daptq_ros.commands.results_table import TableOptions, run_model_table, write_results
+    from daptq_ros.commands.eval import resolve_parallel
+    from daptq_ros.commands.fanout import ray_session, run_commands_on_ray
+    from daptq_ros.commands.results_table import Steps, run_tables
     from daptq_ros.errors import DaptqError
+    from daptq_ros.evidence.results_markdown import write_results
+    from daptq_ros.evidence.results_stats import TableOptions
     from daptq_ros.policy.model_dir import default_model_dir
 
+    resolve_parallel(args)
     if args.models:
         models = [Path(m) for m in args.models]
     else:
@@ -102,14 +115,18 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         bins=args.bins,
         threads=args.threads,
+        workers=args.workers,
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    tables = []
-    for model, label in zip(models, labels, strict=True):
-        drift_out = args.out / "drift" / label
-        tables.append(
-            run_model_table(model, label, options, args.work / label, drift_out, _run_quietly)
-        )
+    named = list(zip(models, labels, strict=True))
+    if args.workers == 0:
+        tables = run_tables(named, options, args.work, args.out, Steps(_run_quietly, _serial_batch))
+    else:
+        with ray_session(args.workers, args.address) as ray:
+            steps = Steps(
+                _run_quietly, lambda commands: run_commands_on_ray(ray, commands, "quantize")
+            )
+            tables = run_tables(named, options, args.work, args.out, steps)
     path = write_results(tables, options, args.out, args.note)
     if args.json:
         print((args.out / "results.json").read_text())

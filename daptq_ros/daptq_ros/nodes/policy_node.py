@@ -30,7 +30,6 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from daptq_ros.bags.convert import image_to_numpy
 from daptq_ros.nodes.common import (
     CAMERA_QOS,
     COMMAND_QOS,
@@ -63,7 +62,7 @@ def rgb_decoder(logger) -> Callable[[Image], np.ndarray]:
         bridge.cv2_to_imgmsg(np.zeros((2, 2, 3), np.uint8), "rgb8")  # fails under NumPy 2
     except Exception as error:  # apt's cv_bridge is built against NumPy 1
         logger.info(f"cv_bridge unusable ({type(error).__name__}); using the numpy converter")
-        return image_to_numpy
+        return policy_core.image_to_numpy  # the core's default decoder (bags.convert)
 
     def decode(msg: Image) -> np.ndarray:
         return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from daptq_ros.evidence.kernel_bench import median_latency_ms
 from daptq_ros.quant.api import quantize
 from daptq_ros.quant.config import load_config
 from daptq_ros.quant.deploy import deploy, weight_bytes
-from daptq_ros.quant.kernel_bench import median_latency_ms
 from daptq_ros.quant.serialization import load_quantized, save_quantized
 
 VOCAB, SEQ, BATCH = 1024, 64, 4

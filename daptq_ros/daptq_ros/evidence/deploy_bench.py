@@ -286,7 +286,7 @@ def gemv_roofline(model: nn.Module) -> dict[str, float]:
 
 
 def _stack_roofline(linears: list[nn.Module], prefix: str) -> dict[str, float]:
-    from daptq_ros.quant.kernel_bench import median_latency_ms, read_bandwidth_gbs
+    from daptq_ros.evidence.kernel_bench import median_latency_ms, read_bandwidth_gbs
 
     dtype = torch.float32 if any(isinstance(m, nn.Linear) for m in linears) else torch.bfloat16
     inputs = [torch.randn(1, m.in_features).to(dtype) for m in linears]
@@ -381,7 +381,7 @@ def _latencies(totals: list[float], prefixes: list[float], prefix: str) -> dict[
 
 def _child(stage: str, **kwargs: Any) -> dict[str, Any]:
     """Run `stage` of this module in a fresh Python process; its JSON result."""
-    command = [sys.executable, "-m", "daptq_ros.policy.deploy_bench", stage, json.dumps(kwargs)]
+    command = [sys.executable, "-m", "daptq_ros.evidence.deploy_bench", stage, json.dumps(kwargs)]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
         raise DaptqError(
@@ -436,7 +436,7 @@ def run_deploy_bench(
                 del row["path"]
                 rows.append(row)
     _add_ratios(rows)
-    from daptq_ros.quant.kernel_bench import copy_bandwidth_gbs
+    from daptq_ros.evidence.kernel_bench import copy_bandwidth_gbs
 
     torch.set_num_threads(threads)
     return {

@@ -1,0 +1,257 @@
+"""The results table as markdown and plots: docs/results.md, results.json and the PNGs."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from daptq_ros.evidence.results_stats import (
+    ABLATIONS,
+    BUDGET_BITS,
+    COLUMNS,
+    DAPTQ_METHODS,
+    DRIFT_COLUMNS,
+    MILLIMETRES,
+    SUCCESS_MARGIN,
+    ModelTable,
+    TableOptions,
+    paired_difference,
+)
+
+
+def budget_verdict(table: ModelTable) -> list[str]:
+    """The acceptance comparison at <= BUDGET_BITS average weight bits, as markdown lines."""
+    fp32 = table.runs["fp32"]
+    in_budget = [
+        run
+        for name, run in table.runs.items()
+        if run.average_bits <= BUDGET_BITS + 1e-9 and not name.startswith("ablation_")
+    ]
+    ranked = sorted(
+        (run for run in in_budget if run.drift.get("ee_position_rmse", {}).get("mean") is not None),
+        key=lambda run: run.drift["ee_position_rmse"]["mean"],
+    )
+    lines = [
+        f"Methods at <= {BUDGET_BITS} average weight bits, by EE RMSE vs FP32 (lowest first): "
+        + ", ".join(
+            f"{run.name} {1000 * run.drift['ee_position_rmse']['mean']:.2f} mm" for run in ranked
+        )
+        + "."
+    ]
+    for name in DAPTQ_METHODS:
+        run = table.runs.get(name)
+        if run is None:
+            continue
+        if run.average_bits > BUDGET_BITS + 1e-9:
+            lines.append(
+                f"- {name}: {run.average_bits:.2f} average weight bits, above the "
+                f"{BUDGET_BITS}-bit budget, so not compared at it."
+            )
+            continue
+        delta, half, n = paired_difference(run, fp32, "success")
+        rank = [r.name for r in ranked].index(name) + 1 if run in ranked else None
+        within = delta >= -SUCCESS_MARGIN
+        lines.append(
+            f"- {name} ({run.average_bits:.2f} bits): success {_points(delta, half)} vs FP32 "
+            f"over {n} paired episodes ({'within' if within else 'NOT within'} "
+            f"{100 * SUCCESS_MARGIN:.0f} points); EE RMSE rank {rank} of {len(ranked)}"
+            + (" (the lowest)." if rank == 1 else f" (lowest: {ranked[0].name}).")
+        )
+    return lines
+
+
+def fold_lines(table: ModelTable) -> list[str]:
+    """The CSRC fold check of every method that compensates, as markdown lines."""
+    runs = table.runs.items()
+    checked = {name: run.fold_check for name, run in runs if run.fold_check is not None}
+    if not checked:
+        return []
+    verdicts = ", ".join(f"{name} {'passed' if ok else 'FAILED'}" for name, ok in checked.items())
+    return [
+        "Fold check (the compensated model has exactly the parameters and modules of the "
+        f"uncompensated quantized one): {verdicts}.",
+        "",
+    ]
+
+
+def ablation_lines(table: ModelTable) -> list[str]:
+    """Each DA-PTQ component's contribution: paired differences ablation - full method."""
+    lines = [
+        "| ablation | removes | Δ success (points) | Δ EE RMSE (mm) | paired episodes |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (full_name, removed) in ABLATIONS.items():
+        run, full = table.runs.get(name), table.runs.get(full_name)
+        if run is None or full is None:
+            continue
+        d_success, h_success, n = paired_difference(run, full, "success")
+        d_rmse, h_rmse, _ = paired_difference(run, full, "ee_position_rmse")
+        lines.append(
+            f"| {name} vs {full_name} | {removed} | {_points(d_success, h_success)} | "
+            f"{_scaled(d_rmse, h_rmse, 1000.0)} | {n} |"
+        )
+    return lines
+
+
+def _points(delta: float, half: float | None) -> str:
+    """A success difference in percentage points, '± half-width' when known."""
+    return _scaled(delta, half, 100.0, signed=True)
+
+
+def _scaled(value: float, half: float | None, scale: float, signed: bool = True) -> str:
+    """'value ± half' scaled; '' for NaN."""
+    if math.isnan(value):
+        return ""
+    text = f"{scale * value:+.2f}" if signed else f"{scale * value:.2f}"
+    return text + ("" if half is None else f" ± {scale * half:.2f}")
+
+
+def table_rows(table: ModelTable) -> list[str]:
+    """The markdown results table of one model."""
+    header = ["method", *(title for _, title in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for name, run in table.runs.items():
+        overall = run.eval_summary["overall"]
+        low, high = overall["ci95"]
+        cells = [f"{100 * overall['success_rate']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"]
+        cells.append(f"{run.average_bits:.2f}")
+        for key in DRIFT_COLUMNS:
+            summary = run.drift.get(key, {})
+            scale = 1000.0 if key in MILLIMETRES else 1.0
+            mean, lo, hi = summary.get("mean"), summary.get("ci_low"), summary.get("ci_high")
+            half = None if hi is None or lo is None else (hi - lo) / 2
+            cells.append("" if mean is None else _scaled(mean, half, scale, signed=False))
+        weight_bytes = run.eval_summary.get("weight_bytes")
+        cells.append("" if weight_bytes is None else f"{weight_bytes / 1e6:.2f}")
+        cells.append(f"{run.eval_summary['inference_ms']['p50']:.1f}")
+        cells.append(f"{run.calibration_s:.1f}")
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return lines
+
+
+def plot_drift_curves(table: ModelTable, path: Path) -> Path:
+    """Mean EE deviation from the FP32 rollout over episode time, one line per method."""
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.add_subplot()
+    for name, run in table.runs.items():
+        if run.curve is None or name.startswith("ablation_"):
+            continue
+        grid, mean = run.curve
+        style = "-" if name in DAPTQ_METHODS else "--"
+        axes.plot(grid, 1000.0 * mean, style, label=name, linewidth=2 if style == "-" else 1)
+    axes.set_xlabel("episode time (s)")
+    axes.set_ylabel("mean EE deviation vs FP32 (mm)")
+    axes.set_title(f"{table.label}: drift from the FP32 rollout of the same seed")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, ncol=2)
+    FigureCanvasAgg(figure).print_png(str(path))
+    return path
+
+
+def plot_bit_maps(table: ModelTable, path: Path) -> Path:
+    """Weight bits per Linear layer (module order) of the mixed-precision methods."""
+    figure = Figure(figsize=(10, 4))
+    axes = figure.add_subplot()
+    for name in ("qvla", *DAPTQ_METHODS):
+        run = table.runs.get(name)
+        if run is None:
+            continue
+        bits = list(run.bit_map.values())
+        axes.step(range(len(bits)), bits, where="mid", label=f"{name} ({run.average_bits:.2f})")
+    axes.set_yscale("log", base=2)
+    axes.set_yticks([2, 3, 4, 8, 16], labels=["2", "3", "4", "8", "16"])
+    axes.set_xlabel("Linear layer (module order: backbone ... action head)")
+    axes.set_ylabel("weight bits")
+    axes.set_title(f"{table.label}: bit maps (average weight bits in the legend)")
+    axes.legend(fontsize=8)
+    FigureCanvasAgg(figure).print_png(str(path))
+    return path
+
+
+def model_section(table: ModelTable, options: TableOptions, out: Path) -> list[str]:
+    """The markdown section of one model: table, verdict at the budget, ablations, plots."""
+    curves = plot_drift_curves(table, out / f"results_{table.label}_drift.png")
+    bit_maps = plot_bit_maps(table, out / f"results_{table.label}_bits.png")
+    fp32 = table.runs["fp32"].eval_summary["overall"]
+    identity = table.identity
+    revision = str(identity.get("git_revision") or "unknown")[:12]
+    return [
+        f"## {table.label} ({table.family})",
+        "",
+        f"Model `{table.model}` (weights sha256 {identity.get('weights_sha256', '?')[:12]}, "
+        f"{identity.get('training_steps')} training steps, trained at revision {revision}): "
+        f"FP32 success {100 * fp32['success_rate']:.1f} % over "
+        f"{fp32['episodes']} episodes; {options.episodes} episodes per task, seeds from "
+        f"{options.seed} for every method (paired). Quantization + evaluation took "
+        f"{table.compute_s / 60:.0f} min.",
+        "",
+        *table_rows(table),
+        "",
+        "### At the weight budget",
+        "",
+        *budget_verdict(table),
+        "",
+        *fold_lines(table),
+        "### Ablations (paired differences, ablation - full method, 95 % Student-t)",
+        "",
+        *ablation_lines(table),
+        "",
+        f"![drift curves]({curves.name})",
+        "",
+        f"![bit maps]({bit_maps.name})",
+        "",
+        f"Drift reports per method: `drift/{table.label}/<method>/report.md`.",
+        "",
+    ]
+
+
+def write_results(
+    tables: Sequence[ModelTable], options: TableOptions, out: Path, note: str = ""
+) -> Path:
+    """Write out/results.md (one section per model) and out/results.json."""
+    lines = [
+        "# DA-PTQ results (generated by `daptq report` / bench/daptq_table.py)",
+        "",
+        "Every method quantized by `daptq quantize` on the same calibration bags and evaluated "
+        "by `daptq eval` on the same seeds; drift is measured against the FP32 rollout of the "
+        "same seed (mean ± half-width of the 95 % Student-t interval over the paired episodes; "
+        "success with 95 % Wilson intervals). Average weight bits are over every Linear layer, "
+        "weighted by weight count (FP32 = 32, kept layers = 16). Latency is the deployed "
+        f"chunk latency at {options.threads} thread(s) on whatever else shared the CPU.",
+        *(["", note] if note else []),
+        "",
+    ]
+    for table in tables:
+        lines += model_section(table, options, out)
+    path = out / "results.md"
+    path.write_text("\n".join(lines))
+    record = {
+        "calibration_bags": list(options.calib),
+        "budget_bits": BUDGET_BITS,
+        "models": {
+            table.label: {
+                "model": table.model,
+                "family": table.family,
+                "identity": table.identity,
+                "compute_s": table.compute_s,
+                "methods": {
+                    name: {
+                        "eval": run.eval_summary,
+                        "calibration_s": run.calibration_s,
+                        "average_bits": run.average_bits,
+                        "fold_check": run.fold_check,
+                        "drift": run.drift,
+                    }
+                    for name, run in table.runs.items()
+                },
+            }
+            for table in tables
+        },
+    }
+    (out / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,170 @@
+"""The results table's data and statistics: methods, runs, paired differences, drift curves.
+
+What `daptq report` computes from the runs (never written by hand); `results_markdown` lays
+it out and `commands/results_table` runs the steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daptq_ros.errors import DaptqError
+
+# name -> `daptq quantize` arguments (None: the FP32 reference, evaluated as it is).
+METHODS: dict[str, list[str] | None] = {
+    "fp32": None,
+    "bf16": ["--method", "rtn", "--config", "bf16"],
+    "rtn_w8a8": ["--method", "rtn", "--config", "w8a8"],
+    "rtn_w4a8": ["--method", "rtn", "--config", "w4a8"],
+    "smoothquant_w8a8": ["--method", "smoothquant", "--config", "w8a8"],
+    "awq_w4": ["--method", "awq", "--config", "w4a16"],
+    "gptq_w4": ["--method", "gptq", "--config", "w4a16"],
+    "gptq_w4a8": ["--method", "gptq", "--config", "w4a8"],
+    "qvla": ["--method", "qvla", "--config", "w4a8", "--average-bits", "4.5"],
+    "daptq_topk": ["--method", "daptq", "--config", "w4a8"],
+    "daptq_budget": ["--method", "daptq", "--config", "w4a8", "--allocation", "budget"],
+    "daptq_budget_gptq": [
+        *("--method", "daptq", "--config", "w4a8", "--allocation", "budget"),
+        *("--rounding", "gptq"),
+    ],
+    "ablation_csrc_only": ["--method", "daptq", "--config", "w4a8", "--allocation", "uniform"],
+    "ablation_allocation_only": ["--method", "daptq", "--config", "w4a8", "--no-csrc"],
+    "ablation_jacobian_scores": [
+        *("--method", "daptq", "--config", "w4a8", "--scores", "jacobian"),
+        *("--urdf", "sawyer_sim"),
+    ],
+}
+DAPTQ_METHODS = ("daptq_topk", "daptq_budget", "daptq_budget_gptq")
+# ablation -> (the full method it removes something from, what it removes).
+ABLATIONS = {
+    "ablation_allocation_only": ("daptq_topk", "CSRC"),
+    "ablation_csrc_only": ("daptq_topk", "motion-driven allocation (uniform W4 instead)"),
+    "ablation_jacobian_scores": ("daptq_topk", "virtual-chain scores (real Jacobian instead)"),
+    "daptq_budget": ("daptq_budget_gptq", "GPTQ rounding (round-to-nearest instead)"),
+}
+BUDGET_BITS = 4.5  # the acceptance budget: average weight bits
+SUCCESS_MARGIN = 0.05  # DA-PTQ's success must stay within 5 points of FP32
+COLUMNS = (
+    ("success", "success % [95 % CI]"),
+    ("average_bits", "avg. W bits"),
+    ("ee_position_rmse", "EE RMSE vs FP32 (mm)"),
+    ("ee_position_final_error", "final dev. (mm)"),
+    ("drift_growth_rate", "drift growth (mm/s)"),
+    ("dtw_distance", "DTW (mm)"),
+    ("ee_jerk_rms", "jerk (m/s^3)"),
+    ("weight_mb", "weights (MB)"),
+    ("latency_ms", "latency/chunk (ms)"),
+    ("calibration_s", "calib. (s)"),
+)
+DRIFT_COLUMNS = ("ee_position_rmse", "ee_position_final_error", "drift_growth_rate")
+DRIFT_COLUMNS += ("dtw_distance", "ee_jerk_rms")
+MILLIMETRES = {"ee_position_rmse", "ee_position_final_error", "drift_growth_rate", "dtw_distance"}
+CURVE_STEP_S = 0.05  # time grid of the mean drift curves
+CURVE_MIN_SHARE = 0.25  # the curves stop where fewer episodes than this share still run
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """What every model's table is run with (the same seeds and episodes for every method)."""
+
+    calib: tuple[str, ...]
+    methods: tuple[str, ...] = tuple(METHODS)
+    tasks: tuple[str, ...] | None = None
+    episodes: int = 50
+    seed: int = 100_000
+    bins: int = 6
+    threads: int = 2  # torch threads of each quantization and evaluation (of each worker)
+    workers: int = 0  # Ray workers (`daptq eval --workers`); 0 = serial
+
+
+@dataclass
+class MethodRun:
+    """One method's results on one model: eval summary, bits, drift, per-episode values."""
+
+    name: str
+    eval_summary: dict[str, Any]
+    calibration_s: float
+    average_bits: float
+    bit_map: dict[str, int]
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (task, seed) -> {"success": 0/1, "ee_position_rmse": metres or None}
+    episodes: dict[tuple[str, int], dict[str, float | None]] = field(default_factory=dict)
+    curve: tuple[np.ndarray, np.ndarray] | None = None  # mean EE deviation over time
+    fold_check: bool | None = None  # CSRC methods: same parameters and modules after folding
+
+
+@dataclass
+class ModelTable:
+    """Every method's run on one model."""
+
+    label: str
+    model: str
+    family: str
+    runs: dict[str, MethodRun]
+    identity: dict[str, Any] = field(default_factory=dict)  # see model_identity()
+
+    @property
+    def compute_s(self) -> float:
+        """Seconds spent quantizing and evaluating every method (kept runs included)."""
+        return sum(
+            run.calibration_s + run.eval_summary.get("wall_s", 0.0) for run in self.runs.values()
+        )
+
+
+def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """The methods to run, FP32 first (every drift metric is measured against it)."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise DaptqError(f"unknown method '{unknown[0]}'; choose from: {', '.join(METHODS)}")
+    return ("fp32", *(m for m in dict.fromkeys(methods) if m != "fp32"))
+
+
+def mean_deviation_curve(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean end-effector deviation over episode time, averaged over the episodes still running.
+
+    The curve ends where fewer than a quarter of the episodes are still running: a mean over
+    the few longest episodes would jump with each one that ends.
+    """
+    from daptq_ros.drift.metrics import position_deviation
+
+    tracks = []
+    for result in results:
+        pair = result.pair
+        if pair.exec_positions is None or len(pair.stamps) < 2:
+            continue
+        t = pair.stamps - pair.stamps[0]
+        tracks.append((t, position_deviation(pair.exec_positions, pair.ref_positions)))
+    if not tracks:
+        return None
+    grid = np.arange(0.0, max(t[-1] for t, _ in tracks) + CURVE_STEP_S, CURVE_STEP_S)
+    total, count = np.zeros_like(grid), np.zeros_like(grid)
+    for t, d in tracks:
+        inside = grid <= t[-1]
+        total[inside] += np.interp(grid[inside], t, d)
+        count[inside] += 1
+    enough = count >= max(1.0, CURVE_MIN_SHARE * len(tracks))
+    return grid[enough], total[enough] / count[enough]
+
+
+def paired_difference(
+    run: MethodRun, base: MethodRun, metric: str
+) -> tuple[float, float | None, int]:
+    """Mean of run - base over the episodes both have, with the 95 % Student-t half-width."""
+    from daptq_ros.drift.stats import summarize
+
+    diffs = [
+        value - base.episodes[key][metric]
+        for key, values in run.episodes.items()
+        if key in base.episodes
+        and (value := values[metric]) is not None
+        and base.episodes[key][metric] is not None
+    ]
+    if not diffs:
+        return math.nan, None, 0
+    summary = summarize(diffs)
+    return summary.mean, summary.half_width, summary.n
