@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,50 @@ def test_report_on_ray_workers_gives_the_serial_results(setup, tmp_path, capsys)
         assert outcomes(parallel[name]) == outcomes(run) and len(outcomes(run)) == 2
         assert parallel[name]["average_bits"] == run["average_bits"]
         assert parallel[name]["drift"] == run["drift"]
+
+
+def test_report_on_a_ray_cluster_with_the_readme_commands(setup, tmp_path):
+    """The README's three cluster commands on loopback: a head and a second node (one CPU each),
+    token authentication exported on both and for `daptq report`, which runs on both nodes."""
+    pytest.importorskip("ray")
+    import os
+    import socket
+    import subprocess
+    import time
+
+    import psutil
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token"}
+    ray = str(Path(sys.executable).with_name("ray"))
+    head = [ray, "start", "--head", "--port", str(port), "--num-cpus", "1", "--block"]
+    node = [ray, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1", "--block"]
+    report = [sys.executable, "-m", "daptq_ros.cli", "report", "--models", str(setup["cogact"])]
+    report += ["--calib", str(setup["demos"]), "--methods", "rtn_w8a8", "--tasks", "reach"]
+    report += ["--episodes", "2", "--bins", "1", "--work", str(tmp_path / "work")]
+    report += ["--out", str(tmp_path / "docs"), "--workers", "2", "--address", f"127.0.0.1:{port}"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    started = [subprocess.Popen(head, **quiet)]
+    try:
+        time.sleep(5)  # the head's GCS is up before the node looks for it (the node retries)
+        started.append(subprocess.Popen(node, **quiet))
+        deadline = time.monotonic() + 90
+        while (run := subprocess.run(report, capture_output=True, text=True, env=env)).returncode:
+            assert time.monotonic() < deadline, run.stderr  # the head is not up yet
+            time.sleep(2)
+    finally:  # `ray start --block` leaves some of its processes behind on SIGTERM: stop them all
+        tree = [psutil.Process(p.pid) for p in started]
+        tree += [child for p in tree for child in p.children(recursive=True)]
+        for process in tree:
+            process.terminate()
+        for process in psutil.wait_procs(tree, timeout=30)[1]:
+            process.kill()
+    record = json.loads((tmp_path / "docs" / "results.json").read_text())
+    for method in record["models"]["cogact"]["methods"].values():
+        assert method["eval"]["workers"] == 2 and method["eval"]["ray_nodes"] == 2
+        assert method["eval"]["failed_runs"] == [] and method["eval"]["overall"]["episodes"] == 2
 
 
 def test_a_failed_quantization_names_its_method_and_keeps_finished_steps(

@@ -108,3 +108,39 @@ def test_an_interrupted_evaluation_is_rerun_from_scratch(tmp_path):
     assert calls == [False] and summary == {"overall": {"successes": 1}}
     assert _evaluate("fp32", tmp_path / "model", options, tmp_path, daptq) == summary
     assert calls == [False]  # a finished evaluation is kept
+
+
+def _with_summary(run: MethodRun) -> MethodRun:
+    """The eval summary the markdown reads: overall success rate and its interval."""
+    rate = sum(e["success"] for e in run.episodes.values()) / len(run.episodes)
+    run.eval_summary = {"overall": {"success_rate": rate, "ci95": [0.0, 1.0]}}
+    return run
+
+
+def test_frontier_compares_daptq_with_the_best_method_at_each_budget(tmp_path):
+    from daptq_ros.evidence.results_markdown import frontier_section
+    from daptq_ros.evidence.results_stats import frontier_points
+
+    runs = {
+        "fp32": method_run("fp32", 32, [1, 1, 1, 1], [None] * 4),
+        "daptq_b3.0": method_run("daptq_b3.0", 2.98, [1, 1, 1, 1], [0.004] * 4),
+        "qvla_b3.0": method_run("qvla_b3.0", 2.99, [1, 1, 0, 1], [0.008] * 4),
+        "rtn_w3a8": method_run("rtn_w3a8", 3.02, [1, 0, 0, 0], [0.020] * 4),
+        "gptq_w3a8": method_run("gptq_w3a8", 3.02, [1, 1, 0, 0], [0.010] * 4),
+    }
+    table = ModelTable("m", "dir", "pi0", {name: _with_summary(r) for name, r in runs.items()})
+    (point,) = [p for p in frontier_points(table) if p.budget == 3.0]
+    assert [run.name for run in point.others] == ["qvla_b3.0", "rtn_w3a8", "gptq_w3a8"]
+    assert point.best_baseline().name == "qvla_b3.0"
+    assert point.drift_reduction() == pytest.approx(0.5)
+    # 3.5 shares the uniform W3 baselines but has no DA-PTQ run: no point.
+    assert [p.budget for p in frontier_points(table)] == [3.0]
+
+    lines = frontier_section(table, tmp_path)
+    assert (tmp_path / "results_m_frontier.png").stat().st_size > 0
+    verdict = next(line for line in lines if line.startswith("- 3.0 bits"))
+    assert "50 % less EE drift than the best compared method, qvla_b3.0" in verdict
+    assert "success +0.00 ± 0.00 vs FP32 over 4 paired episodes (within 5 points)" in verdict
+    assert "rtn_w3a8 -75.00 ±" in verdict and "gptq_w3a8 -50.00 ±" in verdict
+    row = next(line for line in lines if line.startswith("| 3.0 | rtn_w3a8 |"))
+    assert row.endswith("| +16.00 ± 0.00 |")  # rtn - DA-PTQ EE RMSE, paired, in mm

@@ -97,8 +97,8 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
     started = not ray.is_initialized()
     if started:
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address is None:
-            options["num_cpus"] = workers
+        if address is None:  # "local": a new Ray, even where `ray start` runs a cluster
+            address, options["num_cpus"] = "local", workers
         try:
             ray.init(address=address, **options)
         except ConnectionError as error:
@@ -139,12 +139,14 @@ def evaluate_on_ray(
             outcomes, failures = _run_jobs(ray, pool, jobs)
         finally:
             pool.kill(ray)
+        nodes = sum(node["Alive"] for node in ray.nodes())
     for task, seed in failures:  # a dead worker's partial bag is no episode
         shutil.rmtree(episode_path(config.out, task, seed), ignore_errors=True)
     results = [outcomes[job][0] for job in jobs]  # serial order: task, then seed
     latencies = [x for job in jobs for x in outcomes[job][1]]
     summary = summarize(config, results, latencies, time.perf_counter() - start)
     summary["workers"] = pool.size
+    summary["ray_nodes"] = nodes
     summary["failed_runs"] = [
         {"task": task, "seed": seed, "error": why} for (task, seed), why in failures.items()
     ]

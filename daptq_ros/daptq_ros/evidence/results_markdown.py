@@ -16,10 +16,15 @@ from daptq_ros.evidence.results_stats import (
     COLUMNS,
     DAPTQ_METHODS,
     DRIFT_COLUMNS,
+    FRONTIER_LINES,
     MILLIMETRES,
     SUCCESS_MARGIN,
+    UNIFORM_BASELINES,
+    FrontierPoint,
+    MethodRun,
     ModelTable,
     TableOptions,
+    frontier_points,
     paired_difference,
 )
 
@@ -173,6 +178,112 @@ def plot_bit_maps(table: ModelTable, path: Path) -> Path:
     return path
 
 
+def frontier_section(table: ModelTable, out: Path) -> list[str]:
+    """The low-bit frontier: figure, paired table per budget, and what it shows (markdown)."""
+    points = frontier_points(table)
+    if not points:
+        return []
+    figure = plot_frontier(table, out / f"results_{table.label}_frontier.png")
+    fp32 = table.runs["fp32"]
+    lines = [
+        "### Low-bit frontier",
+        "",
+        f"![frontier]({figure.name})",
+        "",
+        "| budget | method | avg. W bits | success % [95 % CI] | Δ success vs FP32 (points) "
+        "| EE RMSE vs FP32 (mm) | Δ EE RMSE vs DA-PTQ (mm) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for point in points:
+        for run in (point.daptq, *point.others):
+            low, high = run.eval_summary["overall"]["ci95"]
+            rate = run.eval_summary["overall"]["success_rate"]
+            rmse = run.drift.get("ee_position_rmse", {})
+            versus = "" if run is point.daptq else _rmse_difference(run, point.daptq)
+            lines.append(
+                f"| {point.budget} | {run.name} | {run.average_bits:.2f} | "
+                f"{100 * rate:.1f} [{100 * low:.1f}, {100 * high:.1f}] | "
+                f"{_points(*paired_difference(run, fp32, 'success')[:2])} | "
+                f"{_interval(rmse)} | {versus} |"
+            )
+    return [*lines, "", *(line for point in points for line in frontier_verdict(point, fp32)), ""]
+
+
+def frontier_verdict(point: FrontierPoint, fp32: MethodRun) -> list[str]:
+    """What one budget shows: DA-PTQ's drift against the best compared method, and its success
+    against FP32 next to the uniform RTN/GPTQ baselines' (paired differences)."""
+    daptq = point.daptq
+    best = point.best_baseline()
+    reduction = point.drift_reduction()
+    drift = (
+        "no drift measured yet"
+        if best is None or reduction is None
+        else f"{100 * reduction:.0f} % less EE drift than the best compared method, {best.name} "
+        f"(paired Δ {_rmse_difference(daptq, best)} mm)"
+    )
+    delta, half, n = paired_difference(daptq, fp32, "success")
+    within = "within" if delta >= -SUCCESS_MARGIN else "NOT within"
+    uniform = [run for run in point.others if run.name.startswith(UNIFORM_BASELINES)]
+    baselines = "; ".join(
+        f"{run.name} {_points(*paired_difference(run, fp32, 'success')[:2])}" for run in uniform
+    )
+    ending = f"; uniform at that width: {baselines}." if baselines else "."
+    return [
+        f"- {point.budget} bits: {daptq.name} ({daptq.average_bits:.2f} bits) has {drift}; "
+        f"success {_points(delta, half)} vs FP32 over {n} paired episodes ({within} "
+        f"{100 * SUCCESS_MARGIN:.0f} points){ending}"
+    ]
+
+
+def _rmse_difference(run: MethodRun, base: MethodRun) -> str:
+    """run - base EE RMSE over the paired episodes, in mm with its 95 % half-width."""
+    return _scaled(*paired_difference(run, base, "ee_position_rmse")[:2], 1000.0)
+
+
+def _interval(summary: dict) -> str:
+    """A drift summary's mean ± half-width of its 95 % interval, in mm ('' when missing)."""
+    mean, low, high = summary.get("mean"), summary.get("ci_low"), summary.get("ci_high")
+    if mean is None:
+        return ""
+    half = None if low is None or high is None else (high - low) / 2
+    return _scaled(mean, half, 1000.0, signed=False)
+
+
+def plot_frontier(table: ModelTable, path: Path) -> Path:
+    """Success and EE drift against average weight bits, one line per method family."""
+    figure = Figure(figsize=(11, 4.2))
+    success_axes, drift_axes = figure.subplots(1, 2)
+    fp32 = table.runs["fp32"].eval_summary["overall"]["success_rate"]
+    success_axes.axhline(100 * fp32, color="black", linestyle=":", label="FP32")
+    for label, names in FRONTIER_LINES.items():
+        runs = sorted(
+            (table.runs[n] for n in names if n in table.runs), key=lambda run: run.average_bits
+        )
+        if not runs:
+            continue
+        width = 2.5 if label.startswith("DA-PTQ") else 1.2
+        rates = [100 * run.eval_summary["overall"]["success_rate"] for run in runs]
+        success_axes.plot([r.average_bits for r in runs], rates, "o-", label=label, lw=width)
+        scored = [run for run in runs if run.drift.get("ee_position_rmse")]
+        drift_axes.plot(
+            [run.average_bits for run in scored],
+            [1000 * run.drift["ee_position_rmse"]["mean"] for run in scored],
+            "o-",
+            label=label,
+            lw=width,
+        )
+    success_axes.set_ylabel("success %")
+    drift_axes.set_ylabel("EE RMSE vs FP32 rollout (mm)")
+    drift_axes.set_yscale("log")
+    for axes in (success_axes, drift_axes):
+        axes.set_xlabel("average weight bits")
+        axes.grid(alpha=0.3)
+    success_axes.legend(fontsize=7)
+    figure.suptitle(f"{table.label}: the low-bit frontier (paired episodes)")
+    FigureCanvasAgg(figure).print_png(str(path))
+    return path
+
+
 def model_section(table: ModelTable, options: TableOptions, out: Path) -> list[str]:
     """The markdown section of one model: table, verdict at the budget, ablations, plots."""
     curves = plot_drift_curves(table, out / f"results_{table.label}_drift.png")
@@ -197,6 +308,7 @@ def model_section(table: ModelTable, options: TableOptions, out: Path) -> list[s
         *budget_verdict(table),
         "",
         *fold_lines(table),
+        *frontier_section(table, out),
         "### Ablations (paired differences, ablation - full method, 95 % Student-t)",
         "",
         *ablation_lines(table),

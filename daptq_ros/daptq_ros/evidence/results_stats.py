@@ -39,7 +39,32 @@ METHODS: dict[str, list[str] | None] = {
         *("--urdf", "sawyer_sim"),
     ],
 }
+FRONTIER_BUDGETS = (3.5, 3.0, 2.5)  # below the 4.5-bit budget: the low-bit frontier
+for _budget in FRONTIER_BUDGETS:  # DA-PTQ as daptq_budget_gptq, and QVLA, at lower budgets
+    METHODS[f"daptq_b{_budget}"] = [*METHODS["daptq_budget_gptq"], "--average-bits", str(_budget)]
+    METHODS[f"qvla_b{_budget}"] = [*METHODS["qvla"][:-1], str(_budget)]
+for _width in (3, 2):  # the uniform baselines at the integer widths below 4
+    METHODS[f"rtn_w{_width}a8"] = ["--method", "rtn", "--config", f"w{_width}a8"]
+    METHODS[f"gptq_w{_width}a8"] = ["--method", "gptq", "--config", f"w{_width}a8"]
+    METHODS[f"awq_w{_width}"] = ["--method", "awq", "--config", f"w{_width}a16"]
 DAPTQ_METHODS = ("daptq_topk", "daptq_budget", "daptq_budget_gptq")
+# budget (average weight bits) -> DA-PTQ there, then what it is compared with: QVLA-style at the
+# same budget and the uniform baselines at the widest integer width within it.
+FRONTIER = {
+    4.5: ("daptq_budget_gptq", "qvla", "rtn_w4a8", "gptq_w4a8", "awq_w4"),
+    3.5: ("daptq_b3.5", "qvla_b3.5", "rtn_w3a8", "gptq_w3a8", "awq_w3"),
+    3.0: ("daptq_b3.0", "qvla_b3.0", "rtn_w3a8", "gptq_w3a8", "awq_w3"),
+    2.5: ("daptq_b2.5", "qvla_b2.5", "rtn_w2a8", "gptq_w2a8", "awq_w2"),
+}
+# one line of the frontier figure per method family, at each run's measured average bits
+FRONTIER_LINES = {
+    "DA-PTQ (budget, GPTQ rounding)": tuple(methods[0] for methods in FRONTIER.values()),
+    "QVLA-style": tuple(methods[1] for methods in FRONTIER.values()),
+    "RTN W4/3/2 A8": ("rtn_w4a8", "rtn_w3a8", "rtn_w2a8"),
+    "GPTQ W4/3/2 A8": ("gptq_w4a8", "gptq_w3a8", "gptq_w2a8"),
+    "AWQ W4/3/2 A16": ("awq_w4", "awq_w3", "awq_w2"),
+}
+UNIFORM_BASELINES = ("rtn_", "gptq_")  # "uniform RTN/GPTQ at that width" of the acceptance
 # ablation -> (the full method it removes something from, what it removes).
 ABLATIONS = {
     "ablation_allocation_only": ("daptq_topk", "CSRC"),
@@ -168,3 +193,38 @@ def paired_difference(
         return math.nan, None, 0
     summary = summarize(diffs)
     return summary.mean, summary.half_width, summary.n
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """DA-PTQ at one budget against each method it is compared with there (paired)."""
+
+    budget: float
+    daptq: MethodRun
+    others: tuple[MethodRun, ...]
+
+    def best_baseline(self) -> MethodRun | None:
+        """The compared method with the least mean EE RMSE vs FP32 (None: no drift yet)."""
+        scored = [run for run in self.others if _rmse(run) is not None]
+        return min(scored, key=_rmse) if scored else None
+
+    def drift_reduction(self) -> float | None:
+        """1 - DA-PTQ's mean EE RMSE / the best baseline's (0.3 = 30 % less drift)."""
+        best = self.best_baseline()
+        if best is None or _rmse(self.daptq) is None or not _rmse(best):
+            return None
+        return 1.0 - _rmse(self.daptq) / _rmse(best)
+
+
+def frontier_points(table: ModelTable) -> list[FrontierPoint]:
+    """Every budget of FRONTIER whose DA-PTQ run exists, with the compared runs that exist."""
+    points = []
+    for budget, (daptq, *others) in FRONTIER.items():
+        if daptq in table.runs:
+            runs = tuple(table.runs[name] for name in others if name in table.runs)
+            points.append(FrontierPoint(budget, table.runs[daptq], runs))
+    return points
+
+
+def _rmse(run: MethodRun) -> float | None:
+    return run.drift.get("ee_position_rmse", {}).get("mean")
