@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Regenerate docs/results.md: every quantization method on paired simulated episodes, for the
-# embedded default model of each family.
+# Regenerate docs/results.md: every quantization method, the low-bit frontier included, on paired
+# simulated episodes, for the embedded default model of each family.
 # Usage: bash scripts/results_table.sh [EPISODES_PER_TASK] [MODEL_DIR ...]
 # Collects 12 calibration demonstrations per task (seeds 0-11, the demonstration protocol of
-# scripts/train_default_models.sh) unless out/calib exists, then runs `daptq report`.
-# On this workplace's 2-core CPU, 10 episodes per task take ~3 min per method and model
-# (15 methods; the models run one after the other, or side by side: see the README).
+# scripts/train_default_models.sh) unless out/calib exists, then runs `daptq report`: the
+# quantizations as Ray tasks, each method's episodes on one Ray worker per core (add
+# `--address HOST:PORT` to the report line for a cluster: README, "Where the results are").
+# Seeds: 100000-100049 served every decision so far (model selection, method settings); the
+# table is evaluated on seeds from 300000, never used before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPISODES="${1:-10}"
+EPISODES="${1:-20}"
 shift || true
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 MUJOCO_GL="${MUJOCO_GL:-egl}"
 if [ ! -d out/calib ]; then
@@ -17,5 +19,6 @@ if [ ! -d out/calib ]; then
 fi
 models=()
 [ "$#" -gt 0 ] && models=(--models "$@")
-.venv/bin/daptq report "${models[@]}" --calib out/calib --episodes "$EPISODES" --threads 1 \
-  --work out/daptq_table --out docs
+.venv/bin/daptq report "${models[@]}" --calib out/calib --episodes "$EPISODES" --seed 300000 \
+  --threads 1 --work out/daptq_table --out docs \
+  --note "Seeds: 100000-100049 served every decision (model selection, method settings); this table uses seeds from 300000, never used before."

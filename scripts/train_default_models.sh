@@ -11,7 +11,7 @@
 #    out/models/cogact_base (skipped when that exists), then fine-tuned from there on all 2240
 #    for FINETUNE_cogact steps at lr 1e-4, learning classifier-free guidance (condition dropout
 #    0.1, sampled at scale 1.5), into daptq_ros/models/cogact_default. The second stage took
-#    cogact from 42.8 % to 54.8 % on held-out seeds (README, "The embedded default models").
+#    cogact from 42.8 % to 54.8 % on held-out seeds (docs/models.md).
 # Then each model is evaluated on held-out seeds (50 episodes per task) and the result is written
 # into its manifest (daptq eval --record).
 # On this workplace's 2-core CPU (two families side by side, one thread each): reading the

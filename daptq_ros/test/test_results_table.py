@@ -144,3 +144,25 @@ def test_frontier_compares_daptq_with_the_best_method_at_each_budget(tmp_path):
     assert "rtn_w3a8 -75.00 ±" in verdict and "gptq_w3a8 -50.00 ±" in verdict
     row = next(line for line in lines if line.startswith("| 3.0 | rtn_w3a8 |"))
     assert row.endswith("| +16.00 ± 0.00 |")  # rtn - DA-PTQ EE RMSE, paired, in mm
+
+
+def test_each_ablation_gets_a_sentence_read_from_its_interval():
+    from daptq_ros.evidence.results_markdown import ablation_lines
+
+    full = [0.010, 0.012, 0.011, 0.013]
+    runs = {
+        "daptq_topk": method_run("daptq_topk", 5.1, [1, 1, 1, 1], full),
+        "ablation_jacobian_scores": method_run("j", 5.1, [1, 1, 1, 1], full),  # the same runs
+        "ablation_allocation_only": method_run(
+            "a", 5.1, [1, 1, 1, 1], [0.011, 0.011, 0.012, 0.012]
+        ),
+        "ablation_csrc_only": method_run("c", 4.0, [1, 1, 1, 1], [0.020, 0.022, 0.021, 0.023]),
+    }
+    table = ModelTable("m", "dir", "pi0", runs, action_space="ee_delta")
+    sentences = [line for line in ablation_lines(table) if line.startswith("- ")]
+    jacobian = next(s for s in sentences if s.startswith("- virtual-chain scores"))
+    assert "identical rollouts" in jacobian and "ee_delta actions" in jacobian
+    csrc = next(s for s in sentences if s.startswith("- CSRC"))
+    assert "no measurable effect" in csrc and "includes 0" in csrc
+    allocation = next(s for s in sentences if s.startswith("- motion-driven allocation"))
+    assert "drifts more (+10.00 ± 0.00 mm EE RMSE), so it reduces drift here." in allocation

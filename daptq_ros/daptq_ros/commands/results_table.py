@@ -86,6 +86,7 @@ class _Model:
     label: str
     work: Path
     family: str
+    action_space: str
     identity: dict[str, Any]
     layers: dict[str, int]  # Linear layer -> weight count
 
@@ -112,7 +113,8 @@ def _prepare(path: Path, label: str, work: Path) -> _Model:
         name: loaded.model.get_submodule(name).weight.numel()
         for name in linear_layer_names(loaded.model)
     }
-    return _Model(path, label, work, loaded.meta.family, identity, layers)
+    meta = loaded.meta
+    return _Model(path, label, work, meta.family, meta.action_space, identity, layers)
 
 
 def _quantized_dir(model: _Model, method: str) -> Path:
@@ -174,7 +176,9 @@ def _model_table(model: _Model, options: TableOptions, drift_out: Path, steps: S
     shown = model.path.resolve()
     if shown.is_relative_to(Path.cwd()):
         shown = shown.relative_to(Path.cwd())  # the repository-relative path, not this machine's
-    return ModelTable(model.label, str(shown), model.family, runs, model.identity)
+    return ModelTable(
+        model.label, str(shown), model.family, runs, model.identity, model.action_space
+    )
 
 
 def _evaluate(

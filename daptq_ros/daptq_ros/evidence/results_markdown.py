@@ -85,11 +85,13 @@ def fold_lines(table: ModelTable) -> list[str]:
 
 
 def ablation_lines(table: ModelTable) -> list[str]:
-    """Each DA-PTQ component's contribution: paired differences ablation - full method."""
+    """Each DA-PTQ component's contribution: paired differences ablation - full method, then
+    one sentence per component on what the intervals say it contributes on this model."""
     lines = [
         "| ablation | removes | Δ success (points) | Δ EE RMSE (mm) | paired episodes |",
         "|---|---|---|---|---|",
     ]
+    verdicts = []
     for name, (full_name, removed) in ABLATIONS.items():
         run, full = table.runs.get(name), table.runs.get(full_name)
         if run is None or full is None:
@@ -100,7 +102,31 @@ def ablation_lines(table: ModelTable) -> list[str]:
             f"| {name} vs {full_name} | {removed} | {_points(d_success, h_success)} | "
             f"{_scaled(d_rmse, h_rmse, 1000.0)} | {n} |"
         )
-    return lines
+        verdicts.append(f"- {removed}: {_contribution(d_rmse, h_rmse, table.action_space)}")
+    return [*lines, "", *verdicts] if verdicts else lines
+
+
+def _contribution(delta: float, half: float | None, action_space: str) -> str:
+    """What removing a component did to EE drift, read from its paired 95 % interval."""
+    if math.isnan(delta):
+        return "no paired drift measured."
+    if delta == 0.0 and not half:
+        return (
+            f"identical rollouts without it: it changes nothing on this model ({action_space} "
+            "actions, where the arm's Jacobian does not enter the action error)."
+            if action_space == "ee_delta"
+            else "identical rollouts without it: it changes nothing on this model."
+        )
+    if half is None or abs(delta) <= half:
+        return (
+            f"no measurable effect on drift here (Δ EE RMSE {_scaled(delta, half, 1000.0)} mm; "
+            "the interval includes 0)."
+        )
+    direction = "more" if delta > 0 else "less"
+    return (
+        f"without it the arm drifts {direction} ({_scaled(delta, half, 1000.0)} mm EE RMSE), so "
+        + ("it reduces drift here." if delta > 0 else "it adds drift here.")
+    )
 
 
 def _points(delta: float, half: float | None) -> str:

@@ -132,6 +132,7 @@ class ModelTable:
     family: str
     runs: dict[str, MethodRun]
     identity: dict[str, Any] = field(default_factory=dict)  # see model_identity()
+    action_space: str = ""  # the policy's actions, e.g. "ee_delta" (daptq.json)
 
     @property
     def compute_s(self) -> float:

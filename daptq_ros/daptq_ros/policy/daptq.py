@@ -186,7 +186,7 @@ def daptq_quantize(
     fold_ok = True
     if fp_model is not None:
         start = time.perf_counter()
-        quantized, report["layers"], fold_ok = _compensate(
+        quantized, report["layers"], fold_ok = compensate_layers(
             fp_model, quantized, config, interface, calls, fp_stats, options.csrc
         )
         timings["csrc_s"] = time.perf_counter() - start
@@ -194,7 +194,7 @@ def daptq_quantize(
     return quantized, result
 
 
-def _compensate(
+def compensate_layers(
     fp_model: nn.Module,
     quantized: nn.Module,
     config: QuantConfig,
@@ -203,7 +203,9 @@ def _compensate(
     fp_stats: dict[str, Any],
     csrc: CSRCConfig,
 ) -> tuple[nn.Module, dict[str, Any], bool]:
-    """CSRC: fit on the quantized model, fold into the FP weights, re-quantize, refit shifts."""
+    """CSRC on the layers `interface` (fp_stats must hold theirs): fit on the quantized model,
+    fold into the FP weights, re-quantize, refit the shifts. The compensated model, the
+    mismatch report per layer (before / after), and whether the fold added no parameter."""
     rows = csrc.max_samples
     q_stats = collect_output_stats(quantized, interface, calls, max_samples=rows)
     signature = parameter_signature(quantized)

@@ -115,7 +115,7 @@ def freeze_heap() -> None:
 
     A full collection traverses the whole heap; with transformers and a model loaded it paused
     the command thread for ~20 ms (bench/control_loop.py, default model, 50 Hz commands:
-    jitter p99 19.3 ms before, 3.8 ms with this call; README "Benchmarks"). Unfreezing first
+    jitter p99 19.3 ms before, 3.8 ms with this call; docs/benchmarks.md). Unfreezing first
     lets a swap's collection free the old model's reference cycles before the heap is frozen
     again.
     """
