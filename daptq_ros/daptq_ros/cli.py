@@ -68,5 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(130) from None
 
 
+def run_quietly(argv: Sequence[str]) -> int:
+    """Run a `daptq` subcommand from another one, its printed output on stderr (the calling
+    command's stdout stays its own, e.g. for --json)."""
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return main(argv)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,7 +38,7 @@ SOURCE = Path(__file__).resolve().parents[1] / PACKAGE
 # Module-level helpers any layer may import ("" is the package root: `import daptq_ros`).
 HELPERS = {"", "errors", "share"}
 CORE = {"quant", "bags", "control", "drift", "policy", "sim", "robot"}
-ABOVE_CORE = CORE | {"evidence", "commands", "cli", "demo"}
+ABOVE_CORE = CORE | {"evidence", "commands", "cli"}
 # Which of our layers each layer may import, besides itself and HELPERS (ARCHITECTURE.md,
 # "arrows = may import"). This is the table the code satisfies.
 LAYER_IMPORTS: dict[str, set[str]] = {
@@ -53,12 +53,11 @@ LAYER_IMPORTS: dict[str, set[str]] = {
     "sim": {"policy", "bags", "drift"},
     "robot": {"control", "policy", "drift", "bags", "sim"},
     "nodes": {"robot"},
-    # Above the core: anything but nodes. evidence/ holds benchmarks, reports and plots;
-    # demo.py (top level) is the logic of `daptq demo`, presentation included.
-    "evidence": ABOVE_CORE,
+    # Above the core: evidence/ (benchmarks, reports, plots, the demo job) on the core; the
+    # `daptq` command and its subcommands on anything but nodes.
+    "evidence": CORE,
     "commands": ABOVE_CORE,
     "cli": ABOVE_CORE,
-    "demo": ABOVE_CORE,
 }
 ROS_MODULES = {
     "rclpy",

@@ -171,24 +171,30 @@ def test_demo_writes_the_table_and_report(
 ):
     out = tmp_path / "demo"
     args = ["demo", "--model", str(tiny_model), "--tasks", "reach", "--episodes", "1"]
+    args += ["--calib-episodes", "1"]
     # packed: the weight memory below is fixed by the formats; under `auto` it follows timings
     # (a dense fp32 kernel measured fastest on a loaded machine holds 4 bytes per weight)
     args += ["--kernel-choice", "packed"]
-    assert main([*args, "--presets", "w8a8", "w4a16", "--out", str(out), "--json"]) == 0
+    assert main([*args, "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [row["bits"] for row in report["rows"]] == ["fp32", "bf16", "w8a8", "w4a16"]
-    fp32, bf16, w8a8, w4 = report["rows"]
-    assert fp32["ee_rmse_vs_fp32_m"] is None and w8a8["ee_rmse_vs_fp32_m"] >= 0.0
+    assert [row["method"] for row in report["rows"]] == ["fp32", "bf16", "w4a16", "daptq"]
+    fp32, bf16, w4, daptq = report["rows"]
+    assert fp32["ee_rmse_vs_fp32_mm"] is None and w4["ee_rmse_vs_fp32_mm"] >= 0.0
     assert not bf16["rolled_out"] and bf16["successes"] is None  # the speed reference only
-    assert bf16["latency_x_bf16"] == 1.0 and fp32["latency_x_fp32"] == 1.0
-    assert w8a8["latency_x_bf16"] == w8a8["latency_p50_ms"] / bf16["latency_p50_ms"]
+    assert daptq["rolled_out"] and daptq["bit_config"].startswith("daptq_budget")
+    assert daptq["average_bits"] <= w4["average_bits"] < bf16["average_bits"] == 16.0
+    reduction = 1 - daptq["ee_rmse_vs_fp32_mm"] / w4["ee_rmse_vs_fp32_mm"]
+    assert report["drift_reduction"] == pytest.approx(reduction)
+    assert bf16["latency_x_bf16"] == 1.0
+    assert w4["latency_x_bf16"] == w4["latency_p50_ms"] / bf16["latency_p50_ms"]
     assert w4["weight_mb"] < bf16["weight_mb"] < fp32["weight_mb"]
     assert fp32["kernels"] == {} and set(bf16["kernels"]) <= {"bf16", "fp32"}
-    assert sum(w8a8["kernels"].values()) == sum(bf16["kernels"].values()) > 0
     assert report["cpu"] and report["kernel_choice"] == "packed"
+    assert report["calibration"]["collected"] and report["calibration"]["episodes"] == 1
+    assert (out / "deviation.png").stat().st_size > 0
     markdown = (out / "demo.md").read_text()
-    assert "| w4a16 |" in markdown and "| bf16 | not rolled out |" in markdown
-    assert (out / "drift" / "ee_paths.png").stat().st_size > 0
+    assert "| daptq |" in markdown and "| bf16 | not rolled out |" in markdown
+    assert "![EE deviation from FP32 over time](deviation.png)" in markdown
     assert main([*args, "--out", str(out)]) == 0  # a rerun replaces its own earlier output
     assert main([*args, "--out", str(tmp_path)]) == 2  # but never a folder it did not write
 

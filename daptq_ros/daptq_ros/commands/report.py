@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
 from pathlib import Path
 
 FAMILIES = ("pi0", "cogact")
@@ -69,21 +67,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _run_quietly(argv: list[str]) -> int:
-    """Run a `daptq` subcommand with its printed output on stderr (stdout is the report's)."""
-    from daptq_ros.cli import main
-
-    with contextlib.redirect_stdout(sys.stderr):
-        return main(argv)
-
-
 def _serial_batch(commands: list[list[str]]) -> list[tuple[int, str]]:
     """Run commands one after the other here (their errors are printed as they happen)."""
-    return [(_run_quietly(command), "") for command in commands]
+    from daptq_ros.cli import run_quietly
+
+    return [(run_quietly(command), "") for command in commands]
 
 
 def run(args: argparse.Namespace) -> int:
     """Run every model's table and write the results."""
+    from daptq_ros.cli import run_quietly
     from daptq_ros.commands.eval import resolve_parallel
     from daptq_ros.commands.fanout import ray_session, run_commands_on_ray
     from daptq_ros.commands.results_table import Steps, run_tables
@@ -120,11 +113,11 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     named = list(zip(models, labels, strict=True))
     if args.workers == 0:
-        tables = run_tables(named, options, args.work, args.out, Steps(_run_quietly, _serial_batch))
+        tables = run_tables(named, options, args.work, args.out, Steps(run_quietly, _serial_batch))
     else:
         with ray_session(args.workers, args.address) as ray:
             steps = Steps(
-                _run_quietly, lambda commands: run_commands_on_ray(ray, commands, "quantize")
+                run_quietly, lambda commands: run_commands_on_ray(ray, commands, "quantize")
             )
             tables = run_tables(named, options, args.work, args.out, steps)
     path = write_results(tables, options, args.out, args.note)

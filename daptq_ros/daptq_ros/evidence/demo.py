@@ -1,14 +1,18 @@
-"""The main job (`daptq demo`): the default model at full precision vs quantized, paired in sim.
+"""The main job (`daptq demo`): FP32 vs RTN W4 vs DA-PTQ at the same average bits, paired in sim.
 
-Loads a model directory (the embedded default unless told otherwise), rolls it out at FP32 and
-under each bit config on the same seeds, measures the kinematic drift of every quantized
-rollout against the FP32 rollout of the same seed, and writes DEMO_DIR/demo.md: one table
-(success, mean end-effector deviation from FP32, latency per action chunk as ratios to FP32 and
-BF16, weight memory, the kernels picked) and the FP-vs-quantized end-effector paths plot.
-
-Latency is measured after the rollouts, round-robin over every config on the same observation
-(one chunk each per round), so that whatever else the machine does hits all of them alike.
-BF16 is measured as the speed reference but not rolled out.
+Steps, each timed:
+1. collect: scripted-expert demonstrations (seeds 0.., far below the held-out eval seeds) as
+   DA-PTQ's calibration episodes (skipped when existing bags are given);
+2. quantize: DA-PTQ (budgeted allocation, GPTQ rounding, CSRC, weight-only like RTN W4) with
+   RTN W4's average weight bits as its budget;
+3. rollouts: FP32, RTN W4 (and any extra RTN preset) and the DA-PTQ model on the same held-out
+   seeds, quantized models on the deployed low-bit kernels;
+4. latency: p50 per action chunk, round-robin over every config on the same observation (one
+   chunk each per round, so whatever else the machine does hits all of them alike), BF16
+   included as the speed reference (not rolled out).
+Then each quantized rollout's end-effector deviation from the FP32 rollout of the same seed is
+scored (drift analysis), and DEMO_DIR gets demo.json, demo.md, deviation.png and the drift
+report.
 """
 
 from __future__ import annotations
@@ -17,142 +21,325 @@ import json
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from daptq_ros.drift.analysis import analyze
+from daptq_ros.bags import find_bag_dirs
+from daptq_ros.drift.analysis import Analysis, EpisodeResult, analyze
+from daptq_ros.errors import ConfigError, DaptqError
+from daptq_ros.evidence.demo_plot import BAND_LABEL, write_demo_plot
 from daptq_ros.evidence.drift_report import write_report
-from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
-from daptq_ros.quant import weight_bytes
+from daptq_ros.policy.daptq import linear_layer_names
+from daptq_ros.policy.model_dir import load_model_dir
+from daptq_ros.policy.quantize import FULL_PRECISION, keep_narrow_layers, load_policy_with_bits
+from daptq_ros.quant import QuantConfig, load_config, weight_bytes
 from daptq_ros.quant.kernel_choice import cpu_model
 from daptq_ros.sim.evaluate import EvalConfig, evaluate
 
 SPEED_REFERENCE = "bf16"
+RTN_W4 = "w4a16"
+DAPTQ = "daptq"
 LATENCY_ROUNDS = 30
+CALIBRATION_SEED = 0  # demonstrations use seeds 0.., the held-out rollouts start at --seed
+# DA-PTQ as `daptq quantize` runs it here; weight-only (A16) like RTN W4, so only weights differ.
+DAPTQ_ARGS = ("--method", "daptq", "--config", RTN_W4, "--allocation", "budget")
+DAPTQ_ARGS += ("--rounding", "gptq")
+PLOT = "deviation.png"
+PLOT_LABELS = {RTN_W4: "RTN W4", DAPTQ: "DA-PTQ"}  # others: "RTN <preset>"
+ROW_NAMES = (FULL_PRECISION, SPEED_REFERENCE, DAPTQ)  # rows that are not extra RTN presets
+
+Runner = Callable[[list[str]], int]  # runs a `daptq` subcommand, returns its exit status
 
 
-def run_config(
-    model_dir: Path, bits: str, tasks, episodes: int, seed: int, out: Path, kernel_choice: str
-) -> dict:
-    """Evaluate the model at one bit config (deployed kernels); returns the eval summary."""
-    policy, _ = load_policy_with_bits(model_dir, bits, kernel_choice=kernel_choice)
-    config = EvalConfig(
-        out=out / bits,
-        tasks=tuple(tasks),
-        episodes=episodes,
-        seed=seed,
-        image_size=policy.loaded.meta.image_size[0],
-        model=str(model_dir),
-        bit_config="" if bits == FULL_PRECISION else bits,
+@dataclass(frozen=True)
+class DemoConfig:
+    """What `daptq demo` runs: the model, held-out episodes, calibration and extra presets."""
+
+    model: Path
+    out: Path
+    tasks: tuple[str, ...]
+    episodes: int = 2
+    seed: int = 100_000
+    presets: tuple[str, ...] = ()  # RTN presets rolled out besides RTN W4
+    calib: Path | None = None  # existing calibration bags; None: collect them
+    calib_episodes: int = 2  # per task, when collecting
+    kernel_choice: str = "auto"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row: its name, the model directory it loads and the bit config it loads with."""
+
+    name: str
+    model: Path
+    bits: str
+
+
+def run_demo(config: DemoConfig, daptq: Runner) -> dict[str, Any]:
+    """Every step of the demo (see the module docstring); returns demo.json's content."""
+    timings: dict[str, float] = {}
+    with _timed(timings, "total_s"):
+        loaded = load_model_dir(config.model)
+        with _timed(timings, "collect_s"):
+            calib = config.calib or collect_calibration(config, loaded.meta.image_size[0], daptq)
+        rtn_bits = rtn_bits_of(loaded.model, RTN_W4)
+        with _timed(timings, "quantize_s"):
+            qdir = quantize_daptq(config, calib, rtn_bits, daptq)
+        methods = demo_methods(config, qdir)
+        with _timed(timings, "rollouts_s"):
+            summaries = {m.name: run_method(m, config) for m in methods}
+        reference = Method(SPEED_REFERENCE, config.model, SPEED_REFERENCE)
+        with _timed(timings, "latency_s"):
+            speed = measure_latency([methods[0], reference, *methods[1:]], config.kernel_choice)
+        bits = _average_bits(loaded.model, methods, qdir)
+        with _timed(timings, "drift_s"):
+            analysis = analyze(
+                [runs_dir(config.out, m.name) for m in methods[1:]],
+                runs_dir(config.out, FULL_PRECISION),
+            )
+            drift_files = write_report(analysis, config.out / "drift")
+            by_label = _results_by_label(analysis, summaries, bits)
+            plot = write_demo_plot(by_label, config.out / PLOT)
+        rows = [_row(name, summaries.get(name), analysis, speed, bits[name]) for name in speed]
+    report = {
+        "model": str(config.model),
+        "tasks": list(config.tasks),
+        "episodes": config.episodes,
+        "seed": config.seed,
+        "kernel_choice": config.kernel_choice,
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "calibration": {
+            "bags": str(calib),
+            "episodes": len(find_bag_dirs(calib)),
+            "collected": config.calib is None,
+            "daptq_args": [*DAPTQ_ARGS, "--average-bits", repr(rtn_bits)],
+        },
+        "rows": rows,
+        "drift_reduction": drift_reduction(rows),
+        "timings_s": timings,
+        "plot": str(plot),
+        "drift_report": str(drift_files[0]),
+        "demo_md": str(config.out / "demo.md"),
+    }
+    (config.out / "demo.json").write_text(json.dumps(report, indent=2) + "\n")
+    (config.out / "demo.md").write_text(format_markdown(report) + "\n")
+    return report
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Record the seconds the block takes as timings[key]."""
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start
+
+
+def collect_calibration(config: DemoConfig, image_size: int, daptq: Runner) -> Path:
+    """Scripted-expert demonstrations, `calib_episodes` per task, under DEMO_DIR/calib."""
+    first_free = CALIBRATION_SEED + config.calib_episodes
+    if config.seed < first_free:
+        raise ConfigError(
+            f"the held-out seeds from {config.seed} overlap the calibration seeds "
+            f"{CALIBRATION_SEED}..{first_free - 1}; pass --seed {first_free} or higher"
+        )
+    out = config.out / "calib"
+    command = ["collect", "--tasks", *config.tasks, "--episodes", str(config.calib_episodes)]
+    command += ["--seed", str(CALIBRATION_SEED), "--image-size", str(image_size)]
+    if daptq([*command, "--out", str(out)]) != 0:
+        raise DaptqError("daptq collect failed for the demo's calibration episodes")
+    return out
+
+
+def quantize_daptq(config: DemoConfig, calib: Path, average_bits: float, daptq: Runner) -> Path:
+    """DA-PTQ at `average_bits` average weight bits, written to DEMO_DIR/daptq."""
+    out = config.out / DAPTQ
+    bags = len(find_bag_dirs(calib))
+    bins = next((b for b in (6, 3) if bags >= b), 1)  # stratification bins the set can fill
+    command = ["quantize", "--model", str(config.model), "--calib", str(calib), *DAPTQ_ARGS]
+    command += ["--average-bits", repr(average_bits), "--bins", str(bins)]
+    command += ["--threads", str(torch.get_num_threads()), "--out", str(out)]
+    if daptq(command) != 0:
+        raise DaptqError(f"daptq quantize (DA-PTQ) failed on {config.model}")
+    return out
+
+
+def demo_methods(config: DemoConfig, daptq_model: Path) -> list[Method]:
+    """The rolled-out rows: FP32 first (the reference), RTN W4, extra presets, DA-PTQ last."""
+    presets = [p for p in dict.fromkeys((RTN_W4, *config.presets)) if p not in ROW_NAMES]
+    return [
+        Method(FULL_PRECISION, config.model, FULL_PRECISION),
+        *(Method(p, config.model, p) for p in presets),
+        Method(DAPTQ, daptq_model, FULL_PRECISION),  # a quantized directory loads as stored
+    ]
+
+
+def linear_weight_counts(model: nn.Module) -> dict[str, int]:
+    """Weight count of every Linear layer, by name."""
+    return {name: model.get_submodule(name).weight.numel() for name in linear_layer_names(model)}
+
+
+def average_weight_bits(counts: dict[str, int], config: QuantConfig) -> float:
+    """Weight-count-weighted average weight bits over every Linear layer (kept layers: 16).
+
+    The definition of `daptq quantize`'s average_bits and of the results table.
+    """
+    total = sum(counts.values())
+    return sum(n * config.spec_for(name).weight_bits for name, n in counts.items()) / total
+
+
+def rtn_bits_of(model: nn.Module, preset: str) -> float:
+    """Average weight bits of an RTN preset as applied (narrow layers kept)."""
+    config = keep_narrow_layers(model, load_config(preset))
+    return average_weight_bits(linear_weight_counts(model), config)
+
+
+def _average_bits(model: nn.Module, methods: Sequence[Method], daptq_model: Path) -> dict:
+    """Average weight bits of every row: FP32 32, BF16 16, the presets, DA-PTQ's bit map."""
+    daptq_config = load_config(daptq_model / "bits.yaml")
+    return {
+        FULL_PRECISION: 32.0,
+        SPEED_REFERENCE: 16.0,
+        **{m.name: rtn_bits_of(model, m.bits) for m in methods if m.name not in ROW_NAMES},
+        DAPTQ: average_weight_bits(linear_weight_counts(model), daptq_config),
+    }
+
+
+def runs_dir(out: Path, method: str) -> Path:
+    """Where a method's rollout bags and eval.json go."""
+    return out / "runs" / method
+
+
+def run_method(method: Method, config: DemoConfig) -> dict[str, Any]:
+    """Roll one method out on the held-out seeds (deployed kernels); its eval summary."""
+    policy, label = load_policy_with_bits(
+        method.model, method.bits, kernel_choice=config.kernel_choice
     )
-    summary = evaluate(policy, config)
-    summary["weight_bytes"] = weight_bytes(policy.model)
-    return summary
+    eval_config = EvalConfig(
+        out=runs_dir(config.out, method.name),
+        tasks=config.tasks,
+        episodes=config.episodes,
+        seed=config.seed,
+        image_size=policy.loaded.meta.image_size[0],
+        model=str(method.model),
+        bit_config="" if label == FULL_PRECISION else label,
+    )
+    return evaluate(policy, eval_config)
 
 
 def measure_latency(
-    model_dir: Path, configs: list[str], kernel_choice: str, rounds: int = LATENCY_ROUNDS
+    methods: Sequence[Method], kernel_choice: str, rounds: int = LATENCY_ROUNDS
 ) -> dict[str, dict[str, Any]]:
-    """Per config: chunk latency p50 (ms, round-robin), weight bytes and kernel counts."""
+    """Per method, in order: chunk latency p50 (ms, round-robin), weight bytes, kernel counts."""
     policies = {
-        bits: load_policy_with_bits(model_dir, bits, kernel_choice=kernel_choice)[0]
-        for bits in configs
+        m.name: load_policy_with_bits(m.model, m.bits, kernel_choice=kernel_choice)[0]
+        for m in methods
     }
     first = next(iter(policies.values()))
     image = np.zeros((*first.loaded.meta.image_size, 3), np.uint8)
     state = np.zeros(first.state_dim)
-    times: dict[str, list[float]] = {bits: [] for bits in configs}
+    times: dict[str, list[float]] = {name: [] for name in policies}
     for round_index in range(rounds + 1):  # round 0 warms up
-        for bits, policy in policies.items():
+        for name, policy in policies.items():
             start = time.perf_counter()
             policy.predict(image, "push the puck to the goal", state)
             if round_index:
-                times[bits].append(time.perf_counter() - start)
+                times[name].append(time.perf_counter() - start)
     return {
-        bits: {
-            "p50_ms": 1e3 * statistics.median(times[bits]),
+        name: {
+            "bit_config": policy.bit_config,
+            "p50_ms": 1e3 * statistics.median(times[name]),
             "weight_bytes": weight_bytes(policy.model),
             "kernels": dict(
                 Counter(c.kernel for c in getattr(policy, "kernel_choices", {}).values())
             ),
         }
-        for bits, policy in policies.items()
+        for name, policy in policies.items()
     }
 
 
-def run_demo(
-    model_dir: Path,
-    presets: list[str],
-    tasks,
-    episodes: int,
-    seed: int,
-    out: Path,
-    kernel_choice: str = "auto",
+def _results_by_label(
+    analysis: Analysis, summaries: dict[str, dict[str, Any]], bits: dict[str, float]
+) -> dict[str, list[EpisodeResult]]:
+    """The scored episodes of each quantized method (the analysis groups them by bit config),
+    by the method's label in the plot."""
+    return {
+        f"{PLOT_LABELS.get(name, f'RTN {name}')}, {bits[name]:.2f} bits": [
+            r for r in analysis.episodes if r.config == summary["bit_config"]
+        ]
+        for name, summary in summaries.items()
+        if name != FULL_PRECISION
+    }
+
+
+def _row(
+    name: str,
+    summary: dict[str, Any] | None,
+    analysis: Analysis,
+    speed: dict[str, dict[str, Any]],
+    average_bits: float,
 ) -> dict[str, Any]:
-    """FP32 and every preset on the same episodes, the drift analysis, latency, and demo.md."""
-    summaries = {
-        bits: run_config(model_dir, bits, tasks, episodes, seed, out, kernel_choice)
-        for bits in [FULL_PRECISION, *presets]
+    """One table row: success, EE deviation from FP32 (mm), bits, memory, latency, kernels."""
+    timing = speed[name]
+    deviation = None if summary is None else analysis.summaries.get(summary["bit_config"], {})
+    rmse = None if not deviation else deviation.get("ee_position_rmse")
+    overall = summary["overall"] if summary else {}
+    return {
+        "method": name,
+        "bit_config": timing["bit_config"],
+        "rolled_out": summary is not None,
+        "successes": overall.get("successes"),
+        "episodes": overall.get("episodes"),
+        "ci95": overall.get("ci95"),
+        "ee_rmse_vs_fp32_mm": None if rmse is None else 1e3 * rmse.mean,
+        "ee_rmse_ci95_mm": None
+        if rmse is None or rmse.ci_low is None
+        else [1e3 * rmse.ci_low, 1e3 * rmse.ci_high],
+        "average_bits": average_bits,
+        "weight_mb": timing["weight_bytes"] / 1e6,
+        "latency_p50_ms": timing["p50_ms"],
+        "latency_x_bf16": timing["p50_ms"] / speed[SPEED_REFERENCE]["p50_ms"],
+        "rollout_inference_p50_ms": summary["inference_ms"]["p50"] if summary else None,
+        "kernels": timing["kernels"],
     }
-    configs = [FULL_PRECISION, SPEED_REFERENCE, *(p for p in presets if p != SPEED_REFERENCE)]
-    speed = measure_latency(model_dir, configs, kernel_choice)
-    analysis = analyze([out / p for p in presets], out / FULL_PRECISION)
-    drift_files = write_report(analysis, out / "drift")
-    rows = []
-    for bits in configs:
-        summary = summaries.get(bits)
-        deviation = analysis.summaries.get(bits, {}).get("ee_position_rmse")
-        rows.append(
-            {
-                "bits": bits,
-                "rolled_out": summary is not None,
-                "successes": summary["overall"]["successes"] if summary else None,
-                "episodes": summary["overall"]["episodes"] if summary else None,
-                "ci95": summary["overall"]["ci95"] if summary else None,
-                "ee_rmse_vs_fp32_m": None if deviation is None else deviation.mean,
-                "latency_p50_ms": speed[bits]["p50_ms"],
-                "latency_x_fp32": speed[bits]["p50_ms"] / speed[FULL_PRECISION]["p50_ms"],
-                "latency_x_bf16": speed[bits]["p50_ms"] / speed[SPEED_REFERENCE]["p50_ms"],
-                "rollout_inference_p50_ms": summary["inference_ms"]["p50"] if summary else None,
-                "weight_mb": speed[bits]["weight_bytes"] / 1e6,
-                "kernels": speed[bits]["kernels"],
-            }
-        )
-    report = {
-        "model": str(model_dir),
-        "tasks": list(tasks),
-        "episodes": episodes,
-        "seed": seed,
-        "kernel_choice": kernel_choice,
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-        "rows": rows,
-        "drift_report": str(drift_files[0]),
-        "demo_md": str(out / "demo.md"),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "demo.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "demo.md").write_text(format_markdown(report) + "\n")
-    return report
+
+
+def drift_reduction(rows: Sequence[dict[str, Any]]) -> float | None:
+    """1 - DA-PTQ's mean EE deviation / RTN W4's (positive: DA-PTQ drifts less)."""
+    deviation = {row["method"]: row["ee_rmse_vs_fp32_mm"] for row in rows}
+    rtn, daptq = deviation.get(RTN_W4), deviation.get(DAPTQ)
+    if rtn is None or daptq is None or rtn == 0.0:
+        return None
+    return 1.0 - daptq / rtn
 
 
 def format_markdown(report: dict[str, Any]) -> str:
-    """demo.md: the table and the end-effector paths plot."""
+    """demo.md: the setting, the table, the drift reduction and the deviation plot."""
+    calibration = report["calibration"]
+    source = "collected for the demo" if calibration["collected"] else "given"
     lines = [
-        "# daptq demo: full precision vs quantized, paired episodes",
+        "# daptq demo: FP32 vs RTN W4 vs DA-PTQ at the same average weight bits",
         "",
         f"Model `{report['model']}`; tasks {', '.join(report['tasks'])}; "
-        f"{report['episodes']} episode(s) per task from seed {report['seed']}; "
-        "quantized models run on the deployed low-bit kernels "
-        f"(kernel choice `{report['kernel_choice']}`). Latency: p50 per action chunk, measured "
-        f"round-robin in one process on {report['cpu']}, {report['threads']} threads; BF16 is "
-        "the speed reference (not rolled out).",
+        f"{report['episodes']} held-out episode(s) per task from seed {report['seed']}, the "
+        "same seeds for every method. DA-PTQ (`daptq quantize "
+        f"{' '.join(calibration['daptq_args'])}`) is calibrated on {calibration['episodes']} "
+        f"scripted-expert episodes ({source}: `{calibration['bags']}`). Quantized models run on "
+        f"the deployed low-bit kernels (kernel choice `{report['kernel_choice']}`). EE "
+        "deviation: per-episode RMSE of the end-effector position against the FP32 rollout of "
+        "the same seed, mean over episodes with its 95 % interval. Latency: p50 per action "
+        f"chunk, measured round-robin in one process on {report['cpu']}, {report['threads']} "
+        "threads; BF16 is the speed reference (not rolled out).",
         "",
-        "| bits | success | 95 % CI | mean ee deviation from FP32 (m) | ms/chunk | x FP32 "
-        "| x BF16 | weight memory (MB) | kernels |",
+        "| method | success | 95 % CI | EE deviation from FP32 (mm) [95 % CI] | avg. W bits "
+        "| weight memory (MB) | ms/chunk | x BF16 | kernels |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
@@ -163,15 +350,18 @@ def format_markdown(report: dict[str, Any]) -> str:
         else:
             success, interval = "not rolled out", "-"
         lines.append(
-            f"| {row['bits']} | {success} | {interval} | {_deviation(row)} | "
-            f"{row['latency_p50_ms']:.1f} | {row['latency_x_fp32']:.2f} | "
-            f"{row['latency_x_bf16']:.2f} | {row['weight_mb']:.2f} | {_kernels(row)} |"
+            f"| {row['method']} | {success} | {interval} | {_deviation(row)} | "
+            f"{row['average_bits']:.2f} | {row['weight_mb']:.2f} | {row['latency_p50_ms']:.1f} | "
+            f"{row['latency_x_bf16']:.2f} | {_kernels(row)} |"
         )
     lines += [
         "",
-        "End-effector paths, FP32 (dashed) vs quantized, same seeds:",
+        _reduction_sentence(report),
         "",
-        "![end-effector paths](drift/ee_paths.png)",
+        f"EE deviation from FP32 over episode time ({BAND_LABEL}); below, a few episodes' "
+        "paths from above, FP32 dashed:",
+        "",
+        f"![EE deviation from FP32 over time]({PLOT})",
         "",
         f"Full drift report: `{report['drift_report']}`.",
     ]
@@ -179,29 +369,49 @@ def format_markdown(report: dict[str, Any]) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The demo table for the terminal."""
+    """The demo table for the terminal, with the drift reduction and the step timings."""
     lines = [
-        f"{'bits':<10} {'success':>8} {'ee dev. m':>10} {'ms/chunk':>9} {'x FP32':>7} "
-        f"{'x BF16':>7} {'weight MB':>10}  kernels"
+        f"{'method':<10} {'success':>8} {'95 % CI':>11} {'EE dev. mm [95 % CI]':>24} "
+        f"{'W bits':>6} {'weight MB':>9} {'ms/chunk':>8} {'x BF16':>6}"
     ]
     for row in report["rows"]:
-        success = f"{row['successes']:>3}/{row['episodes']:<4}" if row["rolled_out"] else "       -"
+        success, interval = "-", "-"
+        if row["rolled_out"]:
+            low, high = row["ci95"]
+            success = f"{row['successes']}/{row['episodes']}"
+            interval = f"[{100 * low:.0f}, {100 * high:.0f}] %"
         lines.append(
-            f"{row['bits']:<10} {success} {_deviation(row):>10} "
-            f"{row['latency_p50_ms']:>9.1f} {row['latency_x_fp32']:>7.2f} "
-            f"{row['latency_x_bf16']:>7.2f} {row['weight_mb']:>10.2f}  {_kernels(row)}"
+            f"{row['method']:<10} {success:>8} {interval:>11} {_deviation(row):>24} "
+            f"{row['average_bits']:>6.2f} {row['weight_mb']:>9.2f} "
+            f"{row['latency_p50_ms']:>8.1f} {row['latency_x_bf16']:>6.2f}"
         )
+    timings = ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in report["timings_s"].items())
     return "\n".join(
         [
             *lines,
-            f"latency: {report['cpu']}, {report['threads']} threads",
+            _reduction_sentence(report),
+            f"latency: {report['cpu']}, {report['threads']} threads; steps: {timings}",
             f"report: {report['demo_md']}",
         ]
     )
 
 
+def _reduction_sentence(report: dict[str, Any]) -> str:
+    bits = {row["method"]: row["average_bits"] for row in report["rows"]}
+    reduction = report["drift_reduction"]
+    change = "n/a" if reduction is None else f"{100 * reduction:+.0f} %"
+    return (
+        f"DA-PTQ vs RTN W4 EE drift reduction (1 - DA-PTQ/RTN W4): {change}, at "
+        f"{bits[DAPTQ]:.3f} vs {bits[RTN_W4]:.3f} average weight bits."
+    )
+
+
 def _deviation(row: dict[str, Any]) -> str:
-    return "-" if row["ee_rmse_vs_fp32_m"] is None else f"{row['ee_rmse_vs_fp32_m']:.4f}"
+    if row["ee_rmse_vs_fp32_mm"] is None:
+        return "-"
+    interval = row["ee_rmse_ci95_mm"]
+    span = "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return f"{row['ee_rmse_vs_fp32_mm']:.2f}{span}"
 
 
 def _kernels(row: dict[str, Any]) -> str:

@@ -150,12 +150,19 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     return ("fp32", *(m for m in dict.fromkeys(methods) if m != "fp32"))
 
 
-def mean_deviation_curve(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Mean end-effector deviation over episode time, averaged over the episodes still running.
+@dataclass(frozen=True)
+class DeviationBand:
+    """Mean EE deviation over time (m) with its 95 % interval; n episodes at each time."""
 
-    The curve ends where fewer than a quarter of the episodes are still running: a mean over
-    the few longest episodes would jump with each one that ends.
-    """
+    time_s: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    n: np.ndarray
+
+
+def deviation_samples(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(time grid, deviation [episodes, grid] in m, NaN once an episode has ended)."""
     from daptq_ros.drift.metrics import position_deviation
 
     tracks = []
@@ -168,13 +175,39 @@ def mean_deviation_curve(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray
     if not tracks:
         return None
     grid = np.arange(0.0, max(t[-1] for t, _ in tracks) + CURVE_STEP_S, CURVE_STEP_S)
-    total, count = np.zeros_like(grid), np.zeros_like(grid)
-    for t, d in tracks:
+    values = np.full((len(tracks), len(grid)), np.nan)
+    for row, (t, d) in zip(values, tracks, strict=True):
         inside = grid <= t[-1]
-        total[inside] += np.interp(grid[inside], t, d)
-        count[inside] += 1
-    enough = count >= max(1.0, CURVE_MIN_SHARE * len(tracks))
-    return grid[enough], total[enough] / count[enough]
+        row[inside] = np.interp(grid[inside], t, d)
+    return grid, values
+
+
+def deviation_band(results: Sequence[Any]) -> DeviationBand | None:
+    """The mean deviation curve with a 95 % interval of the mean (none where n < 2).
+
+    It ends where fewer than a quarter of the episodes are still running (CURVE_MIN_SHARE): a
+    mean over the few longest episodes would jump with each one that ends.
+    """
+    from scipy import stats
+
+    samples = deviation_samples(results)
+    if samples is None:
+        return None
+    grid, values = samples
+    n = np.sum(~np.isnan(values), axis=0)
+    keep = n >= max(1.0, CURVE_MIN_SHARE * len(values))
+    grid, values, n = grid[keep], values[:, keep], n[keep]
+    mean = np.nanmean(values, axis=0)
+    spread = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
+    t_quantile = stats.t.ppf(0.975, np.maximum(n - 1, 1))
+    half = np.where(n > 1, t_quantile * np.nan_to_num(spread) / np.sqrt(n), 0.0)
+    return DeviationBand(grid, mean, mean - half, mean + half, n)
+
+
+def mean_deviation_curve(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean end-effector deviation over episode time (deviation_band without the interval)."""
+    band = deviation_band(results)
+    return None if band is None else (band.time_s, band.mean)
 
 
 def paired_difference(
