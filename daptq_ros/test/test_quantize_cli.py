@@ -88,6 +88,12 @@ def test_baselines_quantize(setup, tmp_path, capsys, method):
     assert any(isinstance(m, QuantLinear) for m in loaded.model.modules())
 
 
+def test_qvla_reaches_budgets_below_4_bits_with_the_knapsack_choices(setup, tmp_path, capsys):
+    report = quantize(setup, tmp_path, capsys, "cogact", "--method", "qvla", "--average-bits", "3")
+    bits = {o["weight_bits"] for o in report["config"]["overrides"]}
+    assert bits & {2, 3} and bits <= {2, 3, 4, 8, 16}
+
+
 def test_fewer_bags_than_bins_fails_before_any_work(setup, tmp_path, capsys):
     args = ["quantize", "--model", str(setup["cogact"]), "--calib", str(setup["demos"])]
     code = main([*args, "--method", "daptq", "--bins", "6", "--out", str(tmp_path / "q")])

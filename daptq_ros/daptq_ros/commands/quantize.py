@@ -294,6 +294,7 @@ def _qvla_config(model: Any, calls: list, base: Any, args: argparse.Namespace):
     """The QVLA-style baseline: Hessian-proxy channel saliency, greedy demotion to the budget."""
     from daptq_ros.policy.daptq import linear_layer_names, narrow_layers
     from daptq_ros.quant.allocation import (
+        CANDIDATE_BITS,
         bit_map_config,
         input_second_moments,
         qvla_allocate,
@@ -305,8 +306,14 @@ def _qvla_config(model: Any, calls: list, base: Any, args: argparse.Namespace):
     stats = collect_layer_stats(model, calls, names, keep_hessian=True)
     costs = weight_error_table(model, names, group_size=base.group_size)
     narrow = narrow_layers(model, base.group_size)
+    # The knapsack's bit choices, so that it meets DA-PTQ at every budget, 2.5 bits included.
     bit_map = qvla_allocate(
-        input_second_moments(stats), model, costs, args.average_bits, never=narrow
+        input_second_moments(stats),
+        model,
+        costs,
+        args.average_bits,
+        CANDIDATE_BITS,
+        never=narrow,
     )
     return bit_map_config(base, bit_map, "qvla", model)
 
