@@ -146,3 +146,35 @@ def test_quant_demo_runs_and_round_trips(tmp_path, capsys):
     assert report["round_trip"]["max_abs_diff_after_reload"] == 0.0
     assert (out / "report.md").read_text().startswith("# Quantization demo")
     assert 0 < report["rows"][1]["logits_rel_error"] < 1
+
+
+def test_without_ray_eval_and_report_run_serially(monkeypatch, capsys):
+    import argparse
+
+    from daptq_ros.commands import fanout
+    from daptq_ros.commands.eval import resolve_parallel
+
+    monkeypatch.setattr(fanout, "ray_available", lambda: False)
+    monkeypatch.setattr(fanout, "available_cores", lambda: 4)
+    default = argparse.Namespace(workers=None, address=None, threads=None)
+    resolve_parallel(default)
+    assert (default.workers, default.threads) == (0, 4)  # serial, on every core
+    asked = argparse.Namespace(workers=2, address=None, threads=None)
+    resolve_parallel(asked)
+    assert asked.workers == 0 and "Ray is not installed" in capsys.readouterr().err
+
+
+def test_ray_workers_default_to_the_cores_and_share_them(monkeypatch):
+    import argparse
+
+    from daptq_ros.commands import fanout
+    from daptq_ros.commands.eval import resolve_parallel
+
+    monkeypatch.setattr(fanout, "ray_available", lambda: True)
+    monkeypatch.setattr(fanout, "available_cores", lambda: 4)
+    default = argparse.Namespace(workers=None, address=None, threads=None)
+    resolve_parallel(default)
+    assert (default.workers, default.threads) == (4, 1)
+    two = argparse.Namespace(workers=2, address=None, threads=None)
+    resolve_parallel(two)
+    assert (two.workers, two.threads) == (2, 2)
