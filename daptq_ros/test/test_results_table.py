@@ -166,3 +166,19 @@ def test_each_ablation_gets_a_sentence_read_from_its_interval():
     assert "no measurable effect" in csrc and "includes 0" in csrc
     allocation = next(s for s in sentences if s.startswith("- motion-driven allocation"))
     assert "drifts more (+10.00 ± 0.00 mm EE RMSE), so it reduces drift here." in allocation
+
+
+def test_a_frontier_where_daptq_drifts_more_says_so_and_no_ablations_no_section(tmp_path):
+    from daptq_ros.evidence.results_markdown import ablation_section, frontier_verdict
+    from daptq_ros.evidence.results_stats import frontier_points
+
+    runs = {
+        "fp32": method_run("fp32", 32, [1, 1], [None] * 2),
+        "daptq_b2.5": method_run("daptq_b2.5", 2.5, [1, 1], [0.030, 0.030]),
+        "gptq_w2a8": method_run("gptq_w2a8", 2.03, [1, 1], [0.020, 0.020]),
+    }
+    table = ModelTable("m", "dir", "pi0", {name: _with_summary(r) for name, r in runs.items()})
+    (point,) = frontier_points(table)
+    (verdict,) = frontier_verdict(point, table.runs["fp32"])
+    assert "50 % more EE drift than the best compared method, gptq_w2a8" in verdict
+    assert ablation_section(table) == []

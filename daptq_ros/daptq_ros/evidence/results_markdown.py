@@ -84,6 +84,19 @@ def fold_lines(table: ModelTable) -> list[str]:
     ]
 
 
+def ablation_section(table: ModelTable) -> list[str]:
+    """The ablations heading, table and sentences; nothing when no ablation ran."""
+    lines = ablation_lines(table)
+    if len(lines) <= 2:  # the table header only
+        return []
+    return [
+        "### Ablations (paired differences, ablation - full method, 95 % Student-t)",
+        "",
+        *lines,
+        "",
+    ]
+
+
 def ablation_lines(table: ModelTable) -> list[str]:
     """Each DA-PTQ component's contribution: paired differences ablation - full method, then
     one sentence per component on what the intervals say it contributes on this model."""
@@ -241,12 +254,14 @@ def frontier_verdict(point: FrontierPoint, fp32: MethodRun) -> list[str]:
     daptq = point.daptq
     best = point.best_baseline()
     reduction = point.drift_reduction()
-    drift = (
-        "no drift measured yet"
-        if best is None or reduction is None
-        else f"{100 * reduction:.0f} % less EE drift than the best compared method, {best.name} "
-        f"(paired Δ {_rmse_difference(daptq, best)} mm)"
-    )
+    if best is None or reduction is None:
+        drift = "no drift measured yet"
+    else:
+        amount = f"{100 * abs(reduction):.0f} % {'less' if reduction >= 0 else 'more'}"
+        drift = (
+            f"{amount} EE drift than the best compared method, {best.name} "
+            f"(paired Δ {_rmse_difference(daptq, best)} mm)"
+        )
     delta, half, n = paired_difference(daptq, fp32, "success")
     within = "within" if delta >= -SUCCESS_MARGIN else "NOT within"
     uniform = [run for run in point.others if run.name.startswith(UNIFORM_BASELINES)]
@@ -306,6 +321,7 @@ def plot_frontier(table: ModelTable, path: Path) -> Path:
         axes.grid(alpha=0.3)
     success_axes.legend(fontsize=7)
     figure.suptitle(f"{table.label}: the low-bit frontier (paired episodes)")
+    figure.tight_layout()
     FigureCanvasAgg(figure).print_png(str(path))
     return path
 
@@ -335,10 +351,7 @@ def model_section(table: ModelTable, options: TableOptions, out: Path) -> list[s
         "",
         *fold_lines(table),
         *frontier_section(table, out),
-        "### Ablations (paired differences, ablation - full method, 95 % Student-t)",
-        "",
-        *ablation_lines(table),
-        "",
+        *ablation_section(table),
         f"![drift curves]({curves.name})",
         "",
         f"![bit maps]({bit_maps.name})",
