@@ -4,6 +4,7 @@ seeds, a worker that dies reported as failed runs, and Ctrl-C stopping every pro
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -120,5 +121,8 @@ def test_bad_worker_options_fail_with_one_line(tmp_path: Path, capsys):
     assert "--workers -1: pass 0 (serial) or more" in capsys.readouterr().err
     assert main([*base, "--workers", "0", "--address", "auto"]) == 2
     assert "pass --workers N (N > 0) too" in capsys.readouterr().err
-    assert main([*base, "--episodes", "1", "--address", "auto"]) == 2
-    assert "no Ray cluster at --address auto" in capsys.readouterr().err
+    with socket.socket() as probe:  # a port nothing listens on: a stopped cluster
+        probe.bind(("127.0.0.1", 0))
+        stopped = f"127.0.0.1:{probe.getsockname()[1]}"
+    assert main([*base, "--episodes", "1", "--address", stopped]) == 2
+    assert f"no Ray cluster at --address {stopped}" in capsys.readouterr().err

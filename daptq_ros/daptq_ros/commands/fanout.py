@@ -17,6 +17,7 @@ import contextlib
 import io
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from tqdm import tqdm
 from daptq_ros.errors import DaptqError
 from daptq_ros.sim.evaluate import EvalConfig, summarize
 from daptq_ros.sim.rollout import EpisodeResult
+
+CONNECT_TIMEOUT_S = 5.0  # how long a cluster address may take to accept a connection
 
 
 @dataclass(frozen=True)
@@ -99,19 +102,33 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address is None:  # "local": a new Ray, even where `ray start` runs a cluster
             address, options["num_cpus"] = "local", workers
-        try:
-            ray.init(address=address, **options)
-        except ConnectionError as error:
-            raise DaptqError(
-                f"no Ray cluster at --address {address} ({_first_line(error)}): start one with "
-                "`ray start --head` (and `ray start --address HEAD:6379` on the other nodes), "
-                "or drop --address for a local Ray"
-            ) from None
+        else:
+            address = _reachable(address)
+        ray.init(address=address, **options)
     try:
         yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def _reachable(address: str) -> str:
+    """HOST:PORT of the cluster at `address` ("auto": the one Ray finds on this machine),
+    checked to accept connections: Ray 2.60 retries a stopped cluster's address forever."""
+    # Ray's own resolution of "auto" (RAY_ADDRESS, then the last `ray start`); ray is pinned.
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    try:
+        resolved = canonicalize_bootstrap_address_or_die(address)
+        host, port = resolved.rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as error:  # ConnectionError is an OSError
+        raise DaptqError(
+            f"no Ray cluster at --address {address} ({_first_line(error)}): start one with "
+            "`ray start --head` (and `ray start --address HEAD:6379` on the other nodes), "
+            "or drop --address for a local Ray"
+        ) from None
+    return resolved
 
 
 def evaluate_on_ray(
