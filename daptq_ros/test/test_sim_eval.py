@@ -60,6 +60,44 @@ def test_policy_actor_executes_the_first_rows_then_replans():
     assert len(actor.latencies) == 3
 
 
+class _ImageDrivenPolicy:
+    """Moves toward where the frame is brightest, so its actions depend on every frame it reads."""
+
+    def predict(self, image, instruction, state, seed=None) -> ActionChunk:
+        row = np.array([image[..., 0].mean() - 100, image[..., 1].mean() - 100, 0, 0]) / 200
+        rows = np.repeat(row[None].astype(np.float32), 8, axis=0)
+        return ActionChunk(rows, 0.0125, "ee_delta", ("dx", "dy", "dz", "g"))
+
+
+class _EveryFrame(PolicyActor):
+    """The same actor, but the camera renders at every step."""
+
+    def needs_frame(self) -> bool:
+        return True
+
+
+def test_held_frames_between_predictions_change_nothing_the_policy_does(
+    tmp_path: Path, sim_renders: None
+) -> None:
+    """The env renders only when the policy predicts; the episode is the same as rendering at
+    every step, and the bag records the frame the policy acted on until the next prediction."""
+    from daptq_ros.sim.env import SimEnv
+    from daptq_ros.sim.rollout import record_episode
+
+    episodes = {}
+    for actor_type in (PolicyActor, _EveryFrame):
+        actor = actor_type(_ImageDrivenPolicy(), execute_steps=3, model="m", bit_config="")
+        with SimEnv("reach", image_size=IMAGE, max_steps=12) as env:
+            record_episode(env, actor, 5, tmp_path / actor_type.__name__)
+        episodes[actor_type] = read_episode(tmp_path / actor_type.__name__)
+    held, every = episodes[PolicyActor], episodes[_EveryFrame]
+    np.testing.assert_array_equal(held.ee_positions, every.ee_positions)
+    np.testing.assert_array_equal(held.chunks, every.chunks)
+    np.testing.assert_array_equal(held.images[::3], every.images[::3])  # prediction steps
+    assert all(np.array_equal(held.images[t], held.images[t - t % 3]) for t in range(12))
+    assert not np.array_equal(every.images[1], every.images[0])  # the arm moved in between
+
+
 def test_policy_actor_needs_one_executed_step():
     with pytest.raises(SimError, match="execute at least one"):
         PolicyActor(_CountingPolicy(), execute_steps=0, model="m", bit_config="")

@@ -27,6 +27,9 @@ class Recording:
     def reset(self, seed: int) -> None:
         self.actor.reset(seed)
 
+    def needs_frame(self) -> bool:
+        return self.actor.needs_frame()
+
     def act(self, observation: Observation) -> Decision:
         decision = self.actor.act(observation)
         self.steps.append((observation, decision))

@@ -60,6 +60,10 @@ class PolicyActor:
         self._seed = seed
         self._calls = 0
 
+    def needs_frame(self) -> bool:
+        """Only when the queue is empty: the policy reads the camera when it predicts."""
+        return not self._queue
+
     def act(self, observation: Observation) -> Decision:
         """The next queued action, predicting a new chunk when the queue is empty."""
         if self._queue:

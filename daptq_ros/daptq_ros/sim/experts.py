@@ -44,6 +44,10 @@ class ScriptedExpert:
         """Reseed the noise for the episode of `seed`."""
         self._rng = np.random.default_rng([seed, NOISE_STREAM])
 
+    def needs_frame(self) -> bool:
+        """Always: a demonstration records the camera at every step, for training."""
+        return True
+
     def act(self, observation: Observation) -> Decision:
         """The clean expert action as the label; executed with noise when `noise` > 0."""
         # The env clips actions to [-1, 1]; the label is the action as the env applies it.

@@ -37,6 +37,9 @@ class Actor(Protocol):
     def act(self, observation: Observation) -> Decision:
         """The decision for this step."""
 
+    def needs_frame(self) -> bool:
+        """Whether the next act() reads a new camera frame; if not, the env holds the last one."""
+
 
 @dataclass(frozen=True)
 class EpisodeResult:
@@ -75,7 +78,9 @@ def run_episode(
         decision = actor.act(observation)
         if writer is not None:
             _record_step(writer, observation, decision, env.dt)
-        observation, success = env.step(decision.executed)
+        # Rendering is most of a step's cost: a receding-horizon policy reads a frame only when
+        # it predicts, so between predictions the recorded frame is the one it acted on.
+        observation, success = env.step(decision.executed, render=actor.needs_frame())
     if writer is not None:
         writer.finish(success, env.steps * env.dt)
     return EpisodeResult(
