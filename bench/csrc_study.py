@@ -81,7 +81,12 @@ def _batches(loaded: Any, roots: list[str], count: int) -> tuple[list, list]:
 
 def _study_width(loaded: Any, fit: list, held_out: list, width: int, args: Any) -> dict:
     """Mismatch per layer, action error, and the two CSRC variants at one weight width."""
-    from daptq_ros.policy.daptq import calibration_calls, compensate_layers, linear_layer_names
+    from daptq_ros.policy.daptq import (
+        calibration_calls,
+        compensate_layers,
+        linear_layer_names,
+        mean_loss,
+    )
     from daptq_ros.policy.quantize import keep_narrow_layers
     from daptq_ros.policy.sensitivity import layer_sensitivities
     from daptq_ros.quant import QuantConfig, quantize
@@ -107,14 +112,14 @@ def _study_width(loaded: Any, fit: list, held_out: list, width: int, args: Any) 
         }
         for layer, m in compensation_report(fp_stats, q_stats, q_stats).items()
     }
-    fp_loss = _loss(scoring, fp)
+    fp_loss = mean_loss(scoring, fp)
     phi = layer_sensitivities(adapter, fp, fit, None, layer_names=low_bit, progress=False)
     live = [n for n in low_bit if phi[n] > 0.0]
     ranked = sorted(live, key=lambda n: -mismatch[n]["cov_rel_error"])
     variants = {"interface": adapter.interface_layers(fp), f"top{args.top}": ranked[: args.top]}
     row = {
         "config": name,
-        "action_error_no_csrc": _loss(scoring, quantized) / fp_loss - 1.0,
+        "action_error_no_csrc": mean_loss(scoring, quantized) / fp_loss - 1.0,
         "mismatch": mismatch,
         "layers_without_action_path": [n for n in low_bit if n not in live],
         "variants": {},
@@ -130,7 +135,7 @@ def _study_width(loaded: Any, fit: list, held_out: list, width: int, args: Any) 
         )
         row["variants"][label] = {
             "layers": layers,
-            "action_error": _loss(scoring, compensated) / fp_loss - 1.0,
+            "action_error": mean_loss(scoring, compensated) / fp_loss - 1.0,
             "cov_rel_error": {
                 n: [r["before"]["cov_rel_error"], r["after"]["cov_rel_error"]]
                 for n, r in report.items()
@@ -142,11 +147,6 @@ def _study_width(loaded: Any, fit: list, held_out: list, width: int, args: Any) 
 def _mean_error_in_std(fp: Any, other: Any) -> float:
     """mean_c |mu_Q_c - mu_FP_c| / sigma_FP_c: the mean shift in FP standard deviations."""
     return float(((other.mean - fp.mean).abs() / fp.std.clamp_min(1e-6)).mean())
-
-
-def _loss(calls: list, model: Any) -> float:
-    """The action head's training loss over the scoring calls (fixed noise per call)."""
-    return sum(float(call(model)) for call in calls) / len(calls)
 
 
 def _format(study: dict) -> str:

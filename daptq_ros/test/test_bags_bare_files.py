@@ -210,3 +210,15 @@ def test_zstd_compressed_bags_read(tmp_path: Path, storage: str, mode: str) -> N
     assert f"compression_mode: {mode}" in (path / "metadata.yaml").read_text().lower()
     assert bag_info(path).message_count == len(POSITIONS)
     np.testing.assert_array_equal(joint_positions(path), POSITIONS)
+
+
+def test_typestores_are_built_once_per_set_of_definitions_and_shared() -> None:
+    from rosbags.typesys import get_types_from_msg
+
+    extra = get_types_from_msg("float64 x\n", "test_pkg/msg/Thing")
+    store = make_typestore(extra=extra)
+    assert make_typestore(extra=dict(extra)) is store and make_typestore() is make_typestore()
+    assert "test_pkg/msg/Thing" in store.types
+    assert "test_pkg/msg/Thing" not in make_typestore().types
+    with pytest.raises(BagError, match="unknown ROS 2 distro"):
+        make_typestore("rolling-ish")  # type: ignore[arg-type]

@@ -53,7 +53,8 @@ def test_bad_override_key_and_bits():
 
 
 def test_bad_activation_bits_and_granularity():
-    assert "activation_bits=4" in _error({"activation_bits": 4})
+    assert "activation_bits=6" in _error({"activation_bits": 6})
+    assert load_config("w4a4").activation_bits == 4
     assert "granularity='row'" in _error({"granularity": "row"})
 
 

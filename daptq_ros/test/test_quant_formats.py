@@ -71,13 +71,14 @@ def test_scales_are_bfloat16_values():
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**16), magnitude=st.floats(1e-2, 1e3))
-def test_activation_per_token_error_bound(seed, magnitude):
+@given(seed=st.integers(0, 2**16), magnitude=st.floats(1e-2, 1e3), bits=st.sampled_from([8, 4]))
+def test_activation_per_token_error_bound(seed, magnitude, bits):
     x = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(seed)) * magnitude
-    xq = fake_quantize_activation_per_token(x, 8)
-    step = x.abs().amax(dim=-1, keepdim=True) / 127.5
+    xq = fake_quantize_activation_per_token(x, bits)
+    step = x.abs().amax(dim=-1, keepdim=True) / ((2**bits - 1) / 2)
     assert torch.all((xq - x).abs() <= step * (0.5 + 1e-4))
+    assert torch.unique(xq[0, 0]).numel() <= 2**bits
     # per token: a token of tiny values keeps its own resolution
     x[0, 0] *= 1e-2
-    xq = fake_quantize_activation_per_token(x, 8)
-    assert (xq[0, 0] - x[0, 0]).abs().max() <= x[0, 0].abs().max() / 255 * 1.001
+    xq = fake_quantize_activation_per_token(x, bits)
+    assert (xq[0, 0] - x[0, 0]).abs().max() <= x[0, 0].abs().max() / (2**bits - 1) * 1.001

@@ -273,3 +273,27 @@ def test_daptq_with_gptq_rounding_keeps_the_bit_map_and_the_fold(setup, tmp_path
     rtn_weights = load_model_dir(rtn["out"]).model.state_dict()
     gptq_weights = load_model_dir(gptq["out"]).model.state_dict()
     assert any(not torch.equal(rtn_weights[k], gptq_weights[k]) for k in rtn_weights)
+
+
+def test_csrc_on_the_action_path_compensates_low_bit_layers_and_is_kept_only_if_it_helps(
+    setup, tmp_path, capsys
+):
+    from daptq_ros.quant import load_config
+
+    extra = ("--method", "daptq", "--allocation", "budget", "--average-bits", "3")
+    (tmp_path / "path").mkdir(), (tmp_path / "none").mkdir()
+    path = quantize(
+        setup, tmp_path / "path", capsys, "cogact", *extra, "--csrc-layers", "action-path"
+    )
+    plain = quantize(setup, tmp_path / "none", capsys, "cogact", *extra, "--no-csrc")
+    assert path["config"]["name"] == "daptq_budget_pathcsrc"
+    compensation = path["compensation"]
+    assert compensation["placement"] == "action-path" and 0 < len(compensation["layers"]) <= 4
+    config = load_config(path["out"] / "bits.yaml")
+    assert all(config.spec_for(layer).weight_bits <= 3 for layer in compensation["layers"])
+    assert compensation["kept"] == (compensation["loss_after"] < compensation["loss_before"])
+    weights = load_model_dir(path["out"]).model.state_dict()
+    plain_weights = load_model_dir(plain["out"]).model.state_dict()
+    unchanged = all(torch.equal(weights[k], plain_weights[k]) for k in weights)
+    assert unchanged != compensation["kept"]  # compensated weights only when kept
+    assert path["fold_check"] is True

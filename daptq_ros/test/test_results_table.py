@@ -142,7 +142,7 @@ def test_frontier_compares_daptq_with_the_best_method_at_each_budget(tmp_path):
     assert "50 % less EE drift than the best compared method, qvla_b3.0" in verdict
     assert "success +0.00 ± 0.00 vs FP32 over 4 paired episodes (within 5 points)" in verdict
     assert "rtn_w3a8 -75.00 ±" in verdict and "gptq_w3a8 -50.00 ±" in verdict
-    row = next(line for line in lines if line.startswith("| 3.0 | rtn_w3a8 |"))
+    row = next(line for line in lines if line.startswith("| 3.0 bits | rtn_w3a8 |"))
     assert row.endswith("| +16.00 ± 0.00 |")  # rtn - DA-PTQ EE RMSE, paired, in mm
 
 
@@ -182,3 +182,30 @@ def test_a_frontier_where_daptq_drifts_more_says_so_and_no_ablations_no_section(
     (verdict,) = frontier_verdict(point, table.runs["fp32"])
     assert "50 % more EE drift than the best compared method, gptq_w2a8" in verdict
     assert ablation_section(table) == []
+
+
+def test_the_w4a4_point_compares_daptq_with_4_bit_activations_to_the_uniform_w4a4_baselines(
+    tmp_path,
+):
+    from daptq_ros.evidence.results_markdown import frontier_section
+    from daptq_ros.evidence.results_stats import METHODS, frontier_points
+
+    assert METHODS["daptq_a4"][METHODS["daptq_a4"].index("--config") + 1] == "w4a4"
+    runs = {
+        "fp32": method_run("fp32", 32, [1, 1, 1, 1], [None] * 4),
+        "daptq_budget_gptq": method_run("daptq_budget_gptq", 4.49, [1, 1, 1, 1], [0.002] * 4),
+        "daptq_a4": method_run("daptq_a4", 4.49, [1, 1, 1, 0], [0.010] * 4),
+        "rtn_w4a4": method_run("rtn_w4a4", 4.02, [0, 0, 0, 0], [0.080] * 4),
+        "smoothquant_w4a4": method_run("smoothquant_w4a4", 4.02, [1, 0, 0, 0], [0.040] * 4),
+    }
+    table = ModelTable("m", "dir", "pi0", {name: _with_summary(r) for name, r in runs.items()})
+    points = frontier_points(table)
+    assert [(p.where, p.daptq.name) for p in points] == [
+        ("4.5 bits", "daptq_budget_gptq"),
+        ("4.5 bits, A4", "daptq_a4"),
+    ]
+    assert [r.name for r in points[1].others] == ["rtn_w4a4", "smoothquant_w4a4"]
+    lines = frontier_section(table, tmp_path)
+    verdict = next(line for line in lines if line.startswith("- 4.5 bits, A4: daptq_a4"))
+    assert "75 % less EE drift than the best compared method, smoothquant_w4a4" in verdict
+    assert "uniform at that width: rtn_w4a4 -100.00" in verdict

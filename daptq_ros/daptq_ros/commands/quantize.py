@@ -73,6 +73,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="daptq: skip the interface compensation (the allocation-only ablation)",
     )
     parser.add_argument(
+        "--csrc-layers",
+        default="interface",
+        choices=["interface", "action-path"],
+        help="daptq: where CSRC compensates: the interface layers (the paper) or the most "
+        "distorted layers of <= 3 bits the actions depend on, kept only if it lowers the "
+        "calibration action loss (ours; docs/quantization.md, 'Where CSRC acts') "
+        "(default: interface)",
+    )
+    parser.add_argument(
         "--rounding",
         default="rtn",
         choices=["rtn", "gptq"],
@@ -250,6 +259,7 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
             activation_bits=base.activation_bits,
             group_size=base.group_size,
             compensate=not args.no_csrc,
+            csrc_layers=args.csrc_layers,
             rounding=args.rounding,
             seed=args.seed,
         )
@@ -287,6 +297,8 @@ def _daptq_name(args: argparse.Namespace) -> str:
         name += f"_{args.scores}"
     if args.rounding != "rtn":
         name += f"_{args.rounding}"
+    if args.csrc_layers != "interface" and not args.no_csrc:
+        name += "_pathcsrc"
     return name
 
 

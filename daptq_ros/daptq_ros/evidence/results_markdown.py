@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from daptq_ros.evidence.results_stats import (
+    A4_POINT,
     ABLATIONS,
     BUDGET_BITS,
     COLUMNS,
@@ -229,6 +230,10 @@ def frontier_section(table: ModelTable, out: Path) -> list[str]:
         "",
         f"![frontier]({figure.name})",
         "",
+        "Activations are 8-bit per token (AWQ: 16) except at the A4 point, where every "
+        "quantized layer's activations are 4-bit per token, simulated (quantize-dequantize "
+        "before the weight kernel; there is no int4 x int4 kernel on the CPU).",
+        "",
         "| budget | method | avg. W bits | success % [95 % CI] | Δ success vs FP32 (points) "
         "| EE RMSE vs FP32 (mm) | Δ EE RMSE vs DA-PTQ (mm) |",
         "|---|---|---|---|---|---|---|",
@@ -240,7 +245,7 @@ def frontier_section(table: ModelTable, out: Path) -> list[str]:
             rmse = run.drift.get("ee_position_rmse", {})
             versus = "" if run is point.daptq else _rmse_difference(run, point.daptq)
             lines.append(
-                f"| {point.budget} | {run.name} | {run.average_bits:.2f} | "
+                f"| {point.where} | {run.name} | {run.average_bits:.2f} | "
                 f"{100 * rate:.1f} [{100 * low:.1f}, {100 * high:.1f}] | "
                 f"{_points(*paired_difference(run, fp32, 'success')[:2])} | "
                 f"{_interval(rmse)} | {versus} |"
@@ -270,7 +275,7 @@ def frontier_verdict(point: FrontierPoint, fp32: MethodRun) -> list[str]:
     )
     ending = f"; uniform at that width: {baselines}." if baselines else "."
     return [
-        f"- {point.budget} bits: {daptq.name} ({daptq.average_bits:.2f} bits) has {drift}; "
+        f"- {point.where}: {daptq.name} ({daptq.average_bits:.2f} bits) has {drift}; "
         f"success {_points(delta, half)} vs FP32 over {n} paired episodes ({within} "
         f"{100 * SUCCESS_MARGIN:.0f} points){ending}"
     ]
@@ -313,6 +318,15 @@ def plot_frontier(table: ModelTable, path: Path) -> Path:
             label=label,
             lw=width,
         )
+    for name in A4_POINT:  # single points: one method each, with 4-bit activations
+        run = table.runs.get(name)
+        if run is None:
+            continue
+        rate = 100 * run.eval_summary["overall"]["success_rate"]
+        success_axes.plot(run.average_bits, rate, "x", ms=8, mew=2, label=f"{name} (A4)")
+        if run.drift.get("ee_position_rmse"):
+            drift = 1000 * run.drift["ee_position_rmse"]["mean"]
+            drift_axes.plot(run.average_bits, drift, "x", ms=8, mew=2, label=f"{name} (A4)")
     success_axes.set_ylabel("success %")
     drift_axes.set_ylabel("EE RMSE vs FP32 rollout (mm)")
     drift_axes.set_yscale("log")

@@ -47,6 +47,15 @@ for _width in (3, 2):  # the uniform baselines at the integer widths below 4
     METHODS[f"rtn_w{_width}a8"] = ["--method", "rtn", "--config", f"w{_width}a8"]
     METHODS[f"gptq_w{_width}a8"] = ["--method", "gptq", "--config", f"w{_width}a8"]
     METHODS[f"awq_w{_width}"] = ["--method", "awq", "--config", f"w{_width}a16"]
+for _method in ("rtn", "gptq", "smoothquant"):  # 4-bit activations (simulated: config.py)
+    METHODS[f"{_method}_w4a4"] = ["--method", _method, "--config", "w4a4"]
+METHODS["daptq_a4"] = [*METHODS["daptq_budget_gptq"]]
+METHODS["daptq_a4"][METHODS["daptq_a4"].index("w4a8")] = "w4a4"
+for _budget in (3.0, 2.5):  # CSRC where bench/csrc_study.py found the distortion (DAPTQ.md)
+    METHODS[f"daptq_b{_budget}_pathcsrc"] = [
+        *METHODS[f"daptq_b{_budget}"],
+        *("--csrc-layers", "action-path"),
+    ]
 DAPTQ_METHODS = ("daptq_topk", "daptq_budget", "daptq_budget_gptq")
 # budget (average weight bits) -> DA-PTQ there, then what it is compared with: QVLA-style at the
 # same budget and the uniform baselines at the widest integer width within it.
@@ -56,6 +65,9 @@ FRONTIER = {
     3.0: ("daptq_b3.0", "qvla_b3.0", "rtn_w3a8", "gptq_w3a8", "awq_w3"),
     2.5: ("daptq_b2.5", "qvla_b2.5", "rtn_w2a8", "gptq_w2a8", "awq_w2"),
 }
+# W4A4, Omega-QVLA's setting: DA-PTQ at the 4.5-bit budget with 4-bit activations against the
+# uniform W4A4 baselines (SmoothQuant: the method made for activation outliers).
+A4_POINT = ("daptq_a4", "rtn_w4a4", "gptq_w4a4", "smoothquant_w4a4")
 # one line of the frontier figure per method family, at each run's measured average bits
 FRONTIER_LINES = {
     "DA-PTQ (budget, GPTQ rounding)": tuple(methods[0] for methods in FRONTIER.values()),
@@ -71,6 +83,13 @@ ABLATIONS = {
     "ablation_csrc_only": ("daptq_topk", "motion-driven allocation (uniform W4 instead)"),
     "ablation_jacobian_scores": ("daptq_topk", "virtual-chain scores (real Jacobian instead)"),
     "daptq_budget": ("daptq_budget_gptq", "GPTQ rounding (round-to-nearest instead)"),
+    **{
+        f"daptq_b{budget}": (
+            f"daptq_b{budget}_pathcsrc",
+            f"CSRC on the low-bit action path at {budget} bits (on the interface instead)",
+        )
+        for budget in (3.0, 2.5)
+    },
 }
 BUDGET_BITS = 4.5  # the acceptance budget: average weight bits
 SUCCESS_MARGIN = 0.05  # DA-PTQ's success must stay within 5 points of FP32
@@ -236,6 +255,13 @@ class FrontierPoint:
     budget: float
     daptq: MethodRun
     others: tuple[MethodRun, ...]
+    activation_bits: int = 8
+
+    @property
+    def where(self) -> str:
+        """'3.0 bits', or '4.5 bits, A4' for the 4-bit-activation point."""
+        activations = "" if self.activation_bits == 8 else f", A{self.activation_bits}"
+        return f"{self.budget} bits{activations}"
 
     def best_baseline(self) -> MethodRun | None:
         """The compared method with the least mean EE RMSE vs FP32 (None: no drift yet)."""
@@ -251,12 +277,15 @@ class FrontierPoint:
 
 
 def frontier_points(table: ModelTable) -> list[FrontierPoint]:
-    """Every budget of FRONTIER whose DA-PTQ run exists, with the compared runs that exist."""
+    """Every budget of FRONTIER, then the W4A4 point, whose DA-PTQ run exists, with the
+    compared runs that exist."""
+    compared = [(budget, names, 8) for budget, names in FRONTIER.items()]
+    compared.append((BUDGET_BITS, A4_POINT, 4))
     points = []
-    for budget, (daptq, *others) in FRONTIER.items():
+    for budget, (daptq, *others), activation_bits in compared:
         if daptq in table.runs:
             runs = tuple(table.runs[name] for name in others if name in table.runs)
-            points.append(FrontierPoint(budget, table.runs[daptq], runs))
+            points.append(FrontierPoint(budget, table.runs[daptq], runs, activation_bits))
     return points
 
 

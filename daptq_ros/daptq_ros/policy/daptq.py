@@ -11,6 +11,9 @@ so the result saves as a quantized model directory and deploys to the real kerne
 3. Quantize with the bit map; a second pass collects the quantized interface statistics.
 4. CSRC: solve gain, shift and low-rank M per interface layer; fold them into the FP weights,
    re-quantize the folded weights, then refit the shift on the result (METHOD.md §3 [open]).
+   Or (`csrc_layers="action-path"`, ours) on the layers of <= 3 bits the actions depend on
+   whose output covariance is the most distorted, kept only if it lowers the calibration
+   action loss: where bench/csrc_study.py found the structured distortion on our families.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from daptq_ros.quant.csrc import (
 from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE
 
 ALLOCATIONS = ("topk", "budget", "uniform")
+CSRC_LAYERS = ("interface", "action-path")  # where CSRC compensates (see the module docstring)
+SCORING_SEED_OFFSET = 10_000  # noise draws of the loss that decides whether CSRC is kept
 ROUNDINGS = ("rtn", "gptq")  # how the low-bit layers of the bit map are rounded
 BLOCK_INDEX = re.compile(r"\.(\d+)\.")
 PROTECTED_SHARE = 6  # protect at most 1 of every 6 action-head blocks (2 of CogACT's 12)
@@ -65,6 +70,9 @@ class DaptqOptions:
     group_size: int = 128
     protected_blocks: int = 2  # last action-head blocks kept in bf16
     compensate: bool = True  # CSRC on the interface layers
+    csrc_layers: str = "interface"  # interface (the paper) | action-path (ours)
+    csrc_top: int = 4  # action-path: how many of the most distorted layers
+    csrc_max_bits: int = 3  # action-path: only layers at this many weight bits or fewer
     rounding: str = "rtn"  # rtn (the paper) | gptq (Hessian error feedback, ours)
     csrc: CSRCConfig = field(default_factory=CSRCConfig)
     seed: int = 0
@@ -73,6 +81,10 @@ class DaptqOptions:
         if self.allocation not in ALLOCATIONS:
             raise ConfigError(
                 f"allocation {self.allocation!r} is unknown; use one of {', '.join(ALLOCATIONS)}"
+            )
+        if self.csrc_layers not in CSRC_LAYERS:
+            raise ConfigError(
+                f"CSRC layers {self.csrc_layers!r} are unknown; use one of {', '.join(CSRC_LAYERS)}"
             )
         if self.rounding not in ROUNDINGS:
             raise ConfigError(
@@ -184,11 +196,19 @@ def daptq_quantize(
 
     report: dict[str, Any] = {"average_bits": average_bits(bit_map, costs), "layers": {}}
     fold_ok = True
-    if fp_model is not None:
+    if fp_model is not None and options.csrc_layers == "interface":
         start = time.perf_counter()
         quantized, report["layers"], fold_ok = compensate_layers(
             fp_model, quantized, config, interface, calls, fp_stats, options.csrc
         )
+        timings["csrc_s"] = time.perf_counter() - start
+    elif fp_model is not None:
+        start = time.perf_counter()
+        low_bit = [n for n, bits in bit_map.items() if bits <= options.csrc_max_bits and phi[n] > 0]
+        quantized, report, fold_ok = _compensate_action_path(
+            adapter, fp_model, quantized, config, low_bit, batches, options
+        )
+        report["average_bits"] = average_bits(bit_map, costs)
         timings["csrc_s"] = time.perf_counter() - start
     result = DaptqResult(config, phi, protected, report, timings, fold_ok)
     return quantized, result
@@ -232,3 +252,46 @@ def compensate_layers(
     final = collect_output_stats(folded, interface, calls, max_samples=rows)
     report = compensation_report(fp_stats, q_stats, final)
     return folded, report, parameter_signature(folded) == signature
+
+
+def _compensate_action_path(
+    adapter: FamilyAdapter,
+    fp_model: nn.Module,
+    quantized: nn.Module,
+    config: QuantConfig,
+    candidates: Sequence[str],
+    batches: Sequence[Batch],
+    options: DaptqOptions,
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """CSRC on the `csrc_top` candidates with the largest output covariance error, kept only
+    if the action loss on the calibration batches (other noise draws) falls. The model, the
+    report (chosen layers, mismatch before / after, both losses, kept) and the fold check."""
+    calls = calibration_calls(adapter, batches, options.seed)
+    rows = options.csrc.max_samples
+    fp_stats = collect_output_stats(fp_model, candidates, calls, max_samples=rows)
+    q_stats = collect_output_stats(quantized, candidates, calls, max_samples=rows)
+    mismatch = compensation_report(fp_stats, q_stats, q_stats)
+    ranked = sorted(candidates, key=lambda n: -mismatch[n]["before"]["cov_rel_error"])
+    chosen = ranked[: options.csrc_top]
+    report: dict[str, Any] = {"placement": "action-path", "layers": {}, "kept": False}
+    if not chosen:
+        return quantized, report, True
+    scoring = calibration_calls(adapter, batches, options.seed + SCORING_SEED_OFFSET)
+    before = mean_loss(scoring, quantized)
+    compensated, layers, fold_ok = compensate_layers(
+        copy.deepcopy(fp_model),
+        quantized,
+        config,
+        chosen,
+        calls,
+        {n: fp_stats[n] for n in chosen},
+        options.csrc,
+    )
+    after = mean_loss(scoring, compensated)
+    report.update(layers=layers, loss_before=before, loss_after=after, kept=after < before)
+    return (compensated, report, fold_ok) if after < before else (quantized, report, True)
+
+
+def mean_loss(calls: Sequence[LossCall], model: nn.Module) -> float:
+    """The action head's training loss averaged over the calibration calls."""
+    return sum(float(call(model)) for call in calls) / len(calls)

@@ -20,7 +20,10 @@ from daptq_ros.quant.formats import GRANULARITIES, WEIGHT_INT_BITS, WeightFormat
 METHODS: tuple[str, ...] = ("rtn", "smoothquant", "awq", "gptq")
 HIGH_PRECISION_BITS = 16  # bfloat16: the precision of "kept" layers and of the deployed model
 FULL_PRECISION_BITS = 32  # the fp32 preset: nothing is touched
-ACTIVATION_BITS: tuple[int | None, ...] = (None, 8)
+# Dynamic per-token activation quantization: 8 runs on the W8A8 kernel or as quantize-dequantize
+# before the weight kernel; 4 is always quantize-dequantize (no int4 x int4 kernel here), so
+# W4A4 measures the accuracy of 4-bit activations, not their speed.
+ACTIVATION_BITS: tuple[int | None, ...] = (None, 8, 4)
 # Group sizes the deployed int4 kernel (tinygemm) accepts; simulated mode takes any divisor.
 DEPLOYABLE_GROUP_SIZES: tuple[int, ...] = (32, 64, 128)
 
@@ -170,7 +173,7 @@ def _validate_spec(spec: LayerSpec, name: str, where: str, allow_fp32: bool) -> 
         _fail(
             name,
             f"{where}activation_bits={spec.activation_bits!r} is not allowed; "
-            "allowed: null (no activation quantization) or 8",
+            "allowed: null (no activation quantization), 8 or 4 (simulated)",
         )
     if spec.granularity not in GRANULARITIES:
         _fail(
