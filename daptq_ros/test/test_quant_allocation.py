@@ -245,3 +245,12 @@ def test_bit_map_config_rejects_a_base_keep_pattern_over_a_quantized_layer():
 def test_average_bits_weights_layers_by_size():
     layers = [LayerCost("a", 30, {}), LayerCost("b", 10, {})]
     assert average_bits({"a": 4, "b": 16}, layers) == 7.0
+
+
+def test_weighted_bits_is_the_average_of_every_report_and_names_an_unmapped_layer():
+    from daptq_ros.errors import ConfigError
+    from daptq_ros.quant.allocation import weighted_bits
+
+    assert weighted_bits({"a": 4, "b": 16, "c": 2}, {"a": 100, "b": 50}) == 8.0
+    with pytest.raises(ConfigError, match="layer 'b' has no bits"):
+        weighted_bits({"a": 4}, {"a": 100, "b": 50})

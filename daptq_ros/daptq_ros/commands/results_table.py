@@ -150,10 +150,10 @@ def _quantize_all(models: Sequence[_Model], options: TableOptions, steps: Steps)
 
 def _model_table(model: _Model, options: TableOptions, drift_out: Path, steps: Steps) -> ModelTable:
     """Evaluate every method of one model (quantized already), then score drift against FP32."""
+    from daptq_ros.quant.allocation import weighted_bits
     from daptq_ros.quant.config import load_config
 
     runs = {}
-    total = sum(model.layers.values())
     for name in check_methods(options.methods):
         if METHODS[name] is None:
             used, calibration, bit_map = model.path, {}, dict.fromkeys(model.layers, 32)
@@ -163,7 +163,7 @@ def _model_table(model: _Model, options: TableOptions, drift_out: Path, steps: S
             config = load_config(used / "bits.yaml")
             bit_map = {layer: config.spec_for(layer).weight_bits for layer in model.layers}
         summary = _evaluate(name, used, options, model.work, steps.run)
-        bits = sum(model.layers[n] * bit_map[n] for n in model.layers) / total
+        bits = weighted_bits(bit_map, model.layers)
         calibration_s = float(calibration.get("timings", {}).get("total_s", 0.0))
         run = MethodRun(name, summary, calibration_s, bits, bit_map)
         run.fold_check = calibration.get("fold_check")

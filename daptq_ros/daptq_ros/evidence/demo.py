@@ -40,6 +40,7 @@ from daptq_ros.policy.daptq import linear_layer_names
 from daptq_ros.policy.model_dir import load_model_dir
 from daptq_ros.policy.quantize import FULL_PRECISION, keep_narrow_layers, load_policy_with_bits
 from daptq_ros.quant import QuantConfig, load_config, weight_bytes
+from daptq_ros.quant.allocation import weighted_bits
 from daptq_ros.quant.kernel_choice import cpu_model
 from daptq_ros.sim.evaluate import EvalConfig, evaluate
 
@@ -187,12 +188,8 @@ def linear_weight_counts(model: nn.Module) -> dict[str, int]:
 
 
 def average_weight_bits(counts: dict[str, int], config: QuantConfig) -> float:
-    """Weight-count-weighted average weight bits over every Linear layer (kept layers: 16).
-
-    The definition of `daptq quantize`'s average_bits and of the results table.
-    """
-    total = sum(counts.values())
-    return sum(n * config.spec_for(name).weight_bits for name, n in counts.items()) / total
+    """The config's average weight bits over every Linear layer of `counts` (kept layers: 16)."""
+    return weighted_bits({name: config.spec_for(name).weight_bits for name in counts}, counts)
 
 
 def rtn_bits_of(model: nn.Module, preset: str) -> float:

@@ -311,14 +311,19 @@ def bit_map_config(
 
 def average_bits(bit_map: Mapping[str, int], layers: Sequence[LayerCost]) -> float:
     """Weight-count-weighted average bits of a bit map over `layers`."""
-    missing = [layer.name for layer in layers if layer.name not in bit_map]
+    return weighted_bits(bit_map, {layer.name: layer.numel for layer in layers})
+
+
+def weighted_bits(bit_map: Mapping[str, int], counts: Mapping[str, int]) -> float:
+    """The average weight bits of every report: the bits of each layer of `counts` (name ->
+    weight count) weighted by its weights (16 for kept layers, 32 for FP32)."""
+    missing = [name for name in counts if name not in bit_map]
     if missing:
         raise ConfigError(
-            f"average_bits: layer '{missing[0]}' has no bits in the bit map; map every layer "
-            "of the table (16 for kept layers)"
+            f"average bits: layer '{missing[0]}' has no bits in the bit map; map every layer "
+            "(16 for kept layers)"
         )
-    total = sum(layer.numel for layer in layers)
-    return sum(layer.numel * bit_map[layer.name] for layer in layers) / total
+    return sum(n * bit_map[name] for name, n in counts.items()) / sum(counts.values())
 
 
 def _row_sq_error(
