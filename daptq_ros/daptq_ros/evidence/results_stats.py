@@ -51,11 +51,9 @@ for _method in ("rtn", "gptq", "smoothquant"):  # 4-bit activations (simulated: 
     METHODS[f"{_method}_w4a4"] = ["--method", _method, "--config", "w4a4"]
 METHODS["daptq_a4"] = [*METHODS["daptq_budget_gptq"]]
 METHODS["daptq_a4"][METHODS["daptq_a4"].index("w4a8")] = "w4a4"
-for _budget in (3.0, 2.5):  # CSRC where bench/csrc_study.py found the distortion (DAPTQ.md)
-    METHODS[f"daptq_b{_budget}_pathcsrc"] = [
-        *METHODS[f"daptq_b{_budget}"],
-        *("--csrc-layers", "action-path"),
-    ]
+LOW_BIT_ABLATION_BUDGETS = (3.0, 2.5)  # CSRC ablated where the study found more distortion
+for _budget in LOW_BIT_ABLATION_BUDGETS:
+    METHODS[f"daptq_b{_budget}_nocsrc"] = [*METHODS[f"daptq_b{_budget}"], "--no-csrc"]
 DAPTQ_METHODS = ("daptq_topk", "daptq_budget", "daptq_budget_gptq")
 # budget (average weight bits) -> DA-PTQ there, then what it is compared with: QVLA-style at the
 # same budget and the uniform baselines at the widest integer width within it.
@@ -84,11 +82,8 @@ ABLATIONS = {
     "ablation_jacobian_scores": ("daptq_topk", "virtual-chain scores (real Jacobian instead)"),
     "daptq_budget": ("daptq_budget_gptq", "GPTQ rounding (round-to-nearest instead)"),
     **{
-        f"daptq_b{budget}": (
-            f"daptq_b{budget}_pathcsrc",
-            f"CSRC on the low-bit action path at {budget} bits (on the interface instead)",
-        )
-        for budget in (3.0, 2.5)
+        f"daptq_b{budget}_nocsrc": (f"daptq_b{budget}", f"CSRC at {budget} bits")
+        for budget in LOW_BIT_ABLATION_BUDGETS
     },
 }
 BUDGET_BITS = 4.5  # the acceptance budget: average weight bits
