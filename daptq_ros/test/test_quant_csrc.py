@@ -21,8 +21,10 @@ from daptq_ros.quant.csrc import (
     collect_output_stats,
     compensation_report,
     fold_into_linear,
+    fold_into_quantized,
     parameter_signature,
     solve_compensation,
+    solve_diagonal,
 )
 
 D_IN, D = 24, 48
@@ -259,3 +261,49 @@ def test_solve_at_width_1024_costs_a_fixed_number_of_matmuls_per_iteration():
     matmul = 2 * d**3
     assert counter.get_total_flops() <= (MATMULS_PER_ITERATION * config.iterations + 2) * matmul
     assert comp.U.shape == (d, 8)
+
+
+def _rtn_quantized(bits: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """An FP two-layer model and its copy with the second layer RTN-quantized (per group)."""
+    torch.manual_seed(1)
+    fp = nn.Sequential(nn.Linear(D_IN, 64), nn.Tanh(), nn.Linear(64, D))
+    config = {"method": "rtn", "weight_bits": bits, "group_size": 32, "keep": ["0"]}
+    return fp, quantize(copy.deepcopy(fp), config_from_dict(config))
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_diagonal_csrc_folds_exactly_into_the_scales_and_keeps_the_codes(bits):
+    fp, q = _rtn_quantized(bits)
+    comp = solve_diagonal(
+        collect_output_stats(fp, ["2"], _calibration())["2"],
+        collect_output_stats(q, ["2"], _calibration())["2"],
+        CSRCConfig(),
+    )
+    held_out = [_inputs(2048, 100)]
+    before = collect_output_stats(q, ["2"], held_out)
+    codes = q[2].codes.clone()
+    x = _inputs(64, 7)
+    with torch.no_grad():
+        expected = comp.apply(q(x))
+        fold_into_quantized(q[2], comp)
+        # exact up to the scales' bfloat16 grid (a relative step of 2**-8)
+        torch.testing.assert_close(q(x), expected, atol=1e-2 * expected.abs().max(), rtol=4e-3)
+    assert torch.equal(q[2].codes, codes)  # nothing re-quantized
+    report = compensation_report(
+        collect_output_stats(fp, ["2"], held_out), before, collect_output_stats(q, ["2"], held_out)
+    )["2"]
+    assert report["after"]["mean_abs_error"] < 0.5 * report["before"]["mean_abs_error"], report
+    def spread(stats: dict) -> float:  # the worst channel's std ratio, quantized / FP
+        return max(abs(stats["std_ratio_min"] - 1), abs(stats["std_ratio_max"] - 1))
+
+    assert spread(report["after"]) < spread(report["before"]), report
+
+
+def test_fold_into_quantized_refuses_a_full_compensation_and_a_shift_without_bias():
+    _, q = _rtn_quantized(3)
+    with pytest.raises(ConfigError, match="only a diagonal compensation"):
+        fold_into_quantized(q[2], _fitted_compensation())
+    diagonal = solve_diagonal(_random_stats(D, 1), _random_stats(D, 2), CSRCConfig())
+    layer = nn.Linear(D_IN, D, bias=False)
+    with pytest.raises(ConfigError, match="no bias"):
+        fold_into_quantized(layer, diagonal)

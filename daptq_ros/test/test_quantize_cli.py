@@ -297,3 +297,23 @@ def test_csrc_on_the_action_path_compensates_low_bit_layers_and_is_kept_only_if_
     unchanged = all(torch.equal(weights[k], plain_weights[k]) for k in weights)
     assert unchanged != compensation["kept"]  # compensated weights only when kept
     assert path["fold_check"] is True
+
+
+def test_csrc_folded_into_the_scales_keeps_every_code_and_reports_the_action_loss(
+    setup, tmp_path, capsys
+):
+    extra = ("--method", "daptq", "--allocation", "budget", "--average-bits", "3")
+    (tmp_path / "scales").mkdir(), (tmp_path / "none").mkdir()
+    scales = quantize(setup, tmp_path / "scales", capsys, "cogact", *extra, "--csrc-fold", "scales")
+    plain = quantize(setup, tmp_path / "none", capsys, "cogact", *extra, "--no-csrc")
+    assert scales["config"]["name"] == "daptq_budget_scalefold"
+    compensation = scales["compensation"]
+    assert compensation["placement"] == "interface" and compensation["fold"] == "scales"
+    assert compensation["kept"] is True  # the paper's placement is always applied
+    assert compensation["loss_before"] > 0 and compensation["loss_after"] > 0
+    model = load_model_dir(scales["out"]).model
+    reference = dict(load_model_dir(plain["out"]).model.named_modules())
+    quantized = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    assert quantized and all(torch.equal(m.codes, reference[n].codes) for n, m in quantized.items())
+    weights, plain_weights = model.state_dict(), load_model_dir(plain["out"]).model.state_dict()
+    assert any(not torch.equal(weights[k], plain_weights[k]) for k in weights)

@@ -82,6 +82,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(default: interface)",
     )
     parser.add_argument(
+        "--csrc-fold",
+        default="requantize",
+        choices=["requantize", "scales"],
+        help="daptq: how CSRC is folded: gain, shift and low-rank M into the full-precision "
+        "weights, then re-quantized (the paper), or gain and shift alone into the quantized "
+        "layers' scales and biases, exact at any bit width (ours) (default: requantize)",
+    )
+    parser.add_argument(
         "--rounding",
         default="rtn",
         choices=["rtn", "gptq"],
@@ -260,6 +268,7 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
             group_size=base.group_size,
             compensate=not args.no_csrc,
             csrc_layers=args.csrc_layers,
+            csrc_fold=args.csrc_fold,
             rounding=args.rounding,
             seed=args.seed,
         )
@@ -299,6 +308,8 @@ def _daptq_name(args: argparse.Namespace) -> str:
         name += f"_{args.rounding}"
     if args.csrc_layers != "interface" and not args.no_csrc:
         name += "_pathcsrc"
+    if args.csrc_fold != "requantize" and not args.no_csrc:
+        name += "_scalefold"
     return name
 
 

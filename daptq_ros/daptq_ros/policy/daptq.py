@@ -14,6 +14,10 @@ so the result saves as a quantized model directory and deploys to the real kerne
    Or (`csrc_layers="action-path"`, ours) on the layers of <= 3 bits the actions depend on
    whose output covariance is the most distorted, kept only if it lowers the calibration
    action loss: where bench/csrc_study.py found the structured distortion on our families.
+   `csrc_fold="scales"` (ours) folds only the per-channel gain and shift, into the quantized
+   layers' scales and biases: exact at any bit width, where re-quantizing a folded 2-3 bit
+   weight brings new error the fit never saw. Either way the report gives the action loss on
+   the calibration batches before and after.
 """
 
 from __future__ import annotations
@@ -45,13 +49,16 @@ from daptq_ros.quant.csrc import (
     collect_output_stats,
     compensation_report,
     fold_into_linear,
+    fold_into_quantized,
     parameter_signature,
     solve_compensation,
+    solve_diagonal,
 )
 from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE
 
 ALLOCATIONS = ("topk", "budget", "uniform")
 CSRC_LAYERS = ("interface", "action-path")  # where CSRC compensates (see the module docstring)
+CSRC_FOLDS = ("requantize", "scales")  # how: see compensate_layers and compensate_scales
 SCORING_SEED_OFFSET = 10_000  # noise draws of the loss that decides whether CSRC is kept
 ROUNDINGS = ("rtn", "gptq")  # how the low-bit layers of the bit map are rounded
 BLOCK_INDEX = re.compile(r"\.(\d+)\.")
@@ -73,6 +80,7 @@ class DaptqOptions:
     csrc_layers: str = "interface"  # interface (the paper) | action-path (ours)
     csrc_top: int = 4  # action-path: how many of the most distorted layers
     csrc_max_bits: int = 3  # action-path: only layers at this many weight bits or fewer
+    csrc_fold: str = "requantize"  # requantize (the paper) | scales (ours, diagonal, exact)
     rounding: str = "rtn"  # rtn (the paper) | gptq (Hessian error feedback, ours)
     csrc: CSRCConfig = field(default_factory=CSRCConfig)
     seed: int = 0
@@ -85,6 +93,10 @@ class DaptqOptions:
         if self.csrc_layers not in CSRC_LAYERS:
             raise ConfigError(
                 f"CSRC layers {self.csrc_layers!r} are unknown; use one of {', '.join(CSRC_LAYERS)}"
+            )
+        if self.csrc_fold not in CSRC_FOLDS:
+            raise ConfigError(
+                f"CSRC fold {self.csrc_fold!r} is unknown; use one of {', '.join(CSRC_FOLDS)}"
             )
         if self.rounding not in ROUNDINGS:
             raise ConfigError(
@@ -196,19 +208,17 @@ def daptq_quantize(
 
     report: dict[str, Any] = {"average_bits": average_bits(bit_map, costs), "layers": {}}
     fold_ok = True
-    if fp_model is not None and options.csrc_layers == "interface":
+    if fp_model is not None:
         start = time.perf_counter()
-        quantized, report["layers"], fold_ok = compensate_layers(
-            fp_model, quantized, config, interface, calls, fp_stats, options.csrc
+        if options.csrc_layers == "interface":
+            targets, target_stats = list(interface), fp_stats
+        else:
+            low_bit = [n for n, b in bit_map.items() if b <= options.csrc_max_bits and phi[n] > 0]
+            targets, target_stats = _most_distorted(fp_model, quantized, low_bit, calls, options)
+        quantized, compensation, fold_ok = _compensate(
+            adapter, fp_model, quantized, config, targets, target_stats, calls, batches, options
         )
-        timings["csrc_s"] = time.perf_counter() - start
-    elif fp_model is not None:
-        start = time.perf_counter()
-        low_bit = [n for n, bits in bit_map.items() if bits <= options.csrc_max_bits and phi[n] > 0]
-        quantized, report, fold_ok = _compensate_action_path(
-            adapter, fp_model, quantized, config, low_bit, batches, options
-        )
-        report["average_bits"] = average_bits(bit_map, costs)
+        report.update(compensation)
         timings["csrc_s"] = time.perf_counter() - start
     result = DaptqResult(config, phi, protected, report, timings, fold_ok)
     return quantized, result
@@ -254,42 +264,87 @@ def compensate_layers(
     return folded, report, parameter_signature(folded) == signature
 
 
-def _compensate_action_path(
-    adapter: FamilyAdapter,
+def compensate_scales(
+    quantized: nn.Module,
+    layers: Sequence[str],
+    calls: Sequence[Any],
+    fp_stats: dict[str, Any],
+    csrc: CSRCConfig,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """CSRC's per-channel gain and shift folded into each quantized layer's scales and bias, in
+    module order (each fit on the output of the layers compensated before it): exact at any
+    bit width, nothing re-quantized, no cross-channel M. The model, and the mismatch report."""
+    rows = csrc.max_samples
+    before = collect_output_stats(quantized, layers, calls, max_samples=rows)
+    modules = dict(quantized.named_modules())
+    for name in layers:
+        layer = modules[name]
+        q_stats = collect_output_stats(quantized, [name], calls, max_samples=rows)[name]
+        comp = solve_diagonal(fp_stats[name], q_stats, csrc)
+        if layer.bias is None:
+            comp = Compensation(comp.gain, torch.zeros_like(comp.shift), comp.U, comp.V)
+        fold_into_quantized(layer, comp)
+    after = collect_output_stats(quantized, layers, calls, max_samples=rows)
+    return quantized, compensation_report(fp_stats, before, after)
+
+
+def _most_distorted(
     fp_model: nn.Module,
     quantized: nn.Module,
-    config: QuantConfig,
     candidates: Sequence[str],
-    batches: Sequence[Batch],
+    calls: Sequence[Any],
     options: DaptqOptions,
-) -> tuple[nn.Module, dict[str, Any], bool]:
-    """CSRC on the `csrc_top` candidates with the largest output covariance error, kept only
-    if the action loss on the calibration batches (other noise draws) falls. The model, the
-    report (chosen layers, mismatch before / after, both losses, kept) and the fold check."""
-    calls = calibration_calls(adapter, batches, options.seed)
+) -> tuple[list[str], dict[str, Any]]:
+    """The `csrc_top` candidates with the largest output covariance error against FP, in
+    module order, and their FP output statistics."""
     rows = options.csrc.max_samples
     fp_stats = collect_output_stats(fp_model, candidates, calls, max_samples=rows)
     q_stats = collect_output_stats(quantized, candidates, calls, max_samples=rows)
     mismatch = compensation_report(fp_stats, q_stats, q_stats)
     ranked = sorted(candidates, key=lambda n: -mismatch[n]["before"]["cov_rel_error"])
-    chosen = ranked[: options.csrc_top]
-    report: dict[str, Any] = {"placement": "action-path", "layers": {}, "kept": False}
-    if not chosen:
+    chosen = set(ranked[: options.csrc_top])
+    targets = [n for n in candidates if n in chosen]
+    return targets, {n: fp_stats[n] for n in targets}
+
+
+def _compensate(
+    adapter: FamilyAdapter,
+    fp_model: nn.Module,
+    quantized: nn.Module,
+    config: QuantConfig,
+    targets: Sequence[str],
+    fp_stats: dict[str, Any],
+    calls: Sequence[Any],
+    batches: Sequence[Batch],
+    options: DaptqOptions,
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """CSRC on `targets`, folded as `options.csrc_fold` says, with its effect on the action
+    loss over the calibration batches (other noise draws than the fit's). On the interface (the
+    paper) it is always applied; on the action path only if that loss falls. The model, the
+    report (placement, fold, mismatch per layer, both losses, kept) and the fold check."""
+    report: dict[str, Any] = {
+        "placement": options.csrc_layers,
+        "fold": options.csrc_fold,
+        "layers": {},
+        "kept": False,
+    }
+    if not targets:
         return quantized, report, True
     scoring = calibration_calls(adapter, batches, options.seed + SCORING_SEED_OFFSET)
     before = mean_loss(scoring, quantized)
-    compensated, layers, fold_ok = compensate_layers(
-        copy.deepcopy(fp_model),
-        quantized,
-        config,
-        chosen,
-        calls,
-        {n: fp_stats[n] for n in chosen},
-        options.csrc,
-    )
+    fold_ok = True
+    if options.csrc_fold == "scales":
+        compensated, layers = compensate_scales(
+            copy.deepcopy(quantized), targets, calls, fp_stats, options.csrc
+        )
+    else:
+        compensated, layers, fold_ok = compensate_layers(
+            fp_model, quantized, config, targets, calls, fp_stats, options.csrc
+        )
     after = mean_loss(scoring, compensated)
-    report.update(layers=layers, loss_before=before, loss_after=after, kept=after < before)
-    return (compensated, report, fold_ok) if after < before else (quantized, report, True)
+    kept = options.csrc_layers == "interface" or after < before
+    report.update(layers=layers, loss_before=before, loss_after=after, kept=kept)
+    return (compensated, report, fold_ok) if kept else (quantized, report, True)
 
 
 def mean_loss(calls: Sequence[LossCall], model: nn.Module) -> float:

@@ -45,6 +45,8 @@ from torch import nn
 
 from daptq_ros.errors import ConfigError, DaptqError
 from daptq_ros.quant.calibration import run_model, run_with_hooks
+from daptq_ros.quant.formats import to_bf16_grid
+from daptq_ros.quant.layers import QuantLinear
 
 # W's per-channel std is floored at this fraction of the mean FP std, so a dead FP channel
 # (sigma_FP ~ 0) cannot dominate the fit with an unbounded weight.
@@ -273,6 +275,52 @@ def solve_compensation(fp: OutputStats, q: OutputStats, config: CSRCConfig) -> C
     u, v = _truncated_svd(m_dense - eye, min(config.rank, d))
     m_final = (eye + u @ v.T) * g
     return Compensation(gain=g, shift=mu_fp - m_final @ mu_q, U=u, V=v)
+
+
+def solve_diagonal(fp: OutputStats, q: OutputStats, config: CSRCConfig) -> Compensation:
+    """CSRC's per-channel part alone (§3.1-3.2, M = I): g = clip(sigma_FP / sigma_Q), d = mu_FP
+    - g mu_Q. It folds exactly into a quantized layer (`fold_into_quantized`)."""
+    if fp.dim != q.dim:
+        raise DaptqError(
+            f"FP statistics have width {fp.dim} but quantized ones {q.dim}: collect both from "
+            "the same layer of the FP and the quantized model"
+        )
+    sigma_q = q.std.double().clamp_min(config.eps)
+    gain = (fp.std.double() / sigma_q).clamp(config.gain_min, config.gain_max)
+    shift = fp.mean.double() - gain * q.mean.double()
+    empty = torch.zeros(fp.dim, 0, dtype=torch.float64)
+    return Compensation(gain=gain, shift=shift, U=empty, V=empty)
+
+
+@torch.no_grad()
+def fold_into_quantized(layer: nn.Module, comp: Compensation) -> None:
+    """In place and exact at any bit width: output row c scaled by g_c, b' = g b + d.
+
+    On a QuantLinear only the row's scales change (kept on the bfloat16 grid the kernels hold),
+    so the integer codes stay and nothing is re-quantized; an nn.Linear (a kept layer) scales
+    its weight rows. Only a diagonal compensation (M = I) folds this way, and only into a layer
+    with a bias when d is not zero (a new bias would be a new parameter).
+    """
+    if comp.U.numel() and bool(comp.U.any()):
+        raise ConfigError(
+            "only a diagonal compensation (M = I) folds into a quantized layer's scales; fold a "
+            "full one into the full-precision layer and re-quantize (fold_into_linear)"
+        )
+    gain = comp.gain.float()
+    if isinstance(layer, QuantLinear):
+        layer.scale.copy_(to_bf16_grid(layer.scale * gain[:, None]))
+        layer._weight_hat = None  # the cached dequantized weight is stale
+    elif isinstance(layer, nn.Linear):
+        layer.weight.mul_(gain[:, None].to(layer.weight.dtype))
+    else:
+        raise ConfigError(f"CSRC folds into a Linear or QuantLinear, got {type(layer).__name__}")
+    if layer.bias is not None:
+        layer.bias.copy_((gain * layer.bias.float() + comp.shift.float()).to(layer.bias.dtype))
+    elif bool(comp.shift.any()):
+        raise ConfigError(
+            "the layer has no bias, so folding the shift d would add a parameter: zero the "
+            "shift or fold into a layer with a bias"
+        )
 
 
 def _fit_cross_channel(
