@@ -293,6 +293,7 @@ def test_diagonal_csrc_folds_exactly_into_the_scales_and_keeps_the_codes(bits):
         collect_output_stats(fp, ["2"], held_out), before, collect_output_stats(q, ["2"], held_out)
     )["2"]
     assert report["after"]["mean_abs_error"] < 0.5 * report["before"]["mean_abs_error"], report
+
     def spread(stats: dict) -> float:  # the worst channel's std ratio, quantized / FP
         return max(abs(stats["std_ratio_min"] - 1), abs(stats["std_ratio_max"] - 1))
 

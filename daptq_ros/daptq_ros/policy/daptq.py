@@ -321,7 +321,8 @@ def _compensate(
     """CSRC on `targets`, folded as `options.csrc_fold` says, with its effect on the action
     loss over the calibration batches (other noise draws than the fit's). On the interface (the
     paper) it is always applied; on the action path only if that loss falls. The model, the
-    report (placement, fold, mismatch per layer, both losses, kept) and the fold check."""
+    report (placement, fold, mismatch per layer, the FP loss and the quantized one without and
+    with CSRC, kept) and the fold check."""
     report: dict[str, Any] = {
         "placement": options.csrc_layers,
         "fold": options.csrc_fold,
@@ -331,6 +332,7 @@ def _compensate(
     if not targets:
         return quantized, report, True
     scoring = calibration_calls(adapter, batches, options.seed + SCORING_SEED_OFFSET)
+    report["loss_fp"] = mean_loss(scoring, fp_model)  # before any fold changes fp_model
     before = mean_loss(scoring, quantized)
     fold_ok = True
     if options.csrc_fold == "scales":
