@@ -19,7 +19,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,7 +173,8 @@ def evaluate_on_ray(
 class _ActorPool:
     """`size` live actors; one that died for good is replaced by a fresh one."""
 
-    def __init__(self, make: Any, size: int) -> None:
+    def __init__(self, make: Callable[[], Any], size: int) -> None:
+        """`make()` starts one actor (a Ray actor handle)."""
         self.make = make
         self.size = size
         self.free = [make() for _ in range(size)]
