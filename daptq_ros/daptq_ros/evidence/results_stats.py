@@ -56,9 +56,10 @@ for _budget in LOW_BIT_ABLATION_BUDGETS:
     METHODS[f"daptq_b{_budget}_nocsrc"] = [*METHODS[f"daptq_b{_budget}"], "--no-csrc"]
 DAPTQ_METHODS = ("daptq_topk", "daptq_budget", "daptq_budget_gptq")
 # budget (average weight bits) -> DA-PTQ there, then what it is compared with: QVLA-style at the
-# same budget and the uniform baselines at the widest integer width within it.
+# same budget and the uniform baselines at the widest integer width within it (with A8 and, for
+# GPTQ W4 and AWQ, weight-only: the best baseline is whichever drifts least).
 FRONTIER = {
-    4.5: ("daptq_budget_gptq", "qvla", "rtn_w4a8", "gptq_w4a8", "awq_w4"),
+    4.5: ("daptq_budget_gptq", "qvla", "rtn_w4a8", "gptq_w4a8", "gptq_w4", "awq_w4"),
     3.5: ("daptq_b3.5", "qvla_b3.5", "rtn_w3a8", "gptq_w3a8", "awq_w3"),
     3.0: ("daptq_b3.0", "qvla_b3.0", "rtn_w3a8", "gptq_w3a8", "awq_w3"),
     2.5: ("daptq_b2.5", "qvla_b2.5", "rtn_w2a8", "gptq_w2a8", "awq_w2"),
@@ -73,6 +74,7 @@ FRONTIER_LINES = {
     "RTN W4/3/2 A8": ("rtn_w4a8", "rtn_w3a8", "rtn_w2a8"),
     "GPTQ W4/3/2 A8": ("gptq_w4a8", "gptq_w3a8", "gptq_w2a8"),
     "AWQ W4/3/2 A16": ("awq_w4", "awq_w3", "awq_w2"),
+    "GPTQ W4 A16": ("gptq_w4",),
 }
 UNIFORM_BASELINES = ("rtn_", "gptq_")  # "uniform RTN/GPTQ at that width" of the acceptance
 # ablation -> (the full method it removes something from, what it removes).
