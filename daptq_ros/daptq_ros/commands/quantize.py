@@ -70,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--no-csrc",
         action="store_true",
-        help="daptq: skip the interface compensation (the allocation-only ablation)",
+        help="daptq: skip CSRC (the allocation-only ablation)",
     )
     parser.add_argument(
         "--csrc-layers",
