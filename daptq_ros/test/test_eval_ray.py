@@ -94,7 +94,8 @@ def test_ctrl_c_stops_the_local_ray_and_its_workers(sim_renders: None, tmp_path:
 
     model = str(default_model_dir("pi0"))
     command = [sys.executable, "-m", "daptq_ros.cli", "eval", "--model", model, "--workers", "2"]
-    command += ["--tasks", "reach", "push", "--episodes", "3", "--threads", "1"]
+    # 50 episodes (~1 s each): still running when the first one's folder appears and Ctrl-C comes
+    command += ["--tasks", "reach", "push", "--episodes", "25", "--threads", "1"]
     run = subprocess.Popen([*command, "--out", str(tmp_path)], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
