@@ -96,7 +96,14 @@ def test_ctrl_c_stops_the_local_ray_and_its_workers(sim_renders: None, tmp_path:
     command = [sys.executable, "-m", "daptq_ros.cli", "eval", "--model", model, "--workers", "2"]
     # 50 episodes (~1 s each): still running when the first one's folder appears and Ctrl-C comes
     command += ["--tasks", "reach", "push", "--episodes", "25", "--threads", "1"]
-    run = subprocess.Popen([*command, "--out", str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [*command, "--out", str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        # As in a terminal: a shell without job control starts background jobs with SIGINT
+        # ignored, and Python then never raises KeyboardInterrupt (a CI runner may do that).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 180
         while not any((tmp_path / task).is_dir() for task in ("reach", "push")):
