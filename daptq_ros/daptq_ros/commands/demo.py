@@ -7,10 +7,7 @@ import json
 from pathlib import Path
 
 from daptq_ros.commands.eval import add_kernel_choice_argument
-
-# Four of the five default tasks: with pick-place (150-step episodes) the demo runs past ~3 min
-# on a 2-core CPU.
-DEFAULT_DEMO_TASKS = ("reach", "drawer-open", "button-press-topdown", "push")
+from daptq_ros.sim.tasks import DEFAULT_TASKS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,11 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--tasks",
         nargs="+",
-        default=list(DEFAULT_DEMO_TASKS),
-        help=f"tasks to roll out and calibrate on (default: {' '.join(DEFAULT_DEMO_TASKS)})",
+        default=list(DEFAULT_TASKS),
+        help=f"tasks to roll out and calibrate on (default: {' '.join(DEFAULT_TASKS)})",
     )
     parser.add_argument(
-        "--episodes", type=int, default=2, help="held-out episodes per task (default: 2)"
+        "--episodes", type=int, default=3, help="held-out episodes per task (default: 3)"
     )
     parser.add_argument(
         "--seed", type=int, default=100_000, help="first held-out seed (default: 100000)"

@@ -66,7 +66,7 @@ class DemoConfig:
     model: Path
     out: Path
     tasks: tuple[str, ...]
-    episodes: int = 2
+    episodes: int = 3
     seed: int = 100_000
     presets: tuple[str, ...] = ()  # RTN presets rolled out besides RTN W4
     calib: Path | None = None  # existing calibration bags; None: collect them
@@ -333,7 +333,10 @@ def format_markdown(report: dict[str, Any]) -> str:
         "deviation: per-episode RMSE of the end-effector position against the FP32 rollout of "
         "the same seed, mean over episodes with its 95 % interval. Latency: p50 per action "
         f"chunk, measured round-robin in one process on {report['cpu']}, {report['threads']} "
-        "threads; BF16 is the speed reference (not rolled out).",
+        "threads; BF16 is the speed reference (not rolled out). Weight memory is what the "
+        "chosen kernels hold: a layer whose packed kernel is slower than BF16 on this CPU is "
+        "held unpacked under `auto` (`--kernel-choice packed` holds every layer at its bit "
+        "width).",
         "",
         "| method | success | 95 % CI | EE deviation from FP32 (mm) [95 % CI] | avg. W bits "
         "| weight memory (MB) | ms/chunk | x BF16 | kernels |",
