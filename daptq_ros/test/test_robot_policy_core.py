@@ -524,6 +524,14 @@ def test_a_stopped_clock_is_caught_on_the_wall_clock(rig):
     assert "has not advanced" in fault and not rig.core.safety.enabled
 
 
+def test_a_clock_that_stops_right_after_enabling_is_caught(rig):
+    rig = rig()
+    rig.run(4)
+    rig.enable()  # no command tick follows: the clock stopped as the arm was enabled
+    fault = rig.core.clock_watchdog(time.monotonic() + 1.0)
+    assert "has not advanced" in fault and not rig.core.safety.enabled
+
+
 def test_pose_commands_carry_the_robot_presets_frame(rig):
     rig = rig()
     rig.run(4)

@@ -322,7 +322,9 @@ class PolicyNodeCore:
         ok, reason = self.safety.enable(measured, now)
         if ok:
             self.fault = ""
-            self._last_tick = None
+            # The clock watchdog counts from here: a clock that stops before the first command
+            # tick after enabling must be caught too.
+            self._last_tick = (now, time.monotonic())
             if self._ee_pose is not None:
                 self._hold_quat = self._ee_pose.quat_xyzw
         return ok, reason
