@@ -223,6 +223,52 @@ class FakeArm:
         return self.probe.node.get_clock().now().nanoseconds
 
 
+# A wait for a state of the live graph gets its fixed budget plus this many inferences at the
+# policy node's measured latency: a slower or busier CPU waits longer, never fails sooner.
+PATIENT_INFERENCES = 40
+REPORT_SLACK_S = 1.0
+MOVING = ("blending", "active")  # safety statuses in which the policy drives the arm
+
+
+def patience(base_s: float, status: list[tuple[float, Any]]) -> float:
+    """A wait's timeout (s): `base_s` plus PATIENT_INFERENCES at the node's inference latency.
+
+    `status` is a recorded /policy_node/status; its inference_latency is the node's own wall-
+    clock measure, so the budget grows with the CPU's speed and load (none before a status).
+    """
+    latency = max((s.inference_latency for _, s in list(status)), default=0.0)
+    return base_s + PATIENT_INFERENCES * latency
+
+
+def reaction(timeout_s: float, status: list[tuple[float, Any]]) -> float:
+    """A wait for the node's reaction to a fault: its timeout plus a second for the status
+    report (published on every change, checked each 50 ms), with room for a busy CPU; the
+    reaction's timing on the node's own clock is unit-tested (test_robot_policy_core.py)."""
+    return patience(timeout_s + REPORT_SLACK_S, status)
+
+
+def enable(probe: Probe, flag: bool = True) -> tuple[bool, str]:
+    """Call /policy_node/enable; (success, message)."""
+    from std_srvs.srv import SetBool
+
+    response = probe.call(SetBool, "/policy_node/enable", SetBool.Request(data=flag))
+    return response.success, response.message
+
+
+def moving(status: list[tuple[float, Any]]) -> bool:
+    """Whether the newest status says the policy drives the arm: enabled, nothing holds it,
+    blending into the policy or active. Which of the two depends on the CPU: inference slower
+    than a chunk leaves gaps between chunks, and each gap restarts the blend."""
+    s = latest(status)
+    return s is not None and s.enabled and s.safety_status in MOVING and not s.hold_reasons
+
+
+def enabled_and_moving(probe: Probe, status: list[tuple[float, Any]]) -> None:
+    """~/enable, then wait until the policy drives the arm."""
+    wait_for(lambda: enable(probe)[0], patience(10, status), "~/enable to succeed")
+    wait_for(lambda: moving(status), patience(10, status), "the policy driving the arm")
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll `condition` until it returns a truthy value (returned); AssertionError on timeout."""
     deadline = time.monotonic() + timeout

@@ -134,3 +134,12 @@ def test_bad_worker_options_fail_with_one_line(tmp_path: Path, capsys):
         stopped = f"127.0.0.1:{probe.getsockname()[1]}"
     assert main([*base, "--episodes", "1", "--address", stopped]) == 2
     assert f"no Ray cluster at --address {stopped}" in capsys.readouterr().err
+
+
+def test_a_local_ray_runs_its_workers_at_normal_priority():
+    """Ray's default niceness 15 starved the episodes beside any busy process (27x slower)."""
+    from daptq_ros.commands.fanout import ray_session
+
+    with ray_session(1) as ray:
+        niceness = ray.get(ray.remote(lambda: os.nice(0)).remote())
+    assert niceness == os.nice(0)

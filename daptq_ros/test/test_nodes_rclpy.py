@@ -44,7 +44,8 @@ def graph():
     rclpy.shutdown()
 
 
-def spin_until(executor, condition, timeout: float = 20.0) -> bool:
+def spin_until(executor, condition, timeout: float = 60.0) -> bool:
+    """Spin until `condition()` holds; a generous timeout, for a busy CPU (False on timeout)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.05)

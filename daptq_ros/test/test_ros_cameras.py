@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ros_graph import SAWYER_JOINTS, FakeArm, Probe, latest, require_ros, wait_for
-from test_ros_faults import (
-    HOME,
-    IMAGE_TIMEOUT_S,
-    REPORT_SLACK_S,
-    active,
-    enabled_and_active,
-    start,
+from ros_graph import (
+    SAWYER_JOINTS,
+    FakeArm,
+    Probe,
+    enabled_and_moving,
+    latest,
+    moving,
+    patience,
+    reaction,
+    require_ros,
+    wait_for,
 )
+from test_ros_faults import HOME, IMAGE_TIMEOUT_S, start
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -40,16 +44,16 @@ def test_two_cameras_drive_the_policy_and_a_stopped_one_is_named(tmp_path):
     launch = start(tmp_path, probe, params_file=str(params))
     try:
         wait_for(lambda: latest(status), 120, "the policy node's status\n" + launch.tail())
-        enabled_and_active(probe, status)
+        enabled_and_moving(probe, status)
         fake.streams[cameras[1]] = False
         held = wait_for(
             lambda: (s := latest(status)).safety_status == "hold" and s,
-            IMAGE_TIMEOUT_S + REPORT_SLACK_S,
+            reaction(IMAGE_TIMEOUT_S, status),
             "hold after the wrist camera stopped",
         )
         assert any(r.startswith(f"image {cameras[1]}") for r in held.hold_reasons), held
         fake.streams[cameras[1]] = True
-        wait_for(lambda: active(status), 10, "active again with both cameras")
+        wait_for(lambda: moving(status), patience(10, status), "driving again with both cameras")
     finally:
         launch.stop()
         probe.close()

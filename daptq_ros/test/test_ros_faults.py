@@ -22,8 +22,13 @@ from ros_graph import (
     Launch,
     Probe,
     diagnostic,
+    enable,
+    enabled_and_moving,
     latest,
     level,
+    moving,
+    patience,
+    reaction,
     require_ros,
     ros2,
     since,
@@ -36,7 +41,6 @@ COMMAND_TOPIC = "/cartesian_motion_controller/target_frame"
 HOME = (0.0, 0.6, 0.2)
 IMAGE_TIMEOUT_S = 0.5  # policy_node.yaml
 JOINT_STATES_TIMEOUT_S = 0.2
-REPORT_SLACK_S = 1.0  # a status is published on every change, checked each 50 ms
 NODE_STATUS = "daptq policy_node"
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
@@ -72,39 +76,23 @@ def arm(tmp_path_factory):
         probe.close()
 
 
-def enable(probe: Probe, flag: bool = True) -> tuple[bool, str]:
-    from std_srvs.srv import SetBool
-
-    response = probe.call(SetBool, "/policy_node/enable", SetBool.Request(data=flag))
-    return response.success, response.message
-
-
-def active(status) -> bool:
-    return (s := latest(status)) is not None and s.safety_status == "active"
-
-
-def enabled_and_active(probe: Probe, status) -> None:
-    wait_for(lambda: enable(probe)[0], 10, "~/enable to succeed")
-    wait_for(lambda: active(status), 10, "the safety status active")
-
-
 @pytest.mark.parametrize(
     ("stream", "timeout"), [("camera", IMAGE_TIMEOUT_S), ("joint_states", JOINT_STATES_TIMEOUT_S)]
 )
 def test_a_stopped_input_holds_the_arm_and_the_reason_is_reported(arm, stream, timeout):
     _, probe, fake, status, diagnostics = arm
     reason = "image" if stream == "camera" else stream
-    enabled_and_active(probe, status)
+    enabled_and_moving(probe, status)
     fake.streams[stream] = False
     held = wait_for(
         lambda: (s := latest(status)).safety_status == "hold" and s,
-        timeout + REPORT_SLACK_S,
+        reaction(timeout, status),
         f"hold after the {stream} stopped",
     )
     assert any(r.startswith(reason) for r in held.hold_reasons), held.hold_reasons
     warn = wait_for(
         lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == WARN and d,
-        timeout + REPORT_SLACK_S,
+        reaction(timeout, status),
         "/diagnostics WARN",
     )
     assert reason in warn.message
@@ -115,7 +103,9 @@ def test_a_stopped_input_holds_the_arm_and_the_reason_is_reported(arm, stream, t
     moves = [m.pose.position.x for _, m in since(fake.commands, settled)]
     assert moves and np.ptp(moves) < 1e-3
     fake.streams[stream] = True
-    wait_for(lambda: active(status), 10, f"active again once the {stream} is back")
+    wait_for(
+        lambda: moving(status), patience(10, status), f"driving again once the {stream} is back"
+    )
 
 
 def test_invalid_parameter_values_are_refused_with_the_reason(arm):
@@ -131,12 +121,12 @@ def test_invalid_parameter_values_are_refused_with_the_reason(arm):
 
 def test_a_swap_while_enabled_is_refused(arm):
     _, probe, _, status, _ = arm
-    enabled_and_active(probe, status)
+    enabled_and_moving(probe, status)
     refused = ros2("param", "set", "/policy_node", "bit_config", "w8a16")
     assert "enabled" in refused.stdout + refused.stderr
     # Still enabled on the old model; a loaded CPU may briefly hold for a late camera frame.
     assert latest(status).bit_config == "fp32" and latest(status).enabled
-    wait_for(lambda: active(status), 10, "the old model still driving")
+    wait_for(lambda: moving(status), patience(10, status), "the old model still driving")
 
 
 def test_a_swap_that_fails_to_build_keeps_the_old_model_and_says_why(arm, tmp_path):
@@ -154,18 +144,18 @@ def test_a_swap_that_fails_to_build_keeps_the_old_model_and_says_why(arm, tmp_pa
     )
     assert level(error) == ERROR and "group_size" in error.message.replace("g96", "group_size")
     assert latest(status).bit_config == "fp32"
-    enabled_and_active(probe, status)  # the old model still drives
+    enabled_and_moving(probe, status)  # the old model still drives
 
 
 def test_estop_holds_and_enable_is_refused_until_reset(arm):
     _, probe, _, status, diagnostics = arm
-    enabled_and_active(probe, status)
+    enabled_and_moving(probe, status)
     stopped = ros2("service", "call", "/policy_node/estop", "std_srvs/srv/Trigger")
     assert "success=True" in stopped.stdout
-    wait_for(lambda: latest(status).estopped, 1.0 + REPORT_SLACK_S, "estopped on status")
+    wait_for(lambda: latest(status).estopped, reaction(0.0, status), "estopped on status")
     error = wait_for(
         lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == ERROR and d,
-        2.0,
+        reaction(1.0, status),
         "/diagnostics ERROR after the e-stop",
     )
     assert "e-stop" in error.message
@@ -173,7 +163,7 @@ def test_estop_holds_and_enable_is_refused_until_reset(arm):
     assert not ok and "reset_estop" in message and "()" not in message
     reset = ros2("service", "call", "/policy_node/reset_estop", "std_srvs/srv/Trigger")
     assert "success=True" in reset.stdout
-    enabled_and_active(probe, status)
+    enabled_and_moving(probe, status)
 
 
 def test_a_swap_while_disabled_serves_the_new_bit_config(arm):
@@ -182,13 +172,15 @@ def test_a_swap_while_disabled_serves_the_new_bit_config(arm):
     swapped = ros2("param", "set", "/policy_node", "bit_config", "w4a16")
     assert "Set parameter successful" in swapped.stdout, swapped.stdout + swapped.stderr
     wait_for(lambda: latest(status).bit_config == "w4a16", 60, "bit_config w4a16 on status")
-    enabled_and_active(probe, status)
+    enabled_and_moving(probe, status)
 
 
 def test_the_drift_monitor_is_stale_without_a_reference_and_can_ask_for_estops(arm):
-    _, _, _, _, diagnostics = arm
+    _, _, _, status, diagnostics = arm
     monitor = wait_for(
-        lambda: diagnostic(diagnostics, "daptq drift_monitor"), 5, "the drift monitor's diagnostics"
+        lambda: diagnostic(diagnostics, "daptq drift_monitor"),
+        patience(5, status),
+        "the drift monitor's diagnostics",
     )
     assert level(monitor) == STALE and "reference_bag" in monitor.message
     switched = ros2("param", "set", "/drift_monitor", "estop_on_error", "true")

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 from pi0_checkpoint import VIEW, save_tiny_pi0
-from ros_graph import Launch, Probe, latest, require_ros, ros2, wait_for
+from ros_graph import Launch, Probe, latest, moving, patience, require_ros, ros2, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
 COMMAND_TOPIC = "/cartesian_motion_controller/target_frame"
@@ -52,10 +52,12 @@ def test_an_imported_and_quantized_pi0_drives_the_simulated_arm(tmp_path):
         enabled = ros2("service", "call", "/policy_node/enable", "std_srvs/srv/SetBool",
                        "{data: true}")  # fmt: skip
         assert "success=True" in enabled.stdout, enabled.stdout + enabled.stderr
-        wait_for(lambda: latest(status).safety_status == "active", 30, "the status active")
-        wait_for(lambda: len(commands) > 20, 20, "pose commands to the simulated arm")
+        wait_for(lambda: moving(status), patience(30, status), "the policy driving the arm")
+        wait_for(lambda: len(commands) > 20, patience(20, status), "pose commands to the arm")
         running = wait_for(
-            lambda: (s := latest(status)).inference_hz > 0 and s, 10, "a measured chunk rate"
+            lambda: (s := latest(status)).inference_hz > 0 and s,
+            patience(10, status),
+            "a measured chunk rate",
         )
         assert running.bit_config == "daptq_topk" and not running.hold_reasons
     finally:

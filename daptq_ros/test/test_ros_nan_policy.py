@@ -16,12 +16,14 @@ from ros_graph import (
     FakeArm,
     Probe,
     diagnostic,
+    enable,
     latest,
     level,
+    patience,
     require_ros,
     wait_for,
 )
-from test_ros_faults import ERROR, HOME, NODE_STATUS, enable, start
+from test_ros_faults import ERROR, HOME, NODE_STATUS, start
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -44,20 +46,20 @@ def test_nan_chunks_are_refused_and_the_arm_holds(tmp_path):
     launch = start(tmp_path, probe, model=str(model))
     try:
         wait_for(lambda: latest(status), 120, "the policy node's status\n" + launch.tail())
-        wait_for(lambda: enable(probe)[0], 10, "~/enable to succeed")
+        wait_for(lambda: enable(probe)[0], patience(10, status), "~/enable to succeed")
         held = wait_for(
             lambda: (
                 (s := latest(status)).safety_status == "hold"
                 and any("NaN" in r for r in s.hold_reasons)
                 and s
             ),
-            5.0,
+            patience(5.0, status),
             "hold, with the refused NaN chunks as the reason",
         )
         assert held.enabled and held.inference_hz == 0.0
         error = wait_for(
             lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and level(d) == ERROR and d,
-            2.0,
+            patience(2.0, status),
             "/diagnostics ERROR",
         )
         assert "NaN" in error.message

@@ -13,7 +13,18 @@ import time
 
 import numpy as np
 import pytest
-from ros_graph import FakeArm, Launch, Probe, latest, require_ros, ros2, since, wait_for
+from ros_graph import (
+    FakeArm,
+    Launch,
+    Probe,
+    latest,
+    moving,
+    patience,
+    require_ros,
+    ros2,
+    since,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -56,14 +67,18 @@ def test_readme_steps_on_a_panda_dry_run_then_enabled_then_disabled(tmp_path):
             f"{{data: '{INSTRUCTION}'}}",
         )
         assert sent.returncode == 0, sent.stderr
-        wait_for(lambda: latest(status).instruction == INSTRUCTION, 10, "the instruction")
+        wait_for(
+            lambda: latest(status).instruction == INSTRUCTION,
+            patience(10, status),
+            "the instruction",
+        )
         enabled = ros2(
             "service", "call", "/policy_node/enable", "std_srvs/srv/SetBool", "{data: true}"
         )
         assert "success=True" in enabled.stdout, enabled.stdout + enabled.stderr
 
         # Dry run: JointTrajectory commands on ~/debug/command, nothing to the controller.
-        wait_for(lambda: len(debug) > 20, 20, "commands on " + DEBUG)
+        wait_for(lambda: len(debug) > 20, patience(20, status), "commands on " + DEBUG)
         assert not arm.commands, "a dry run must not command the controller"
         echoed = ros2("topic", "echo", "--once", "/policy_node/status")
         assert "dry_run: true" in echoed.stdout and "family: pi0" in echoed.stdout
@@ -76,15 +91,19 @@ def test_readme_steps_on_a_panda_dry_run_then_enabled_then_disabled(tmp_path):
         # Leave dry-run mode: the controller gets the commands, and the arm follows them.
         switched = ros2("param", "set", "/policy_node", "dry_run", "false")
         assert "Set parameter successful" in switched.stdout, switched.stdout + switched.stderr
-        wait_for(lambda: len(arm.commands) > 20, 20, "commands on " + CONTROLLER)
-        wait_for(lambda: latest(status).safety_status == "active", 20, "the status active")
+        wait_for(lambda: len(arm.commands) > 20, patience(20, status), "commands on " + CONTROLLER)
+        wait_for(lambda: moving(status), patience(20, status), "the policy driving the arm")
 
         # Disable: the command comes to rest, then nothing more is sent.
         stopped = ros2(
             "service", "call", "/policy_node/enable", "std_srvs/srv/SetBool", "{data: false}"
         )
         assert "success=True" in stopped.stdout
-        wait_for(lambda: latest(status).safety_status == "disabled", 5, "the status disabled")
+        wait_for(
+            lambda: latest(status).safety_status == "disabled",
+            patience(5, status),
+            "the status disabled",
+        )
         time.sleep(1.0)
         quiet = time.monotonic()
         time.sleep(1.0)

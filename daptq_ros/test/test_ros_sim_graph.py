@@ -5,6 +5,9 @@ Sawyer then runs `daptq eval`'s episodes through ROS topics and services, and th
 through ROS must lie within the 95 % interval of `daptq eval` on the same seeds. The same
 launch records the run (record:=true) for `daptq drift`, feeds the drift monitor a reference
 bag, and ends with the bridge killed and restarted, which must leave the arm disabled.
+What is asserted holds on any CPU (success within the interval, every episode ends with an
+outcome, every command within the safety filter's limits, motion once a chunk arrives); the
+rates and time shares, which follow the CPU's speed, are printed and written to parity.json.
 Skipped without ROS 2 (CI installs it and sets DAPTQ_REQUIRE_ROS=1, so it never skips there).
 """
 
@@ -21,11 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from ros_graph import (
+    MOVING,
     Launch,
     Probe,
     diagnostic,
+    enable,
     latest,
     level,
+    patience,
     require_ros,
     ros2,
     since,
@@ -41,6 +47,8 @@ COMMAND_TOPIC = "/cartesian_motion_controller/target_frame"  # sawyer_sim's pose
 README_INSTRUCTION = "reach the goal"
 ENABLE = ("/policy_node/enable", "std_srvs/srv/SetBool", "{data: true}")
 EPISODE_TIMEOUT_S = 60.0
+COMMAND_HZ = 50.0  # policy_node.yaml's command_hz
+TOLERANCE = 1e-9  # m: float rounding in the filter's steps
 REPORT = "parity"
 
 
@@ -127,13 +135,6 @@ def graph(tmp_path_factory, offline_eval):
         probe.close()
 
 
-def enable(probe: Probe, flag: bool) -> tuple[bool, str]:
-    from std_srvs.srv import SetBool
-
-    response = probe.call(SetBool, "/policy_node/enable", SetBool.Request(data=flag))
-    return response.success, response.message
-
-
 def reset_episode(probe: Probe, records: dict, task: str, seed: int, readme: bool) -> None:
     """Disable, set the bridge's task and seed, ~/reset, and wait for the policy to see it.
 
@@ -158,7 +159,9 @@ def reset_episode(probe: Probe, records: dict, task: str, seed: int, readme: boo
         response = probe.call(Trigger, "/sim_bridge/reset", Trigger.Request())
         assert response.success, response.message
     instruction = wait_for(
-        lambda: since(records["instruction"], asked), 10, "the new episode's instruction"
+        lambda: since(records["instruction"], asked),
+        patience(10, records["status"]),
+        "the new episode's instruction",
     )[-1][1].data
     wait_for(
         lambda: (
@@ -166,7 +169,7 @@ def reset_episode(probe: Probe, records: dict, task: str, seed: int, readme: boo
             and s.instruction == instruction
             and not s.hold_reasons
         ),
-        15,
+        patience(15, records["status"]),
         f"the policy node to take the instruction '{instruction}' with fresh inputs",
     )
 
@@ -175,13 +178,17 @@ def run_episode(probe: Probe, records: dict, task: str, seed: int, index: int) -
     """One episode through ROS, from ~/enable to its EpisodeInfo."""
     reset_episode(probe, records, task, seed, readme=seed == FIRST_SEED)
     start = time.monotonic()
-    ok, message = wait_for(lambda: (r := enable(probe, True))[0] and r, 10, "~/enable to succeed")
+    ok, message = wait_for(
+        lambda: (r := enable(probe, True))[0] and r,
+        patience(10, records["status"]),
+        "~/enable to succeed",
+    )
     assert ok, message
     _, info = wait_for(
         lambda: next(
             (e for e in since(records["episodes"], start) if e[1].episode_index == index), None
         ),
-        EPISODE_TIMEOUT_S,
+        patience(EPISODE_TIMEOUT_S, records["status"]),
         f"the outcome of episode {index} ({task} seed {seed})",
     )
     end = time.monotonic()
@@ -214,6 +221,11 @@ def rate_hz(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
 
 
+def percentile(values: np.ndarray, q: float) -> float | None:
+    """The q-th percentile rounded for the report, None when there are no values."""
+    return round(float(np.percentile(values, q)), 2) if len(values) else None
+
+
 def stamp_s(msg) -> float:
     return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
 
@@ -237,18 +249,20 @@ def test_sim_graph_runs_eval_episodes_through_ros_within_evals_interval(
     assert done.returncode == 0, done.stderr
     wait_for(
         lambda: latest(records["status"]).instruction == README_INSTRUCTION,
-        10,
+        patience(10, records["status"]),
         "the README's instruction on the policy node's status",
     )
     # The README's enable command.
     enabled = ros2("service", "call", *ENABLE)
     assert "success=True" in enabled.stdout, enabled.stdout + enabled.stderr
-    first_active = wait_for(
-        lambda: next((t for t, s in list(records["status"]) if s.safety_status == "active"), None),
-        30,
-        "the safety status active after ~/enable",
+    # Enabled and moving: blending into the policy, or active (the share of each follows the
+    # CPU's speed: slow inference leaves gaps between chunks, which restart the blend).
+    first_moving = wait_for(
+        lambda: next((t for t, s in list(records["status"]) if s.safety_status in MOVING), None),
+        patience(30, records["status"]),
+        "the arm moving (blending or active) after ~/enable",
     )
-    active_s = first_active - launch.started
+    moving_s = first_moving - launch.started
 
     episodes = []
     for task in TASKS:
@@ -258,12 +272,12 @@ def test_sim_graph_runs_eval_episodes_through_ros_within_evals_interval(
     live = sum(e.success for e in episodes)
     low, high = offline_eval["overall"]["ci95"]
     offline = offline_eval["overall"]["successes"]
-    fractions = [e.states.get("active", 0.0) for e in episodes]
     states = {k for e in episodes for k in e.states}
     commands = [m for e in episodes for _, m in e.commands]
     command_sim_hz = np.median([rate_hz([stamp_s(m) for _, m in e.commands]) for e in episodes])
     wall_gaps = np.diff([t for e in episodes for t, _ in e.commands[len(e.commands) // 4 :]])
-    wall_gaps = wall_gaps[wall_gaps < 0.2]  # within an episode's steady part
+    wall_gaps = wall_gaps[wall_gaps < 0.2] * 1e3  # ms, within an episode's steady part
+    latencies = [s.inference_latency for _, s in list(records["status"]) if s.inference_latency]
     chunk_sim_hz = np.median([rate_hz([stamp_s(m) for _, m in e.chunks]) for e in episodes])
     report = {
         "episodes": len(episodes),
@@ -271,18 +285,19 @@ def test_sim_graph_runs_eval_episodes_through_ros_within_evals_interval(
         "success_eval": offline,
         "eval_ci95": [low, high],
         "launch_to_ready_s": round(ready_s, 2),
-        "launch_to_active_s": round(active_s, 2),
+        "launch_to_moving_s": round(moving_s, 2),
         "state_fraction_median": {
             k: round(float(np.median([e.states.get(k, 0.0) for e in episodes])), 3)
             for k in sorted(states)
         },
         "command_hz_sim_time": round(float(command_sim_hz), 2),
-        "command_wall_gap_p99_ms": round(float(np.percentile(wall_gaps, 99)) * 1e3, 2),
-        "command_wall_gap_p50_ms": round(float(np.percentile(wall_gaps, 50)) * 1e3, 2),
+        "command_wall_gap_p99_ms": percentile(wall_gaps, 99),
+        "command_wall_gap_p50_ms": percentile(wall_gaps, 50),
+        "inference_latency_p50_ms": percentile(np.array(latencies) * 1e3, 50),
         "chunk_hz_sim_time": round(float(chunk_sim_hz), 2),
         "per_episode": [
-            (e.task, e.seed, e.success, round(f, 2))
-            for e, f in zip(episodes, fractions, strict=True)
+            (e.task, e.seed, e.success, {k: round(v, 2) for k, v in sorted(e.states.items())})
+            for e in episodes
         ],
     }
     (folder / f"{REPORT}.json").write_text(json.dumps(report, indent=2))
@@ -290,9 +305,66 @@ def test_sim_graph_runs_eval_episodes_through_ros_within_evals_interval(
         print(f"\nsim graph through ROS vs daptq eval: {json.dumps(report)}")
     assert commands, "no arm commands were published"
     assert low <= live / len(episodes) <= high, report
-    assert np.median(fractions) >= 0.5, report
-    assert 0.8 * 50.0 <= command_sim_hz <= 1.2 * 50.0, report
-    assert chunk_sim_hz > 0, report
+    limits = command_limits()
+    for e in episodes:
+        where = f"{e.task} seed {e.seed}"
+        assert not (broken := limit_violations(e.commands, limits)), (where, broken[:5])
+        assert e.chunks and moved_after_first_chunk(e), (where, "no motion once a chunk came")
+
+
+def command_limits():
+    """The limits the policy node holds sawyer_sim's pose commands to (its params file)."""
+    from ament_index_python.packages import get_package_share_directory
+
+    from daptq_ros.robot.params import defaults, load_node_yaml
+    from daptq_ros.robot.presets import load_robot
+
+    share = get_package_share_directory("daptq_ros")
+    p = {
+        **defaults("policy_node"),
+        **load_node_yaml(f"{share}/config/policy_node.yaml", "policy_node"),
+    }
+    return load_robot("sawyer_sim").command_limits(
+        "pose", p["position_margin"], p["velocity_scale"], p["acceleration_scale"]
+    )
+
+
+def limit_violations(commands: list, limits) -> list[str]:
+    """Where a stream of PoseStamped commands leaves the box or steps beyond the filter's
+    speed and acceleration limits (each command is one filter step of 1 / command_hz)."""
+    if len(commands) < 2:
+        return []
+    period = 1.0 / COMMAND_HZ
+    stamps = np.array([stamp_s(m) for _, m in commands])
+    p = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for _, m in commands])
+    broken = [f"command {i} outside the box: {p[i]}" for i in np.flatnonzero(
+        np.any((p < limits.lower - TOLERANCE) | (p > limits.upper + TOLERANCE), axis=1)
+    )]  # fmt: skip
+    # A command lost between two received ones would let a step span several periods.
+    ticks = np.maximum(np.round(np.diff(stamps) / period), 1.0)[:, None]
+    step = np.diff(p, axis=0)
+    too_fast = np.any(np.abs(step) > limits.velocity * period * ticks + TOLERANCE, axis=1)
+    broken += [
+        f"step {i}: {step[i]} m in {ticks[i, 0]:g} periods" for i in np.flatnonzero(too_fast)
+    ]
+    single = (ticks[:-1, 0] == 1) & (ticks[1:, 0] == 1)
+    change = np.abs(np.diff(step, axis=0)) / period
+    too_sharp = single & np.any(change > limits.acceleration * period + TOLERANCE, axis=1)
+    broken += [
+        f"velocity change {i}: {change[i] / period} m/s^2" for i in np.flatnonzero(too_sharp)
+    ]
+    return broken
+
+
+def moved_after_first_chunk(episode: Episode) -> bool:
+    """Whether the commanded hand moved once the episode's first chunk had arrived."""
+    first = episode.chunks[0][0]
+    x = [
+        (m.pose.position.x, m.pose.position.y, m.pose.position.z)
+        for t, m in episode.commands
+        if t >= first
+    ]
+    return len(x) > 1 and float(np.ptp(np.array(x), axis=0).max()) > 0.0
 
 
 def test_drift_monitor_publishes_reports_against_its_reference_bag(graph):
@@ -338,7 +410,11 @@ def test_recorded_bag_is_read_by_daptq_drift(graph, offline_eval):
 def test_bridge_killed_then_restarted_leaves_the_arm_disabled(graph):
     _launch, probe, records, _ = graph
     assert enable(probe, True)[0]
-    wait_for(lambda: latest(records["status"]).enabled, 10, "the node enabled")
+    wait_for(
+        lambda: latest(records["status"]).enabled,
+        patience(10, records["status"]),
+        "the node enabled",
+    )
     bridge = subprocess.run(
         ["pgrep", "-f", "__node:=sim_bridge"], capture_output=True, text=True, check=False
     )
@@ -347,10 +423,10 @@ def test_bridge_killed_then_restarted_leaves_the_arm_disabled(graph):
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     # /clock stops: the wall-clock watchdog disables the node and says why, within its timeout
-    # (clock_timeout_s 0.5 s) plus a status period.
+    # (clock_timeout_s 0.5 s) plus a status period on an idle CPU; the wait allows a busy one.
     status = wait_for(
         lambda: (s := latest(records["status"])) is not None and s.fault and s,
-        3.0,
+        patience(3.0, records["status"]),
         "the policy node to report the stopped clock",
     )
     assert not status.enabled and "clock" in status.fault, status
@@ -358,7 +434,7 @@ def test_bridge_killed_then_restarted_leaves_the_arm_disabled(graph):
         lambda: (
             (d := diagnostic(records["diagnostics"], "daptq policy_node")) and level(d) == 2 and d
         ),
-        3.0,
+        patience(3.0, records["status"]),
         "/diagnostics ERROR from the policy node",
     )
     assert "clock" in error.message

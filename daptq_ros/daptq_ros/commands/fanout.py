@@ -30,6 +30,7 @@ from daptq_ros.sim.evaluate import EvalConfig, summarize
 from daptq_ros.sim.rollout import EpisodeResult
 
 CONNECT_TIMEOUT_S = 5.0  # how long a cluster address may take to accept a connection
+RAY_WORKER_NICENESS = "RAY_worker_niceness"  # Ray's setting of its workers' niceness
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,10 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address is None:  # "local": a new Ray, even where `ray start` runs a cluster
             address, options["num_cpus"] = "local", workers
+            # Ray runs its workers at niceness 15: beside any busy process (a ROS graph, a
+            # build) they starved, 27x slower (4 episodes: 18 s alone, 486 s beside two busy
+            # loops, 34 s at niceness 0). The episodes are this command's work, not background.
+            os.environ.setdefault(RAY_WORKER_NICENESS, "0")
         else:
             address = _reachable(address)
         ray.init(address=address, **options)

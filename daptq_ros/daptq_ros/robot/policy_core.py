@@ -548,15 +548,12 @@ class PolicyNodeCore:
 
     def _limits(self) -> AxisLimits:
         p = self.params
-        base = self.robot.joints if self.interface in JOINT_INTERFACES else self.robot.workspace
-        if self.interface in JOINT_INTERFACES and p["urdf_path"]:
-            # The URDF given for this arm wins over the preset's numbers; a URDF has no
-            # acceleration limits, so those stay the preset's.
-            urdf = AxisLimits.from_urdf(p["urdf_path"], base.names)
-            base = AxisLimits(base.names, urdf.lower, urdf.upper, urdf.velocity, base.acceleration)
-        margin = float(p["position_margin"])
-        return base.with_margin(margin).scaled(
-            float(p["velocity_scale"]), float(p["acceleration_scale"])
+        return self.robot.command_limits(
+            self.interface,
+            float(p["position_margin"]),
+            float(p["velocity_scale"]),
+            float(p["acceleration_scale"]),
+            str(p["urdf_path"]),
         )
 
     def _safety_config(self) -> SafetyConfig:

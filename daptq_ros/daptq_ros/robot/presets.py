@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from daptq_ros.control.commands import CARTESIAN_AXES, COMMAND_INTERFACES
+from daptq_ros.control.commands import CARTESIAN_AXES, COMMAND_INTERFACES, JOINT_INTERFACES
 from daptq_ros.control.limits import AxisLimits
 from daptq_ros.errors import ControlError
 from daptq_ros.share import share_path
@@ -32,6 +32,26 @@ class RobotPreset:
     gripper: tuple[str, ...]
     command_topics: dict[str, str]
     home: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def command_limits(
+        self,
+        interface: str,
+        margin: float,
+        velocity_scale: float,
+        acceleration_scale: float,
+        urdf_path: str = "",
+    ) -> AxisLimits:
+        """The limits the policy node's safety filter holds commands of `interface` to.
+
+        Joints for the joint interfaces (a given URDF's position and velocity limits win over
+        the preset's; a URDF has no acceleration limits), the workspace box otherwise; shrunk
+        by `margin` on each side and the rates scaled by the two factors.
+        """
+        base = self.joints if interface in JOINT_INTERFACES else self.workspace
+        if interface in JOINT_INTERFACES and urdf_path:
+            urdf = AxisLimits.from_urdf(urdf_path, base.names)
+            base = AxisLimits(base.names, urdf.lower, urdf.upper, urdf.velocity, base.acceleration)
+        return base.with_margin(margin).scaled(velocity_scale, acceleration_scale)
 
 
 def robots_dir() -> Path:
