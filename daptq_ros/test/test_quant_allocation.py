@@ -69,8 +69,10 @@ def test_format_for_bits_uses_asymmetric_groups_when_the_group_divides():
     assert (fmt.bits, fmt.symmetric, fmt.granularity, fmt.group_size) == (4, False, "group", 128)
 
 
-def test_format_for_bits_falls_back_to_per_channel_when_the_group_does_not_divide():
-    assert format_for_bits(3, in_features=96, group_size=128).granularity == "channel"
+def test_format_for_bits_takes_the_int4_group_that_divides_else_per_channel():
+    fitted = format_for_bits(3, in_features=96, group_size=128)
+    assert (fitted.granularity, fitted.group_size) == ("group", 32)
+    assert format_for_bits(3, in_features=4304, group_size=128).granularity == "channel"
 
 
 def test_format_for_bits_puts_8_bits_symmetric_per_channel():

@@ -112,9 +112,19 @@ def test_weight_bytes_shrink_with_bits():
 
 
 def test_format_without_kernel_names_layer_and_fix():
-    simulated = quantize(_model(), config_from_dict({"weight_bits": 4, "granularity": "channel"}))
-    with pytest.raises(DaptqError, match=r"layer '0': no deployed kernel for W4 asym channel"):
+    simulated = quantize(_model(), config_from_dict({"weight_bits": 5}))
+    with pytest.raises(DaptqError, match=r"layer '0': no deployed kernel for W5 asym g128"):
         deploy(simulated)
+
+
+def test_per_channel_low_bits_run_dequantized_on_a_dense_kernel():
+    """The fallback of a layer no int4 group divides (quant.kernel_fit)."""
+    simulated = quantize(_model(), config_from_dict({"weight_bits": 4, "granularity": "channel"}))
+    x = torch.randn(3, simulated[0].in_features)
+    expected = simulated(x)
+    deployed = deploy(simulated)
+    assert deployed[0].kernel == "bf16"
+    torch.testing.assert_close(deployed(x), expected, rtol=2e-2, atol=2e-2)
 
 
 def test_asymmetric_int8_has_no_kernel():

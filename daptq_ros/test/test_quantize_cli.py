@@ -94,6 +94,40 @@ def test_qvla_reaches_budgets_below_4_bits_with_the_knapsack_choices(setup, tmp_
     assert bits & {2, 3} and bits <= {2, 3, 4, 8, 16}
 
 
+@pytest.mark.parametrize("method", ["rtn", "daptq"])
+def test_default_quantization_fits_every_layer_and_lists_what_changed(
+    setup, tmp_path, capsys, method
+):
+    """The default w4a8 (groups of 128) on a model 32-64 wide: no layer silently stays bf16."""
+    out = tmp_path / "q"
+    args = ["quantize", "--model", str(setup["pi0"]), "--calib", str(setup["demos"])]
+    assert main([*args, "--method", method, *SMALL, "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    listed = dict(line.split(": ", 1) for line in report["kernel_fallbacks"])
+    assert any(change.startswith("group 128 -> ") for change in listed.values()), listed
+    kept = set(report["config"]["keep"])
+    for name, module in load_model_dir(out).model.named_modules():
+        change = listed.get(name, "")
+        if isinstance(module, QuantLinear) and module.fmt.bits <= 4:
+            group = int(change.split("-> ")[1].split()[0]) if change.startswith("group") else 128
+            fmt = (module.fmt.granularity, module.fmt.group_size)
+            assert fmt == ("group", group) or change.startswith("per-channel"), (name, fmt)
+        elif isinstance(module, torch.nn.Linear) and not isinstance(module, QuantLinear):
+            # bf16 only where the config keeps it: a listed width, or DA-PTQ's own choice
+            assert change.startswith("kept") or (method == "daptq" and name in kept), name
+    assert "layers whose width the format did not fit" in (out / "report.md").read_text()
+
+
+def test_a_config_no_kernel_runs_is_refused_before_calibration(setup, tmp_path, capsys):
+    bits = tmp_path / "g8.yaml"
+    bits.write_text("method: rtn\nweight_bits: 4\ngroup_size: 8\n")
+    args = ["quantize", "--model", str(setup["pi0"]), "--calib", str(tmp_path / "no_bags")]
+    args += ["--method", "rtn", "--config", str(bits)]
+    assert main([*args, "--out", str(tmp_path / "q")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "group_size 8" in lines[0] and "32, 64, 128" in lines[0], lines
+
+
 def test_fewer_bags_than_bins_fails_before_any_work(setup, tmp_path, capsys):
     args = ["quantize", "--model", str(setup["cogact"]), "--calib", str(setup["demos"])]
     code = main([*args, "--method", "daptq", "--bins", "6", "--out", str(tmp_path / "q")])

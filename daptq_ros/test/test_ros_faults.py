@@ -52,7 +52,17 @@ def start(folder: Path, probe: Probe, **arguments: str) -> Launch:
 
 
 @pytest.fixture(scope="module")
-def arm(tmp_path_factory):
+def model(tmp_path_factory) -> Path:
+    """A copy of the embedded pi0 that the node runs (a test damages its weights on disk)."""
+    import shutil
+
+    from daptq_ros.policy.model_dir import default_model_dir
+
+    return shutil.copytree(default_model_dir("pi0"), tmp_path_factory.mktemp("model") / "pi0")
+
+
+@pytest.fixture(scope="module")
+def arm(tmp_path_factory, model):
     """The launched policy node and drift monitor, the fake arm, and the probe's records."""
     require_ros()
     from daptq_ros_interfaces.msg import PolicyStatus
@@ -67,7 +77,7 @@ def arm(tmp_path_factory):
     status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)
     diagnostics = probe.record(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
     probe.publisher(String, "/instruction", LATCHED_QOS).publish(String(data="reach the goal"))
-    launch = start(folder, probe)
+    launch = start(folder, probe, model=str(model))
     try:
         wait_for(lambda: latest(status), 120, "the policy node's status\n" + launch.tail())
         yield launch, probe, fake, status, diagnostics
@@ -129,20 +139,36 @@ def test_a_swap_while_enabled_is_refused(arm):
     wait_for(lambda: moving(status), patience(10, status), "the old model still driving")
 
 
-def test_a_swap_that_fails_to_build_keeps_the_old_model_and_says_why(arm, tmp_path):
+def test_a_config_no_kernel_runs_is_refused_when_set(arm, tmp_path):
+    _, probe, _, status, _ = arm
+    assert enable(probe, False)[0]
+    config = tmp_path / "g96.yaml"  # valid for simulation: no deployed kernel takes groups of 96
+    config.write_text("method: rtn\nweight_bits: 4\ngranularity: group\ngroup_size: 96\n")
+    refused = ros2("param", "set", "/policy_node", "bit_config", str(config))
+    said = refused.stdout + refused.stderr
+    assert "group_size 96" in said and "32, 64, 128" in said, said
+    assert latest(status).bit_config == "fp32"
+
+
+def test_a_swap_that_fails_to_build_keeps_the_old_model_and_says_why(arm, model):
     _, probe, _, status, diagnostics = arm
     assert enable(probe, False)[0]
-    # Validates (RTN, 4 bits, groups of 96), but no deployed kernel takes groups of 96.
-    config = tmp_path / "g96.yaml"
-    config.write_text("method: rtn\nweight_bits: 4\ngranularity: group\ngroup_size: 96\n")
-    accepted = ros2("param", "set", "/policy_node", "bit_config", str(config))
-    assert "Set parameter successful" in accepted.stdout, accepted.stdout + accepted.stderr
-    error = wait_for(
-        lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and "swap failed" in d.message and d,
-        60,
-        "the failed swap on /diagnostics",
-    )
-    assert level(error) == ERROR and "group_size" in error.message.replace("g96", "group_size")
+    # The weights damaged on disk after start: the new bit config cannot be built from them.
+    weights = model / "model.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[: len(intact) // 2])
+    try:
+        accepted = ros2("param", "set", "/policy_node", "bit_config", "w8a16")
+        assert "Set parameter successful" in accepted.stdout, accepted.stdout + accepted.stderr
+        wait_for(
+            lambda: (d := diagnostic(diagnostics, NODE_STATUS)) and "swap failed" in d.message,
+            patience(60, status),
+            "the failed swap on /diagnostics",
+        )
+    finally:
+        weights.write_bytes(intact)
+    error = diagnostic(diagnostics, NODE_STATUS)
+    assert level(error) == ERROR and "model.safetensors" in error.message, error.message
     assert latest(status).bit_config == "fp32"
     enabled_and_moving(probe, status)  # the old model still drives
 

@@ -1,4 +1,4 @@
-"""`daptq import`: a user's transformers pi0 checkpoint -> a model directory of this package."""
+"""`daptq import`: a user's pi0 (transformers or LeRobot folder) -> a model directory."""
 
 from __future__ import annotations
 
@@ -16,15 +16,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register `daptq import`."""
     parser = subparsers.add_parser(
         "import",
-        help="import a pretrained pi0 checkpoint (transformers format) as a model directory",
-        description="Read a transformers pi0 checkpoint (PI0ForConditionalGeneration and "
-        "PI0Processor saved with save_pretrained: config.json, model.safetensors, tokenizer.json, "
-        "processor_config.json) from local files only, map its state and action dimensions onto "
-        "the robot, and write a model directory that the policy node, `daptq quantize` and "
-        "`daptq eval` load. Pickle weights are refused; no code from the checkpoint runs.",
+        help="import a pretrained pi0 (transformers or LeRobot folder) as a model directory",
+        description="Read a pi0 checkpoint from local files only: a transformers one "
+        "(PI0ForConditionalGeneration and PI0Processor saved with save_pretrained: config.json, "
+        "model.safetensors, tokenizer.json, processor_config.json) or a LeRobot policy folder "
+        "(config.json with type pi0, model.safetensors, policy_preprocessor.json and "
+        "policy_postprocessor.json with their statistics). Every tensor is checked against the "
+        "config before anything is built; map its state and action dimensions onto the robot, "
+        "and write a model directory that the policy node, `daptq quantize` and `daptq eval` "
+        "load. pi0.5 and SmolVLA are refused by type; pickle weights are refused; no code from "
+        "the checkpoint runs.",
     )
     parser.add_argument(
-        "--checkpoint", required=True, metavar="DIR", help="the transformers pi0 checkpoint folder"
+        "--checkpoint",
+        required=True,
+        metavar="DIR",
+        help="the pi0 checkpoint folder (transformers or LeRobot layout)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="a folder with the checkpoint's tokenizer.json, when the checkpoint does not hold "
+        "it (a LeRobot pi0 names google/paligemma-3b-pt-224: pass a local copy of it)",
     )
     parser.add_argument(
         "--robot",
@@ -40,7 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=[],
         metavar="BAGS",
         help="fit the state/action normalisation on these episode bags (folders are searched); "
-        "default: the statistics in the checkpoint's processor_config.json",
+        "default: the checkpoint's own statistics (processor_config.json, or LeRobot's "
+        "normaliser files)",
     )
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -54,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     mapping = load_mapping(args.robot)
     normalizer = stats_from_bags(args.stats_from) if args.stats_from else None
     provenance = {"command": " ".join(["daptq", *sys.argv[1:]])}
-    out = import_pi0(args.checkpoint, mapping, args.out, normalizer, provenance)
+    out = import_pi0(args.checkpoint, mapping, args.out, normalizer, provenance, args.tokenizer)
     meta = json.loads((Path(out) / "daptq.json").read_text())
     report = {
         "model_dir": str(out),
@@ -62,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         "action_space": meta["action_space"],
         "horizon": meta["horizon"],
         "image_size": meta["image_size"],
+        "checkpoint_layout": meta["provenance"]["checkpoint_layout"],
         "normalization": meta["provenance"]["normalization"],
     }
     print(json.dumps(report, indent=2) if args.json else f"model directory written to {out}")

@@ -139,8 +139,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from daptq_ros.policy.model_dir import default_model_dir, load_model_dir
+    from daptq_ros.quant import load_config
+    from daptq_ros.quant.kernel_fit import check_deployable
 
     torch.set_num_threads(args.threads)
+    check_deployable(load_config(args.config))  # a model no kernel runs is refused first
     bags = _checked_bags(args.calib, args.bins)
     model_dir = Path(args.model) if args.model else default_model_dir("pi0")
     loaded = load_model_dir(model_dir)
@@ -250,8 +253,8 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
         daptq_quantize,
         linear_layer_names,
     )
-    from daptq_ros.policy.quantize import keep_narrow_layers
     from daptq_ros.quant import load_config, quantize
+    from daptq_ros.quant.kernel_fit import fit_to_kernels
 
     base = load_config(args.config)
     adapter, model = loaded.adapter, loaded.model
@@ -280,6 +283,7 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
             protected=result.protected,
             compensation=result.compensation,
             fold_check=result.fold_check,
+            kernel_fallbacks=result.kernel_fallbacks,
         )
         summary["timings"].update(result.timings)
         return summary
@@ -288,7 +292,8 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
         config = _qvla_config(model, calls, base, args)
     else:
         config = replace(base, method=args.method, name=f"{args.method}_{base.name}")
-    config = keep_narrow_layers(model, config)
+    config, fallbacks = fit_to_kernels(model, config)
+    summary["kernel_fallbacks"] = [f.describe() for f in fallbacks]
     summary["timings"]["allocate_s"] = time.perf_counter() - start
     start = time.perf_counter()
     loaded.model = quantize(model, config, calls)
@@ -376,6 +381,11 @@ def _markdown(summary: dict) -> str:
         f"{'A' + str(config.activation_bits) if config.activation_bits else ''})",
         f"- kept in bf16: {len(config.keep)} layers; per-layer overrides: {len(config.overrides)}",
     ]
+    fallbacks = summary.get("kernel_fallbacks", [])
+    lines.append(
+        f"- layers whose width the format did not fit: {len(fallbacks)}"
+        + "".join(f"\n  - {line}" for line in fallbacks)
+    )
     if "fold_check" in summary:
         lines.append(f"- fold check (same parameters and modules): {summary['fold_check']}")
     if summary.get("drift_scores"):

@@ -38,10 +38,11 @@ from daptq_ros.evidence.demo_plot import BAND_LABEL, write_demo_plot
 from daptq_ros.evidence.drift_report import write_report
 from daptq_ros.policy.daptq import linear_layer_names
 from daptq_ros.policy.model_dir import load_model_dir
-from daptq_ros.policy.quantize import FULL_PRECISION, keep_narrow_layers, load_policy_with_bits
+from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
 from daptq_ros.quant import QuantConfig, load_config, weight_bytes
 from daptq_ros.quant.allocation import weighted_bits
 from daptq_ros.quant.kernel_choice import cpu_model
+from daptq_ros.quant.kernel_fit import fit_to_kernels
 from daptq_ros.sim.evaluate import EvalConfig, evaluate
 
 SPEED_REFERENCE = "bf16"
@@ -194,7 +195,7 @@ def average_weight_bits(counts: dict[str, int], config: QuantConfig) -> float:
 
 def rtn_bits_of(model: nn.Module, preset: str) -> float:
     """Average weight bits of an RTN preset as applied (narrow layers kept)."""
-    config = keep_narrow_layers(model, load_config(preset))
+    config = fit_to_kernels(model, load_config(preset))[0]
     return average_weight_bits(linear_weight_counts(model), config)
 
 

@@ -83,7 +83,6 @@ def build_scaled(family: str, size: str, initialise: bool = True) -> tuple[Any, 
 def variant_config(adapter: Any, model: nn.Module, variant: str):
     """The QuantConfig of `variant` for this model (None for fp32 and bf16: no quantization)."""
     from daptq_ros.policy.daptq import linear_layer_names, narrow_layers
-    from daptq_ros.policy.quantize import keep_narrow_layers
     from daptq_ros.quant import QuantConfig, load_config
     from daptq_ros.quant.allocation import (
         allocate_budget,
@@ -91,11 +90,12 @@ def variant_config(adapter: Any, model: nn.Module, variant: str):
         bit_map_config,
         weight_error_table,
     )
+    from daptq_ros.quant.kernel_fit import fit_to_kernels
 
     if variant in ("fp32", "bf16"):
         return None
     if not variant.startswith("daptq_"):
-        return keep_narrow_layers(model, load_config(variant))
+        return fit_to_kernels(model, load_config(variant))[0]
     names = linear_layer_names(model)
     sensitive = set(adapter.action_head_layers(model)) | set(adapter.interface_layers(model))
     phi = {n: SENSITIVE_WEIGHT if n in sensitive else 1.0 for n in names}

@@ -43,6 +43,7 @@ from daptq_ros.quant.allocation import (
     bit_map_config,
     weight_error_table,
 )
+from daptq_ros.quant.config import LayerSpec
 from daptq_ros.quant.csrc import (
     Compensation,
     CSRCConfig,
@@ -54,7 +55,7 @@ from daptq_ros.quant.csrc import (
     solve_compensation,
     solve_diagonal,
 )
-from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE
+from daptq_ros.quant.kernel_fit import KEPT, Fallback, layer_fallbacks
 
 ALLOCATIONS = ("topk", "budget", "uniform")
 CSRC_LAYERS = ("interface", "action-path")  # where CSRC compensates (see the module docstring)
@@ -114,6 +115,7 @@ class DaptqResult:
     compensation: dict[str, Any]
     timings: dict[str, float]
     fold_check: bool
+    kernel_fallbacks: list[str]  # layers whose width the low-bit format did not fit (kernel_fit)
 
 
 class LossCall:
@@ -146,14 +148,16 @@ def protected_layers(adapter: FamilyAdapter, model: nn.Module, blocks: int) -> l
     return [n for n in head if (m := BLOCK_INDEX.search(n)) and int(m.group(1)) in last]
 
 
+def low_bit_fallbacks(model: nn.Module, options: DaptqOptions) -> list[Fallback]:
+    """The layers whose width the low-bit format does not fit, and what each becomes."""
+    spec = LayerSpec(options.low_bits, options.activation_bits, False, "group", options.group_size)
+    return [fallback for fallback, _ in layer_fallbacks(model, lambda name: spec)]
+
+
 def narrow_layers(model: nn.Module, group_size: int) -> list[str]:
-    """Linears the int4 kernel cannot take: the group must divide the input, 16 the output."""
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear)
-        and (module.in_features % group_size or module.out_features % INT4_ROWS_MULTIPLE)
-    ]
+    """Linears no int4 format fits (too few inputs or outputs): they stay in bf16."""
+    spec = LayerSpec(4, None, False, "group", group_size)
+    return [f.layer for f, changes in layer_fallbacks(model, lambda name: spec) if changes is None]
 
 
 def linear_layer_names(model: nn.Module) -> list[str]:
@@ -199,6 +203,13 @@ def daptq_quantize(
         name="daptq",
     )
     config = bit_map_config(base, bit_map, f"daptq_{options.allocation}", model)
+    # What the allocation's formats (quant.allocation.format_for_bits) did with widths the
+    # group does not fit: listed for every layer left at low bits or kept for its width.
+    fallbacks = [
+        f.describe()
+        for f in low_bit_fallbacks(model, options)
+        if f.change == KEPT or 0 < config.spec_for(f.layer).weight_bits <= 4
+    ]
     timings["allocate_s"] = time.perf_counter() - start
 
     fp_model = copy.deepcopy(model) if options.compensate else None
@@ -220,7 +231,7 @@ def daptq_quantize(
         )
         report.update(compensation)
         timings["csrc_s"] = time.perf_counter() - start
-    result = DaptqResult(config, phi, protected, report, timings, fold_ok)
+    result = DaptqResult(config, phi, protected, report, timings, fold_ok, fallbacks)
     return quantized, result
 
 

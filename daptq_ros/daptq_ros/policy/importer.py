@@ -14,8 +14,10 @@ processor_config.json) plus a robot mapping becomes a model directory that the p
   fitted on the user's own recordings (`daptq import --stats-from BAGS`).
 
 The robot mapping (config/mappings/*.yaml, or a YAML path) says what the checkpoint's state and
-action dimensions are on the arm. LeRobot's own pi0 folders are not read: convert them to the
-transformers layout first (transformers' pi0 conversion script does).
+action dimensions are on the arm. LeRobot's pi0 folders (config.json with "type": "pi0",
+LeRobot's key names, its processor files) are read directly (policy/lerobot.py); their tokenizer
+is named, not held, so a local copy is passed with `--tokenizer`. Both layouts get their
+processor's prompt: the tokenizer's BOS, the instruction and a newline.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from typing import Any
 import numpy as np
 import yaml
 from tokenizers import Tokenizer
+from transformers import PI0Config, PI0ForConditionalGeneration
 
 from daptq_ros.errors import ModelError
+from daptq_ros.policy.checkpoint_tensors import check_checkpoint_tensors
 from daptq_ros.policy.contract import ACTION_SPACES
 from daptq_ros.policy.families.pi0 import Pi0Adapter
+from daptq_ros.policy.lerobot import PROMPT_SUFFIX, is_lerobot_folder, read_lerobot_pi0
 from daptq_ros.policy.model_dir import PICKLE_SUFFIXES, STATE_SOURCES, ModelMeta, save_model_dir
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.tokenizer import InstructionTokenizer
@@ -123,8 +128,8 @@ def mapping_from_dict(data: Mapping[str, Any], source: str) -> RobotMapping:
     )
 
 
-def check_checkpoint(directory: Path) -> None:
-    """A ModelError naming the first thing a transformers pi0 checkpoint directory lacks."""
+def check_weights(directory: Path) -> None:
+    """A ModelError naming the first thing a checkpoint folder lacks: folder, weights, config."""
     if not directory.is_dir():
         raise ModelError(f"{directory}: checkpoint directory does not exist")
     if not any(directory.glob("model*.safetensors")):
@@ -137,11 +142,10 @@ def check_checkpoint(directory: Path) -> None:
         raise ModelError(f"{directory}: no model*.safetensors; save it with save_pretrained")
     if not (directory / "config.json").is_file():
         raise ModelError(f"{directory}: config.json is missing; save it with save_pretrained")
-    if not (directory / "tokenizer.json").is_file():
-        raise ModelError(
-            f"{directory}: tokenizer.json is missing; save the checkpoint's PI0Processor (or its "
-            "tokenizer) with save_pretrained into the same folder"
-        )
+
+
+def check_processor(directory: Path) -> None:
+    """A transformers checkpoint needs its PI0Processor's files (statistics, tokenizer)."""
     if not any((directory / name).is_file() for name in PROCESSOR_FILES):
         raise ModelError(
             f"{directory}: the processor files ({' or '.join(PROCESSOR_FILES)}) are missing; "
@@ -149,9 +153,27 @@ def check_checkpoint(directory: Path) -> None:
         )
 
 
+def tokenizer_folder(checkpoint: Path, given: Path | None, named: str = "") -> Path:
+    """Where tokenizer.json is: `given` (--tokenizer), else the checkpoint folder."""
+    folder = given if given is not None else checkpoint
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    if given is not None:
+        raise ModelError(f"--tokenizer {given}: no tokenizer.json there")
+    if named:
+        raise ModelError(
+            f"{checkpoint}: a LeRobot policy names its tokenizer '{named}' instead of holding "
+            "it; pass --tokenizer DIR, a local copy of that tokenizer (a folder with "
+            "tokenizer.json), or copy its files into the checkpoint folder"
+        )
+    raise ModelError(
+        f"{checkpoint}: tokenizer.json is missing; save the checkpoint's PI0Processor (or its "
+        "tokenizer) with save_pretrained into the same folder, or pass --tokenizer DIR"
+    )
+
+
 def checkpoint_config(directory: Path) -> Any:
     """The checkpoint's PI0Config (config.json only)."""
-    from transformers import PI0Config
 
     try:
         return PI0Config.from_pretrained(directory, local_files_only=True)
@@ -182,41 +204,41 @@ def check_dims(state_dim: int, action_dim: int, mapping: RobotMapping, source: s
         )
 
 
-def fixed_length_tokenizer(directory: Path, length: int) -> InstructionTokenizer:
-    """The checkpoint's tokenizer.json padded (with its own pad token) and truncated to `length`."""
-    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    pad = "<pad>"
+def special_token(directory: Path, role: str, default: str) -> str:
+    """The tokenizer's `role` token ("pad_token", "bos_token") from its tokenizer_config.json."""
     config = directory / "tokenizer_config.json"
-    if config.is_file():
-        token = json.loads(config.read_text()).get("pad_token") or pad
-        pad = token["content"] if isinstance(token, dict) else str(token)
-    pad_id = tokenizer.token_to_id(pad)
-    if pad_id is None:
-        raise ModelError(f"{directory}: the tokenizer has no pad token {pad!r}; set pad_token")
-    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad, length=length)
+    token = json.loads(config.read_text()).get(role) if config.is_file() else None
+    token = token or default
+    return token["content"] if isinstance(token, dict) else str(token)
+
+
+def fixed_length_tokenizer(directory: Path, length: int) -> InstructionTokenizer:
+    """The checkpoint's tokenizer.json padded (with its own pad token) and truncated to `length`,
+    with pi0's prompt template: the tokenizer's BOS, the instruction, a newline."""
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    pad = special_token(directory, "pad_token", "<pad>")
+    bos = special_token(directory, "bos_token", "<bos>")
+    for role, token in (("pad_token", pad), ("bos_token", bos)):
+        if tokenizer.token_to_id(token) is None:
+            raise ModelError(f"{directory}: the tokenizer has no {role} {token!r}; set {role}")
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad), pad_token=pad, length=length)
     tokenizer.enable_truncation(max_length=length)
-    return InstructionTokenizer(tokenizer)
+    return InstructionTokenizer(tokenizer, bos, PROMPT_SUFFIX)
 
 
-def import_pi0(
-    checkpoint: str | Path,
-    mapping: RobotMapping,
-    out: str | Path,
-    normalizer: Normalizer | None = None,
-    provenance: dict[str, Any] | None = None,
-) -> Path:
-    """Write the model directory `out` for the transformers pi0 checkpoint; returns `out`.
+@dataclass(frozen=True)
+class Checkpoint:
+    """What an import reads from a checkpoint folder, whichever its layout."""
 
-    `normalizer`: statistics fitted on the user's recordings (checked against the mapping's
-    dimensions); None takes the checkpoint processor's.
-    """
-    checkpoint, out = Path(checkpoint), Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ModelError(f"{out} exists and is not empty; choose a new --out")
-    check_checkpoint(checkpoint)
-    config = checkpoint_config(checkpoint)  # every check before minutes of loading weights
-    if getattr(config, "daptq_vision_stem", None):
-        raise ModelError(f"{checkpoint}: a daptq model directory, not a checkpoint to import")
+    layout: str  # "transformers" or "lerobot"
+    config: Any  # transformers' PI0Config
+    normalizer: Normalizer | None  # the checkpoint's own statistics, if it has them
+    tokenizer: Path  # the folder of tokenizer.json
+    instruction_length: int  # tokens the prompt is padded to
+
+
+def check_mapping_fits(config: Any, mapping: RobotMapping) -> None:
+    """The mapping's state and action dimensions must fit the checkpoint's padded widths."""
     for kind, names, limit in (
         ("state", mapping.state_names, config.max_state_dim),
         ("action", mapping.action_names, config.max_action_dim),
@@ -226,17 +248,62 @@ def import_pi0(
                 f"robot mapping {mapping.name}: {len(names)} {kind} dimensions, but the "
                 f"checkpoint takes at most {limit} (max_{kind}_dim); fix {kind}_names"
             )
+
+
+def read_checkpoint(checkpoint: Path, mapping: RobotMapping, tokenizer: Path | None) -> Checkpoint:
+    """Config, statistics and tokenizer of a transformers or LeRobot pi0 folder (ModelError)."""
+    check_weights(checkpoint)
+    if is_lerobot_folder(checkpoint):
+        policy = read_lerobot_pi0(checkpoint)
+        check_mapping_fits(policy.config, mapping)
+        check_dims(policy.state_dim, policy.action_dim, mapping, f"{checkpoint}/config.json")
+        folder = tokenizer_folder(checkpoint, tokenizer, policy.tokenizer_name)
+        return Checkpoint("lerobot", policy.config, policy.normalizer, folder, policy.max_length)
+    check_processor(checkpoint)
+    folder = tokenizer_folder(checkpoint, tokenizer)
+    config = checkpoint_config(checkpoint)
+    if getattr(config, "daptq_vision_stem", None):
+        raise ModelError(f"{checkpoint}: a daptq model directory, not a checkpoint to import")
+    check_mapping_fits(config, mapping)
+    statistics = stats_from_processor(checkpoint, mapping)
+    return Checkpoint("transformers", config, statistics, folder, mapping.instruction_length)
+
+
+def import_pi0(
+    checkpoint: str | Path,
+    mapping: RobotMapping,
+    out: str | Path,
+    normalizer: Normalizer | None = None,
+    provenance: dict[str, Any] | None = None,
+    tokenizer: str | Path | None = None,
+) -> Path:
+    """Write the model directory `out` for a transformers or LeRobot pi0 folder; returns `out`.
+
+    `normalizer`: statistics fitted on the user's recordings (checked against the mapping's
+    dimensions); None takes the checkpoint's own. `tokenizer`: a folder with tokenizer.json,
+    when the checkpoint does not hold one (LeRobot's name theirs).
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ModelError(f"{out} exists and is not empty; choose a new --out")
+    # Every check before minutes of loading weights.
+    source = read_checkpoint(checkpoint, mapping, None if tokenizer is None else Path(tokenizer))
+    config = source.config
     if normalizer is not None:
         check_dims(normalizer.state_dim, normalizer.action_dim, mapping, "the recordings")
         stats = "fitted on the user's recordings"
     else:
-        normalizer, stats = stats_from_processor(checkpoint, mapping), "the checkpoint's processor"
+        normalizer, stats = source.normalizer, f"the checkpoint's processor ({source.layout})"
     if normalizer is None:
         raise ModelError(
             f"{checkpoint}: the processor holds no state/action statistics; pass --stats-from "
             "BAGS (episodes recorded on this robot)"
         )
-    model = Pi0Adapter().from_pretrained(checkpoint)
+    instructions = fixed_length_tokenizer(source.tokenizer, source.instruction_length)
+    # Every tensor checked against the config's model before the model is built.
+    weights = sorted(checkpoint.glob("model*.safetensors"))
+    check_checkpoint_tensors(lambda: PI0ForConditionalGeneration(config), weights, str(checkpoint))
+    model = Pi0Adapter().from_pretrained(checkpoint, config)
     side = int(config.vlm_config.vision_config.image_size)
     meta = ModelMeta(
         family="pi0",
@@ -251,14 +318,16 @@ def import_pi0(
         provenance={
             **(provenance or {}),
             "imported_from": str(checkpoint.resolve()),
+            "checkpoint_layout": source.layout,
             "robot_mapping": mapping.name,
             "normalization": stats,
         },
+        prompt_prefix=instructions.prefix,
+        prompt_suffix=instructions.suffix,
     )
     settings = {
         **config.to_dict(),
         "daptq_action_dim": len(mapping.action_names),
         "daptq_num_views": mapping.num_views,
     }
-    tokenizer = fixed_length_tokenizer(checkpoint, mapping.instruction_length)
-    return save_model_dir(out, model, settings, tokenizer, meta)
+    return save_model_dir(out, model, settings, instructions, meta)

@@ -27,6 +27,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from daptq_ros.errors import ModelError
+from daptq_ros.policy.checkpoint_tensors import check_checkpoint_tensors
 from daptq_ros.policy.contract import ACTION_SPACES
 from daptq_ros.policy.families import FamilyAdapter, get_family
 from daptq_ros.policy.normalize import Normalizer
@@ -60,6 +61,9 @@ class ModelMeta:
     normalizer: Normalizer
     provenance: dict[str, Any] = field(default_factory=dict)
     state_source: str = STATE_SOURCES[0]
+    # The checkpoint processor's prompt template (policy.tokenizer): "" for our own models.
+    prompt_prefix: str = ""
+    prompt_suffix: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action_names", tuple(self.action_names))
@@ -93,6 +97,7 @@ class ModelMeta:
             "num_views": self.num_views,
             "normalization": self.normalizer.to_dict(),
             "state_source": self.state_source,
+            "prompt": {"prefix": self.prompt_prefix, "suffix": self.prompt_suffix},
             "provenance": self.provenance,
         }
 
@@ -116,6 +121,8 @@ class ModelMeta:
                 normalizer=Normalizer.from_dict(data["normalization"]),
                 provenance=data.get("provenance", {}),
                 state_source=data.get("state_source", STATE_SOURCES[0]),
+                prompt_prefix=str(data.get("prompt", {}).get("prefix", "")),
+                prompt_suffix=str(data.get("prompt", {}).get("suffix", "")),
             )
         except KeyError as error:
             raise ModelError(f"daptq.json lacks the key {error}") from None
@@ -242,27 +249,32 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     meta = ModelMeta.from_dict(_read_json(directory / META_FILE))
     config = _read_json(directory / CONFIG_FILE)
     adapter = get_family(meta.family)
-    model = build_for_loading(adapter, config)
     weights = directory / WEIGHTS_FILE
-    if is_quantized_file(weights):
+    quantized = is_quantized_file(weights)
+    if not quantized:  # every tensor checked against config.json before the model is built
+        check_checkpoint_tensors(lambda: adapter.build(config), [weights], str(weights), False)
+    model = build_for_loading(adapter, config)
+    if quantized:
         # A quantized directory: packed codes + bit map + the folded compensation, so it runs
         # as quantized without calibration data.
         model, _ = load_quantized(model, weights)
-        tokenizer = InstructionTokenizer.load(directory / TOKENIZER_FILE)
+        tokenizer = model_tokenizer(directory, meta)
         return LoadedModel(model.to(device).eval(), adapter, config, tokenizer, meta)
     try:
-        missing, unexpected = load_model(model, str(weights), strict=False)
+        load_model(model, str(weights), strict=True)
     except (SafetensorError, OSError, RuntimeError) as error:
         raise ModelError(
             f"{weights}: cannot be loaded into the model of config.json ({error})"
         ) from None
-    if missing or unexpected:
-        raise ModelError(
-            f"{weights} does not match config.json: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}; the files come from different models"
-        )
-    tokenizer = InstructionTokenizer.load(directory / TOKENIZER_FILE)
+    tokenizer = model_tokenizer(directory, meta)
     return LoadedModel(model.to(device).eval(), adapter, config, tokenizer, meta)
+
+
+def model_tokenizer(directory: Path, meta: ModelMeta) -> InstructionTokenizer:
+    """The directory's tokenizer with its model's prompt template."""
+    return InstructionTokenizer.load(
+        directory / TOKENIZER_FILE, meta.prompt_prefix, meta.prompt_suffix
+    )
 
 
 def default_model_dir(family: str) -> Path:

@@ -3,50 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-from torch import nn
 
 from daptq_ros.errors import ConfigError
 from daptq_ros.quant import QuantConfig, deploy, quantize
 from daptq_ros.quant.api import METHOD_MODULES
-from daptq_ros.quant.deploy import INT4_ROWS_MULTIPLE, INT8_COLUMNS_MULTIPLE, check_device
+from daptq_ros.quant.deploy import check_device
 from daptq_ros.quant.kernel_choice import LayerChoice, deploy_measured
+from daptq_ros.quant.kernel_fit import check_deployable, fit_to_kernels
 
 FULL_PRECISION = "fp32"  # the bit config name that means: no quantization
-
-
-def keep_narrow_layers(model: nn.Module, config: QuantConfig) -> QuantConfig:
-    """The config plus keep entries for Linears too narrow for their format's kernel.
-
-    A VLA has tiny projections (a 4-D state or action in, a 4-D action out) that no per-group
-    int4 format covers (the group must divide the input width and the int4 kernel packs output
-    rows in tiles of 16) and that the int8 weight-only kernel cannot take (input width a
-    multiple of 16). They hold a negligible share of the weights and stay in bf16.
-    """
-    narrow = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            spec = config.spec_for(name)
-            grouped = spec.is_integer and spec.granularity == "group"
-            too_narrow = (
-                module.in_features % spec.group_size or module.out_features % INT4_ROWS_MULTIPLE
-            )
-            int8_weight_only = spec.weight_bits == 8 and spec.activation_bits is None
-            if (grouped and too_narrow) or (
-                int8_weight_only and module.in_features % INT8_COLUMNS_MULTIPLE
-            ):
-                narrow.append(name)
-    return replace(config, keep=(*config.keep, *narrow)) if narrow else config
 
 
 def quantize_policy(
     policy: Any, config: QuantConfig, calibration: Iterable[Any] | None = None
 ) -> QuantConfig:
-    """Quantize `policy.model` in place (simulated); returns the config as applied."""
-    applied = keep_narrow_layers(policy.model, config)
+    """Quantize `policy.model` in place (simulated); returns the config as applied.
+
+    Layers whose width does not fit the config's format get the nearest one their kernels run
+    (quant.kernel_fit); the list is kept as `policy.kernel_fallbacks`.
+    """
+    check_deployable(config)
+    applied, policy.kernel_fallbacks = fit_to_kernels(policy.model, config)
     quantize(policy.model, applied, calibration)  # replaces layers in place
     return applied
 
@@ -92,10 +71,12 @@ def needs_calibration(config: QuantConfig) -> bool:
 
 
 def check_runtime_bit_config(bits: str) -> QuantConfig:
-    """Load the bit config `bits` (preset or file) and refuse methods that need calibration."""
+    """Load the bit config `bits` (preset or file); refuse methods that need calibration and
+    formats no deployed kernel runs."""
     from daptq_ros.quant import load_config
 
     config = load_config(bits)
+    check_deployable(config)
     if needs_calibration(config):
         raise ConfigError(
             f"bit config '{config.name}' uses {config.method}, which needs calibration data; "

@@ -3,6 +3,10 @@
 Robot instructions come from a small vocabulary, so one id per word (lower-cased, punctuation
 stripped) is enough and keeps the embedding table tiny; an unseen word maps to [UNK]. The
 tokenizer.json written here is the standard `tokenizers` file, padding and truncation included.
+
+An imported checkpoint's tokenizer comes with its processor's prompt template: pi0's processors
+(transformers' PI0Processor, LeRobot's pipeline) feed `<bos>` + instruction + "\n" and add no
+other special token, so `prefix` and `suffix` reproduce that (kept in daptq.json).
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ PAD_ID = 0
 class InstructionTokenizer:
     """Encode instructions to fixed-length id rows with an attention mask."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, prefix: str = "", suffix: str = "") -> None:
+        """`prefix` + instruction + `suffix` is encoded (the suffix once, if not already there);
+        with either set, the template replaces the tokenizer's own special tokens."""
         padding = tokenizer.padding
         if padding is None or padding.get("length") is None:
             raise ModelError("the tokenizer has no fixed padding length; retrain it with train()")
         self._tokenizer = tokenizer
+        self.prefix, self.suffix = prefix, suffix
 
     @classmethod
     def train(cls, instructions: Iterable[str], max_length: int = 16) -> InstructionTokenizer:
@@ -50,13 +57,13 @@ class InstructionTokenizer:
         return cls(tokenizer)
 
     @classmethod
-    def load(cls, path: str | Path) -> InstructionTokenizer:
+    def load(cls, path: str | Path, prefix: str = "", suffix: str = "") -> InstructionTokenizer:
         """Read a tokenizer.json; a ModelError if it is missing or not a tokenizers file."""
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"{path}: tokenizer file is missing; retrain or copy tokenizer.json")
         try:
-            return cls(Tokenizer.from_file(str(path)))
+            return cls(Tokenizer.from_file(str(path)), prefix, suffix)
         except Exception as error:  # tokenizers raises a bare Exception on malformed JSON
             raise ModelError(f"{path}: not a valid tokenizers file ({error})") from None
 
@@ -76,9 +83,17 @@ class InstructionTokenizer:
         """Fixed length of every encoded row."""
         return int(self._tokenizer.padding["length"])
 
+    def prompt(self, text: str) -> str:
+        """The text the model is fed for one instruction (the prompt template applied)."""
+        ending = "" if self.suffix and text.endswith(self.suffix) else self.suffix
+        return f"{self.prefix}{text}{ending}"
+
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids [B, L] int64 and attention mask [B, L] int64 (1 = real token)."""
-        encodings = self._tokenizer.encode_batch(list(texts))
+        templated = bool(self.prefix or self.suffix)
+        encodings = self._tokenizer.encode_batch(
+            [self.prompt(t) for t in texts], add_special_tokens=not templated
+        )
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask

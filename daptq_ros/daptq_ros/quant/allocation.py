@@ -25,7 +25,6 @@ from __future__ import annotations
 import fnmatch
 import heapq
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -36,8 +35,9 @@ from torch import nn
 
 from daptq_ros.errors import ConfigError
 from daptq_ros.quant.calibration import LayerStats
-from daptq_ros.quant.config import HIGH_PRECISION_BITS, LayerOverride, QuantConfig
+from daptq_ros.quant.config import HIGH_PRECISION_BITS, LayerOverride, QuantConfig, exact_pattern
 from daptq_ros.quant.formats import WEIGHT_INT_BITS, WeightFormat, fake_quantize_weight
+from daptq_ros.quant.kernel_fit import kernel_group_size
 
 CANDIDATE_BITS: tuple[int, ...] = (2, 3, 4, 8, 16)  # 16 = bfloat16 (kept)
 _ALLOWED_BITS: tuple[int, ...] = (*WEIGHT_INT_BITS, HIGH_PRECISION_BITS)
@@ -59,8 +59,8 @@ def format_for_bits(
 
     8 bits: symmetric per output channel (the int8 weight-only and W8A8 kernels).
     2-7 bits: groups of `group_size` inputs (the int4 kernel runs 2-4 bit codes; asymmetric
-    unless `symmetric`) when the group size divides in_features, else one scale per output
-    channel (simulated only: no kernel takes it).
+    unless `symmetric`) when the group size divides in_features; at 2-4 bits else the largest
+    int4 group that does (quant.kernel_fit), else one scale per output channel (a dense kernel).
     """
     if bits not in WEIGHT_INT_BITS:
         raise ConfigError(
@@ -69,8 +69,12 @@ def format_for_bits(
         )
     if bits == 8:
         return WeightFormat(8, symmetric=True, granularity="channel", group_size=group_size)
-    granularity = "group" if in_features % group_size == 0 else "channel"
-    return WeightFormat(bits, symmetric, granularity, group_size)
+    fitted = kernel_group_size(in_features, group_size) if bits <= 4 else None
+    if fitted is None and in_features % group_size == 0:
+        fitted = group_size  # 5-7 bits: simulated only, any dividing group
+    if fitted is None:
+        return WeightFormat(bits, symmetric, "channel", group_size)
+    return WeightFormat(bits, symmetric, "group", fitted)
 
 
 def input_second_moments(stats: Mapping[str, LayerStats]) -> dict[str, torch.Tensor]:
@@ -285,7 +289,7 @@ def bit_map_config(
                 f"bit map '{name}': layer '{layer_name}' has bits={bits!r}; allowed: "
                 f"{', '.join(map(str, _ALLOWED_BITS))}"
             )
-        pattern = _exact_pattern(layer_name)
+        pattern = exact_pattern(layer_name)
         if bits == HIGH_PRECISION_BITS:
             keep.append(pattern)
             continue
@@ -448,8 +452,3 @@ def _capacity(
             f"raise average_bits to at least {minimum} or add lower bit choices"
         )
     return capacity
-
-
-def _exact_pattern(name: str) -> str:
-    """An fnmatch pattern matching exactly `name` ([, * and ? wrapped in brackets)."""
-    return re.sub(r"([*?\[])", r"[\1]", name)

@@ -8,6 +8,7 @@ precision (bfloat16). Every mistake is reported as one line naming the key and w
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,11 @@ class QuantConfig:
             "overrides": [{"pattern": o.pattern, **o.changes} for o in self.overrides],
             "method_args": dict(self.method_args),
         }
+
+
+def exact_pattern(name: str) -> str:
+    """An fnmatch pattern matching exactly `name` ([, * and ? wrapped in brackets)."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _fail(name: str, message: str) -> None:

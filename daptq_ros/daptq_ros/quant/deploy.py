@@ -6,6 +6,7 @@ activation quantization; they differ only in how the matmul is done):
 | simulated layer                 | packed kernels (weights stay at their bits) | dense |
 |---------------------------------|---------------------------------------------|-------|
 | QuantLinear 2-4 bit, group      | int4 tinygemm                               | bf16, fp32 |
+| QuantLinear 2-4 bit, channel    | (none: no int4 group fits the layer)        | bf16, fp32 |
 | QuantLinear 8 bit sym chan, A16 | int8 weight-only (_weight_int8pack_mm)      | bf16, fp32 |
 | QuantLinear 8 bit sym chan, A8  | int8 dynamic (torch._int_mm), int8 w-only   | bf16, fp32 |
 | nn.Linear (kept, 16-bit)        | bf16                                        | fp32 |
@@ -170,6 +171,9 @@ def kernel_candidates(layer: QuantLinear | nn.Linear) -> tuple[str, ...]:
                 f"has {layer.out_features}; keep it in high precision (keep: [...]) or use 8 bits"
             )
         return ("int4", *DENSE_KERNELS)
+    if fmt.bits <= 4 and fmt.granularity == "channel":
+        # A layer no int4 group divides (quant.kernel_fit): its codes run dequantized.
+        return DENSE_KERNELS
     if fmt.bits == 8 and fmt.symmetric and fmt.granularity == "channel":
         weight_only = () if layer.in_features % INT8_COLUMNS_MULTIPLE else ("int8_weight_only",)
         if layer.activation_bits == 8:

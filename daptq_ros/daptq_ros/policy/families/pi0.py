@@ -236,14 +236,17 @@ class Pi0Adapter(FamilyAdapter):
             )
         return model
 
-    def from_pretrained(self, directory: str | Path) -> PI0ForConditionalGeneration:
-        """A transformers-format pi0 checkpoint from a local directory (no hub, no remote code)."""
+    def from_pretrained(
+        self, directory: str | Path, config: PI0Config | None = None
+    ) -> PI0ForConditionalGeneration:
+        """A pi0 checkpoint from a local directory (no hub, no remote code); `config` replaces
+        its config.json (a LeRobot folder's is not a transformers config)."""
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise ModelError(f"{directory}: no config.json; point at a transformers pi0 checkpoint")
         try:
             return PI0ForConditionalGeneration.from_pretrained(
-                directory, local_files_only=True, use_safetensors=True
+                directory, config=config, local_files_only=True, use_safetensors=True
             )
         except OSError as error:
             raise ModelError(f"{directory}: cannot load the pi0 checkpoint ({error})") from None
