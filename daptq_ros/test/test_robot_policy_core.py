@@ -615,3 +615,24 @@ def test_a_stale_second_camera_holds_and_is_named(rig):
     assert not core.control_tick(t)
     with pytest.raises(ControlError, match="camera 2"):
         core.on_image(image(t), t, camera=2)
+
+
+def test_joint_states_without_the_presets_joints_name_the_missing_ones():
+    """A UR5e's joint states on the panda preset: enable is refused, the hold says which."""
+    ur5e = ("shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint", "wrist_1_joint")
+    ur5e += ("wrist_2_joint", "wrist_3_joint", "robotiq_85_left_knuckle_joint")
+    core = PolicyNodeCore(
+        {"robot": "panda", "command_interface": "joint_trajectory", "dry_run": False},
+        TYPES,
+        build_policy=lambda bits: ConstantPolicy(),
+    )
+    try:
+        core.on_instruction(instruction(), 0.0)
+        core.on_image(image(0.0), 0.0)
+        core.on_joint_states(joints(0.0, np.zeros(7), ur5e), 0.0)
+        ok, why = core.enable(True, 0.0)
+        assert not ok and "panda_joint1" in why and "robotiq_85_left_knuckle_joint" in why
+        reasons = core.hold_reasons(0.0)
+        assert any(r.startswith("joint_states lack panda_joint1, panda_joint2") for r in reasons)
+    finally:
+        core.close()

@@ -318,7 +318,7 @@ class PolicyNodeCore:
             return False, "cannot enable, inputs are stale: " + "; ".join(stale)
         measured = self.measured()
         if measured is None:
-            return False, "cannot enable: no measured state yet (joint_states / ee_pose)"
+            return False, f"cannot enable: {self._missing_state()}"
         ok, reason = self.safety.enable(measured, now)
         if ok:
             self.fault = ""
@@ -395,7 +395,7 @@ class PolicyNodeCore:
         if self.last_error and self.outputs.stale(now):
             reasons.append(f"last chunk refused: {self.last_error}")
         if self.measured() is None:
-            reasons.append("no measured state (joint_states / ee_pose)")
+            reasons.append(self._missing_state())
         return reasons
 
     def status_fields(self, now: float) -> dict[str, Any]:
@@ -535,6 +535,16 @@ class PolicyNodeCore:
         if any(name not in index for name in names):
             return None
         return self._joints.positions[[index[name] for name in names]]
+
+    def _missing_state(self) -> str:
+        """Why there is no measured state: none arrived, or joint_states lack the arm's joints."""
+        if self._joints is None:
+            return "no measured state (joint_states / ee_pose)"
+        missing = [n for n in self.robot.joints.names if n not in self._joints.names]
+        return (
+            f"joint_states lack {', '.join(missing)} of robot {self.robot.name} (they name "
+            f"{', '.join(self._joints.names) or 'no joint'}): fix the robot preset's joint_names"
+        )
 
     def _gripper_opening(self) -> float:
         """Opening in [0, 1] from the gripper joints; 1 (open) when the arm reports none."""
