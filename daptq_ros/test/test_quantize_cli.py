@@ -94,7 +94,7 @@ def test_qvla_reaches_budgets_below_4_bits_with_the_knapsack_choices(setup, tmp_
     assert bits & {2, 3} and bits <= {2, 3, 4, 8, 16}
 
 
-@pytest.mark.parametrize("method", ["rtn", "daptq"])
+@pytest.mark.parametrize("method", ["rtn", "daptq", "qvla"])
 def test_default_quantization_fits_every_layer_and_lists_what_changed(
     setup, tmp_path, capsys, method
 ):
@@ -113,8 +113,8 @@ def test_default_quantization_fits_every_layer_and_lists_what_changed(
             fmt = (module.fmt.granularity, module.fmt.group_size)
             assert fmt == ("group", group) or change.startswith("per-channel"), (name, fmt)
         elif isinstance(module, torch.nn.Linear) and not isinstance(module, QuantLinear):
-            # bf16 only where the config keeps it: a listed width, or DA-PTQ's own choice
-            assert change.startswith("kept") or (method == "daptq" and name in kept), name
+            # bf16 only where the config keeps it: a listed width, or the bit map's own choice
+            assert change.startswith("kept") or (method != "rtn" and name in kept), name
     assert "layers whose width the format did not fit" in (out / "report.md").read_text()
 
 

@@ -254,7 +254,7 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
         linear_layer_names,
     )
     from daptq_ros.quant import load_config, quantize
-    from daptq_ros.quant.kernel_fit import fit_to_kernels
+    from daptq_ros.quant.kernel_fit import bit_map_fallbacks, fit_to_kernels
 
     base = load_config(args.config)
     adapter, model = loaded.adapter, loaded.model
@@ -293,6 +293,8 @@ def _quantize(loaded: Any, episodes: list, batches: list, args: argparse.Namespa
     else:
         config = replace(base, method=args.method, name=f"{args.method}_{base.name}")
     config, fallbacks = fit_to_kernels(model, config)
+    if args.method == "qvla":  # its bit map was fitted while it was built
+        fallbacks = bit_map_fallbacks(model, config, base.default_spec())
     summary["kernel_fallbacks"] = [f.describe() for f in fallbacks]
     summary["timings"]["allocate_s"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -55,7 +55,7 @@ from daptq_ros.quant.csrc import (
     solve_compensation,
     solve_diagonal,
 )
-from daptq_ros.quant.kernel_fit import KEPT, Fallback, layer_fallbacks
+from daptq_ros.quant.kernel_fit import bit_map_fallbacks, layer_fallbacks
 
 ALLOCATIONS = ("topk", "budget", "uniform")
 CSRC_LAYERS = ("interface", "action-path")  # where CSRC compensates (see the module docstring)
@@ -148,12 +148,6 @@ def protected_layers(adapter: FamilyAdapter, model: nn.Module, blocks: int) -> l
     return [n for n in head if (m := BLOCK_INDEX.search(n)) and int(m.group(1)) in last]
 
 
-def low_bit_fallbacks(model: nn.Module, options: DaptqOptions) -> list[Fallback]:
-    """The layers whose width the low-bit format does not fit, and what each becomes."""
-    spec = LayerSpec(options.low_bits, options.activation_bits, False, "group", options.group_size)
-    return [fallback for fallback, _ in layer_fallbacks(model, lambda name: spec)]
-
-
 def narrow_layers(model: nn.Module, group_size: int) -> list[str]:
     """Linears no int4 format fits (too few inputs or outputs): they stay in bf16."""
     spec = LayerSpec(4, None, False, "group", group_size)
@@ -205,11 +199,8 @@ def daptq_quantize(
     config = bit_map_config(base, bit_map, f"daptq_{options.allocation}", model)
     # What the allocation's formats (quant.allocation.format_for_bits) did with widths the
     # group does not fit: listed for every layer left at low bits or kept for its width.
-    fallbacks = [
-        f.describe()
-        for f in low_bit_fallbacks(model, options)
-        if f.change == KEPT or 0 < config.spec_for(f.layer).weight_bits <= 4
-    ]
+    low = LayerSpec(options.low_bits, options.activation_bits, False, "group", options.group_size)
+    fallbacks = [f.describe() for f in bit_map_fallbacks(model, config, low)]
     timings["allocate_s"] = time.perf_counter() - start
 
     fp_model = copy.deepcopy(model) if options.compensate else None

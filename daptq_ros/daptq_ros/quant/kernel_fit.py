@@ -147,3 +147,15 @@ def fit_to_kernels(model: nn.Module, config: QuantConfig) -> tuple[QuantConfig, 
             overrides.append(LayerOverride(pattern, changes))
     fitted = replace(config, keep=tuple(keep), overrides=tuple(overrides))
     return fitted, [fallback for fallback, _ in found]
+
+
+def bit_map_fallbacks(model: nn.Module, applied: QuantConfig, low: LayerSpec) -> list[Fallback]:
+    """What fitting changed in a per-layer bit map (DA-PTQ, QVLA), whose formats were fitted
+    while it was built (quant.allocation.format_for_bits): the layers kept for their width, and
+    those at 2-4 bits whose group the `low` spec's width did not fit."""
+    found = layer_fallbacks(model, lambda name: low)
+    return [
+        fallback
+        for fallback, _ in found
+        if fallback.change == KEPT or 0 < applied.spec_for(fallback.layer).weight_bits <= 4
+    ]
