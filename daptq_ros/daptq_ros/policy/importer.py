@@ -174,7 +174,6 @@ def tokenizer_folder(checkpoint: Path, given: Path | None, named: str = "") -> P
 
 def checkpoint_config(directory: Path) -> Any:
     """The checkpoint's PI0Config (config.json only)."""
-
     try:
         return PI0Config.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, TypeError) as error:
