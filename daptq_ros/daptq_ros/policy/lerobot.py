@@ -126,8 +126,8 @@ def read_lerobot_pi0(directory: Path) -> LeRobotPi0:
     action_dim = _feature_dim(data.get("output_features", {}), "action", directory)
     pre, post = _steps(directory / PREPROCESSOR), _steps(directory / POSTPROCESSOR)
     tokenizer = _step(pre, "tokenizer_processor", directory / PREPROCESSOR)["config"]
-    state = _affine(directory, pre, "normalizer_processor", "observation.state", state_dim)
-    action = _affine(directory, post, "unnormalizer_processor", "action", action_dim)
+    state = _affine(directory, PREPROCESSOR, pre, "normalizer_processor", state_dim)
+    action = _affine(directory, POSTPROCESSOR, post, "unnormalizer_processor", action_dim)
     return LeRobotPi0(
         config=_pi0_config(data, directory),
         normalizer=Normalizer.from_mean_std(*state, *action),
@@ -167,10 +167,12 @@ def _step(steps: list[dict[str, Any]], registry_name: str, path: Path) -> dict[s
 
 
 def _affine(
-    directory: Path, steps: list[dict[str, Any]], registry_name: str, feature: str, dim: int
+    directory: Path, pipeline: str, steps: list[dict[str, Any]], registry_name: str, dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, scale) with normalised = (x - mean) / scale, from a (un)normaliser step."""
-    source = directory / (PREPROCESSOR if registry_name.startswith("normal") else POSTPROCESSOR)
+    """(mean, scale) with normalised = (x - mean) / scale, from the (un)normaliser step of
+    `pipeline`: the state in the preprocessor, the action in the postprocessor."""
+    source = directory / pipeline
+    feature = "action" if pipeline == POSTPROCESSOR else "observation.state"
     step = _step(steps, registry_name, source)
     kind = "ACTION" if feature == "action" else "STATE"
     mode = str(step.get("config", {}).get("norm_map", {}).get(kind, "MEAN_STD")).upper()

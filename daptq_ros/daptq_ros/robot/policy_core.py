@@ -538,9 +538,11 @@ class PolicyNodeCore:
 
     def _missing_state(self) -> str:
         """Why there is no measured state: none arrived, or joint_states lack the arm's joints."""
-        if self._joints is None:
+        missing = [
+            n for n in self.robot.joints.names if n not in getattr(self._joints, "names", ())
+        ]
+        if self._joints is None or not missing:  # nothing yet, or no ee_pose and no kinematics
             return "no measured state (joint_states / ee_pose)"
-        missing = [n for n in self.robot.joints.names if n not in self._joints.names]
         return (
             f"joint_states lack {', '.join(missing)} of robot {self.robot.name} (they name "
             f"{', '.join(self._joints.names) or 'no joint'}): fix the robot preset's joint_names"
