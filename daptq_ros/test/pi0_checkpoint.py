@@ -2,12 +2,16 @@
 
 PaliGemma with a one-layer SigLIP (32 px views, 16 px patches), a one-layer Gemma backbone and
 action expert, and a real PI0Processor (SigLIP image processor, a word-level tokenizer) with
-normalisation statistics for the simulated Sawyer's 4 state and 4 action dimensions.
+normalisation statistics for the simulated Sawyer's 4 state and 4 action dimensions. Keywords
+change the geometry (layers, widths, view size, state/action width) and the image processor's
+resizing: stretched to the view (SigLIP's) or fitted and padded (PI0ImageProcessor's).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 WORDS = (
     "<pad>", "<eos>", "<bos>", "<unk>", "reach", "the", "goal", "push", "puck", "to", "open",
@@ -17,8 +21,39 @@ VIEW = 32  # px per camera view
 ACTION_STD = 0.1  # small: random weights then command small hand steps
 
 
-def save_tiny_pi0(folder: Path, *, processor_stats: bool = True, chunk_size: int = 10) -> Path:
-    """Save the checkpoint (save_pretrained of the model and the processor) into `folder`."""
+def statistics(dims: int) -> dict[str, list[float]]:
+    """PI0Processor's state and action mean/std: the Sawyer's for 4 dimensions."""
+    if dims == 4:
+        return {
+            "state_mean": [0.0, 0.6, 0.2, 0.5],
+            "state_std": [0.1, 0.1, 0.1, 0.5],
+            "actions_mean": [0.0] * 4,
+            "actions_std": [ACTION_STD] * 4,
+        }
+    return {
+        "state_mean": [0.1 * i for i in range(dims)],
+        "state_std": [0.2 + 0.05 * i for i in range(dims)],
+        "actions_mean": [0.01 * i for i in range(dims)],
+        "actions_std": [ACTION_STD] * dims,
+    }
+
+
+def save_tiny_pi0(
+    folder: Path,
+    *,
+    processor_stats: bool = True,
+    chunk_size: int = 10,
+    layers: int = 1,
+    widths: tuple[int, int] = (32, 32),
+    view: int = VIEW,
+    dims: int = 4,
+    letterbox: bool = False,
+) -> Path:
+    """Save the checkpoint (save_pretrained of the model and the processor) into `folder`.
+
+    `widths`: the backbone's and the action expert's; `dims`: state and action dimensions;
+    `letterbox`: PI0ImageProcessor's fit-and-pad settings (on SigLIP's class, whose PIL backend
+    runs without torchvision) instead of SigLIP's stretch."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         PI0Config,
@@ -43,7 +78,7 @@ def save_tiny_pi0(folder: Path, *, processor_stats: bool = True, chunk_size: int
             "model_type": "gemma",
             "hidden_size": hidden,
             "intermediate_size": 64,
-            "num_hidden_layers": 1,
+            "num_hidden_layers": layers,
             "num_attention_heads": 2,
             "num_key_value_heads": 1,
             "head_dim": 16,
@@ -57,39 +92,56 @@ def save_tiny_pi0(folder: Path, *, processor_stats: bool = True, chunk_size: int
         "intermediate_size": 64,
         "num_hidden_layers": 1,
         "num_attention_heads": 2,
-        "image_size": VIEW,
+        "image_size": view,
         "patch_size": 16,
         "vision_use_head": False,
     }
     config = PI0Config(
         vlm_config={
             "model_type": "paligemma",
-            "text_config": gemma(32),
+            "text_config": gemma(widths[0]),
             "vision_config": vision,
-            "projection_dim": 32,
-            "hidden_size": 32,
+            "projection_dim": widths[0],
+            "hidden_size": widths[0],
             "vocab_size": len(WORDS),
             "image_token_index": len(WORDS),
         },
-        dit_config=gemma(32),
+        dit_config=gemma(widths[1]),
         chunk_size=chunk_size,
         max_state_dim=8,
         max_action_dim=8,
         num_inference_steps=3,
     )
     PI0ForConditionalGeneration(config).save_pretrained(folder)
-    stats = (
-        {
-            "state_mean": [0.0, 0.6, 0.2, 0.5],
-            "state_std": [0.1, 0.1, 0.1, 0.5],
-            "actions_mean": [0.0] * 4,
-            "actions_std": [ACTION_STD] * 4,
-        }
-        if processor_stats
-        else {}
-    )
-    images = SiglipImageProcessor(size={"height": VIEW, "width": VIEW})
+    stats = statistics(dims) if processor_stats else {}
+    square = {"height": view, "width": view}
+    fit = {"size": {"max_height": view, "max_width": view}, "do_pad": True, "pad_size": square}
+    images = SiglipImageProcessor(**(fit if letterbox else {"size": square}))
     PI0Processor(
         image_processor=images, tokenizer=fast, max_state_dim=8, chunk_size=chunk_size, **stats
     ).save_pretrained(folder)
     return folder
+
+
+def checkpoint_actions(
+    folder: Path, views: list[np.ndarray], instruction: str, state: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """The checkpoint's own pipeline on raw camera frames, in FP32: PI0Processor -> the model's
+    sample_actions from the noise VlaPolicy draws for `seed` -> the processor's normalisation
+    undone (its inverse, (std + 1e-8) * z + mean). Returns [chunk, action dims]."""
+    import torch
+    from transformers import PI0ForConditionalGeneration, PI0Processor
+
+    processor = PI0Processor.from_pretrained(folder, local_files_only=True)
+    model = PI0ForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
+    config = model.config
+    vision = config.vlm_config.vision_config
+    processor.image_seq_length = (vision.image_size // vision.patch_size) ** 2
+    inputs = processor(images=[views], text=instruction, state=np.asarray(state)[None])
+    # Pi0Adapter.sample's draw: one randn of [batch, chunk, max_action_dim] from the seed.
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((1, config.chunk_size, config.max_action_dim), generator=generator)
+    with torch.inference_mode():
+        normalised = model.sample_actions(**inputs, noise=noise)[0].numpy()
+    mean, std = np.asarray(processor.actions_mean), np.asarray(processor.actions_std)
+    return normalised[:, : mean.size] * (std + 1e-8) + mean

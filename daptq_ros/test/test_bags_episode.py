@@ -17,9 +17,9 @@ from daptq_ros.bags.episode import (
     META_TASK,
     TOPICS,
     EpisodeWriter,
-    gripper_opening,
     read_episode,
 )
+from daptq_ros.bags.state import gripper_opening
 from daptq_ros.errors import BagError
 
 T0 = 1_700_000_000_000_000_000

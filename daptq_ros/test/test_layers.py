@@ -49,7 +49,7 @@ LAYER_IMPORTS: dict[str, set[str]] = {
     "bags": set(),  # rosbags, numpy only
     "control": set(),  # numpy only
     "drift": {"bags"},
-    "policy": {"quant"},
+    "policy": {"quant", "bags"},
     "sim": {"policy", "bags", "drift"},
     "robot": {"control", "policy", "drift", "bags", "sim"},
     "nodes": {"robot"},

@@ -142,7 +142,13 @@ def test_a_mapping_wider_than_the_checkpoint_is_refused(checkpoint, tmp_path, ca
     wide = tmp_path / "wide.yaml"
     # The checkpoint's max_state_dim is 8.
     wide.write_text(
-        yaml.safe_dump({**mapping_dict("sawyer_sim"), "state_names": list("abcdefghi")})
+        yaml.safe_dump(
+            {
+                **mapping_dict("sawyer_sim"),
+                "state_source": "joint_positions",
+                "state_names": list("abcdefghi"),
+            }
+        )
     )
     args = ["import", "--checkpoint", str(checkpoint), "--robot", str(wide)]
     line = error_of(capsys, [*args, "--out", str(tmp_path / "m")])

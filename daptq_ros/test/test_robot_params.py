@@ -320,7 +320,7 @@ def test_sawyer_sim_preset_matches_the_mujoco_model() -> None:
     pytest.importorskip("metaworld")
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-    from daptq_ros.bags.episode import GRIPPER_JOINTS
+    from daptq_ros.bags.state import GRIPPER_JOINTS
     from daptq_ros.sim.env import ARM_JOINTS
 
     preset = load_preset(CONFIG / "robots" / "sawyer_sim.yaml")

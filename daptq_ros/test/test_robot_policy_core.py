@@ -10,6 +10,7 @@ import pytest
 from robot_fakes import (
     EE_START,
     SAWYER_HOME,
+    SAWYER_JOINTS,
     TYPES,
     ConstantPolicy,
     ee_pose,
@@ -21,6 +22,7 @@ from robot_fakes import (
 
 from daptq_ros.bags.convert import compressed_image_msg, pose_stamped_to_numpy, sec_to_ns
 from daptq_ros.bags.robot_msgs import float64_array_to_numpy
+from daptq_ros.bags.state import StateSpec
 from daptq_ros.control.runtime import SwapState
 from daptq_ros.errors import ControlError
 from daptq_ros.robot import policy_core
@@ -547,11 +549,11 @@ def test_the_status_carries_the_instruction(rig):
 
 
 class JointStatePolicy(ConstantPolicy):
-    """A policy whose daptq.json says it reads joint positions (an imported joint-space pi0)."""
+    """A policy whose daptq.json says it reads named joints (an imported joint-space pi0)."""
 
-    def __init__(self) -> None:
+    def __init__(self, state_names: tuple[str, ...]) -> None:
         super().__init__()
-        meta = SimpleNamespace(state_source="joint_positions_gripper", family="pi0")
+        meta = SimpleNamespace(state_spec=StateSpec("joint_positions", state_names), family="pi0")
         self.loaded = SimpleNamespace(meta=meta)
         self.states: list[np.ndarray] = []
 
@@ -560,14 +562,35 @@ class JointStatePolicy(ConstantPolicy):
         return super().predict(image, instruction, state)
 
 
-def test_a_joint_state_model_is_fed_the_arms_joints_and_gripper(rig):
-    policy = JointStatePolicy()
+def test_a_joint_state_model_is_fed_its_named_joints_in_its_order(rig):
+    # Not the preset's order, and a finger joint as the gripper dimension.
+    names = ("right_j6", "right_j0", "right_j3", "l_close")
+    policy = JointStatePolicy(names)
     r = rig(policy=policy)
     r.run(16)
     fed = policy.states[-1]
-    assert fed.shape == (8,)
-    np.testing.assert_allclose(fed[:7], np.asarray(SAWYER_HOME)[:7])
-    assert 0.0 <= fed[7] <= 1.0  # the gripper opening
+    columns = [SAWYER_JOINTS.index(n) for n in names]
+    np.testing.assert_allclose(fed, np.asarray(SAWYER_HOME)[columns])
+
+
+def test_a_joint_state_model_without_its_gripper_joint_holds_and_says_which():
+    names = (*SAWYER_JOINTS[:7], "robotiq_85_left_knuckle_joint")
+    core = PolicyNodeCore(
+        {"robot": "sawyer_sim", "dry_run": False},
+        TYPES,
+        build_policy=lambda bits: JointStatePolicy(names),
+    )
+    try:
+        core.on_instruction(instruction(), 0.0)
+        core.on_image(image(0.0), 0.0)
+        core.on_joint_states(joints(0.0), 0.0)
+        core.on_ee_pose(ee_pose(0.0), 0.0)
+        ok, why = core.enable(True, 0.0)
+        assert not ok and "lack robotiq_85_left_knuckle_joint" in why and "r_close" in why
+        assert any("robotiq_85_left_knuckle_joint" in r for r in core.hold_reasons(0.0))
+        assert not core.control_tick(0.0)  # no state, no inference
+    finally:
+        core.close()
 
 
 class RecordingPolicy(ConstantPolicy):

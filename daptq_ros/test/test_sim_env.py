@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("mujoco")
 pytest.importorskip("metaworld")
 
-from daptq_ros.bags.episode import gripper_opening
+from daptq_ros.bags.state import gripper_opening
 from daptq_ros.errors import SimError
 from daptq_ros.sim.env import GOAL_RGBA, JOINT_NAMES, Observation, SimEnv
 

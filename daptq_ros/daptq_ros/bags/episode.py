@@ -15,8 +15,9 @@ clean action, the demonstration's label. Once per episode: /instruction (std_msg
 start and /episode_info (EpisodeInfo) at the end; the same metadata also goes to metadata.yaml's
 custom_data under the META_* keys, so tools that never decode a message can group episodes.
 
-The policy's 4-D proprioceptive state [x, y, z, gripper opening] is not a topic of its own: it is
-the /ee_pose position plus the gripper opening that the finger joints imply (`gripper_opening`).
+The policy's state is not a topic of its own: it is built from /joint_states and /ee_pose as
+the model's StateSpec says (bags.state): by default the embedded models' [x, y, z, gripper
+opening], or the positions of named joints for a joint-space model.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from daptq_ros.bags.convert import (
     time_to_ns,
 )
 from daptq_ros.bags.reader import BagReader
+from daptq_ros.bags.state import EE_STATE, StateSpec
 from daptq_ros.bags.writer import BagWriter
 from daptq_ros.errors import BagError
 
@@ -82,18 +84,6 @@ META_INSTRUCTION = "daptq.instruction"
 WORLD_FRAME = "world"
 CAMERA_FRAME = "camera"
 
-# The gripper opening of the state, as MetaWorld's Sawyer defines it: the distance between the
-# two fingers over its fully open value, clipped to [0, 1]. Both fingers slide along the hand's
-# y axis from -/+ FINGER_GAP / 2, so their distance is FINGER_GAP + l_close - r_close.
-GRIPPER_JOINTS = ("r_close", "l_close")
-FINGER_GAP = 0.1  # m
-
-
-def gripper_opening(right: ArrayLike, left: ArrayLike) -> NDArray[np.float64]:
-    """Gripper opening in [0, 1] from the right and left finger joint positions (m)."""
-    gap = FINGER_GAP + np.asarray(left, dtype=np.float64) - np.asarray(right, dtype=np.float64)
-    return np.clip(gap / FINGER_GAP, 0.0, 1.0)
-
 
 @dataclass(frozen=True)
 class EpisodeMeta:
@@ -122,7 +112,7 @@ class EpisodeData:
     joint_positions: NDArray[np.float64]  # [T, J]
     ee_positions: NDArray[np.float64]  # [T, 3] m
     ee_quats: NDArray[np.float64]  # [T, 4] xyzw
-    states: NDArray[np.float64]  # [T, 4]: ee position and gripper opening, the policy's state
+    states: NDArray[np.float64]  # [T, S]: the policy's state, as read_episode's StateSpec says
     actions: NDArray[np.float64]  # [T, D] applied to the arm (/action_executed)
     action_space: str
     action_names: tuple[str, ...]
@@ -294,8 +284,11 @@ def episode_custom_data(
     }
 
 
-def read_episode(path: str | Path) -> EpisodeData:
-    """Read an episode bag; a missing topic, mismatched counts or a damaged file raise BagError."""
+def read_episode(path: str | Path, state: StateSpec = EE_STATE) -> EpisodeData:
+    """Read an episode bag, its policy states built as `state` says (the model's StateSpec).
+
+    A missing topic, mismatched counts, a joint the state needs or a damaged file raise BagError.
+    """
     with BagReader(path) as reader:
         bag = reader.path
         info = reader.info
@@ -317,10 +310,18 @@ def read_episode(path: str | Path) -> EpisodeData:
         messages: dict[str, list[Any]] = {topic: [] for topic in TOPICS}
         for message in reader.messages(TOPICS):
             messages[message.topic].append(message.msg)
-    return _episode(bag, messages)
+    return _episode(bag, messages, state)
 
 
-def _episode(bag: Path, messages: dict[str, list[Any]]) -> EpisodeData:
+def recorded_joint_names(path: str | Path) -> tuple[str, ...]:
+    """The joint names of a bag's first /joint_states message (BagError when it has none)."""
+    with BagReader(path) as reader:
+        for message in reader.messages([JOINT_STATES_TOPIC]):
+            return tuple(message.msg.name)
+        raise BagError(f"{reader.path}: no {JOINT_STATES_TOPIC} message; record the arm's joints")
+
+
+def _episode(bag: Path, messages: dict[str, list[Any]], state: StateSpec) -> EpisodeData:
     """Assemble EpisodeData from the decoded messages of every episode topic."""
     info = messages[EPISODE_INFO_TOPIC][0]
     meta = EpisodeMeta(
@@ -349,16 +350,12 @@ def _episode(bag: Path, messages: dict[str, list[Any]]) -> EpisodeData:
             f"{step_ns.size}; the episode is incomplete: record it again"
         )
     names = joints[0].names
-    if any(j.names != names for j in joints) or not set(GRIPPER_JOINTS) <= set(names):
-        raise BagError(
-            f"{bag}: {JOINT_STATES_TOPIC} must name the same joints in every message, "
-            f"including the gripper's {' and '.join(GRIPPER_JOINTS)}"
-        )
+    if any(j.names != names for j in joints):
+        raise BagError(f"{bag}: {JOINT_STATES_TOPIC} must name the same joints in every message")
+    if state.missing(names):
+        raise BagError(f"{bag}: {state.describe_missing(names)}")
     positions = np.stack([j.positions for j in joints])
     ee_positions = np.stack([p.position for p in poses])
-    opening = gripper_opening(
-        positions[:, names.index(GRIPPER_JOINTS[0])], positions[:, names.index(GRIPPER_JOINTS[1])]
-    )
     images = [image_to_numpy(m) for m in messages[IMAGE_TOPIC]]
     if len({i.shape for i in images}) != 1:
         raise BagError(f"{bag}: {IMAGE_TOPIC} changes its image size within the episode")
@@ -373,7 +370,7 @@ def _episode(bag: Path, messages: dict[str, list[Any]]) -> EpisodeData:
         joint_positions=positions,
         ee_positions=ee_positions,
         ee_quats=np.stack([p.quat_xyzw for p in poses]),
-        states=np.column_stack([ee_positions, opening]),
+        states=state.vector(names, positions, ee_positions),
         actions=_chunks(bag, executed)[1][:, 0],
         action_space=chunks[0].space,
         action_names=tuple(chunks[0].names),

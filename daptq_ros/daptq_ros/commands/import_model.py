@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from daptq_ros.policy.importer import RobotMapping
     from daptq_ros.policy.normalize import Normalizer
 
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from daptq_ros.policy.importer import import_pi0, load_mapping
 
     mapping = load_mapping(args.robot)
-    normalizer = stats_from_bags(args.stats_from) if args.stats_from else None
+    normalizer = stats_from_bags(args.stats_from, mapping) if args.stats_from else None
     provenance = {"command": " ".join(["daptq", *sys.argv[1:]])}
     out = import_pi0(args.checkpoint, mapping, args.out, normalizer, provenance, args.tokenizer)
     meta = json.loads((Path(out) / "daptq.json").read_text())
@@ -83,18 +84,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def stats_from_bags(roots: list[str]) -> Normalizer:
-    """States and commanded actions of the episode bags under `roots`, fitted per dimension."""
+def stats_from_bags(roots: list[str], mapping: RobotMapping) -> Normalizer:
+    """States (as the mapping builds them) and commanded actions of the episode bags under
+    `roots`, fitted per dimension."""
     import numpy as np
 
     from daptq_ros.bags import find_bag_dirs, read_episode
+    from daptq_ros.bags.state import StateSpec
     from daptq_ros.errors import ModelError
     from daptq_ros.policy.normalize import Normalizer
 
     folders = [bag for root in roots for bag in find_bag_dirs(root)]
     if not folders:
         raise ModelError(f"--stats-from {' '.join(roots)}: no rosbag2 episodes found")
-    episodes = [read_episode(folder) for folder in folders]
+    state = StateSpec(mapping.state_source, mapping.state_names)
+    episodes = [read_episode(folder, state) for folder in folders]
+    for episode in episodes:
+        if episode.action_names != mapping.action_names:
+            raise ModelError(
+                f"--stats-from {episode.path}: its actions are {', '.join(episode.action_names)}"
+                f", the mapping {mapping.name} names {', '.join(mapping.action_names)}; record "
+                "the checkpoint's actions or fix the mapping's action_names"
+            )
     states = np.concatenate([e.states for e in episodes])
     actions = np.concatenate([e.labels.reshape(-1, e.labels.shape[-1]) for e in episodes])
     return Normalizer.fit(states, actions)

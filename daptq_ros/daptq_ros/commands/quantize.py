@@ -203,7 +203,9 @@ def _calibration(
         stratify,
     )
 
-    episodes = [read_episode(p) for p in tqdm(bags, desc="read calibration bags", unit="bag")]
+    state = loaded.meta.state_spec  # the states as the model takes them
+    bar = tqdm(bags, desc="read calibration bags", unit="bag")
+    episodes = [read_episode(p, state) for p in bar]
     counts = bin_counts(check_calibration_set(episodes, args.bins), args.bins)
     chosen = stratify(episodes, args.bins, args.episodes_per_bin, args.seed)
     batches = calibration_batches(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daptq_ros.bags.state import STATE_SOURCES
 from daptq_ros.errors import ConfigError
 
 
@@ -50,6 +51,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="model settings over the size preset (VALUE read as JSON, else as text), e.g. "
         "cognition_tokens=8; with --init, only settings that keep the weights' shapes, e.g. "
         "cogact's condition_dropout=0.1 guidance_scale=1.5 (classifier-free guidance)",
+    )
+    parser.add_argument(
+        "--state",
+        default="ee_position_gripper",
+        choices=STATE_SOURCES,
+        help="the model's state: the tool position and Sawyer gripper opening, or the "
+        "positions of named joints (--state-joints) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--state-joints",
+        nargs="+",
+        default=None,
+        metavar="JOINT",
+        help="--state joint_positions: the joints, in order (default: every joint of the "
+        "first episode's /joint_states)",
     )
     parser.add_argument(
         "--steps", type=int, default=10_000, help="optimiser steps (default: 10000)"
@@ -122,12 +138,20 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from daptq_ros.bags import find_bag_dirs, read_episode
+    from daptq_ros.bags.episode import recorded_joint_names
+    from daptq_ros.bags.state import StateSpec
+    from daptq_ros.errors import BagError
     from daptq_ros.policy import TrainConfig, train
 
     overrides = parse_settings(args.set)  # before minutes of reading bags
     torch.set_num_threads(args.threads)
     bags = [bag for root in args.data for bag in find_bag_dirs(root)]
-    episodes = [read_episode(p) for p in tqdm(bags, desc="read episodes", unit="bag")]
+    if not bags:
+        raise BagError(f"--data {' '.join(args.data)}: no rosbag2 episodes found")
+    state = StateSpec()
+    if args.state == "joint_positions":
+        state = StateSpec(args.state, args.state_joints or recorded_joint_names(bags[0]))
+    episodes = [read_episode(p, state) for p in tqdm(bags, desc="read episodes", unit="bag")]
     if args.only_successful:
         episodes = [e for e in episodes if e.meta.success]
     first = episodes[0]
@@ -136,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         dt=first.chunk_dt,
         action_names=first.action_names,
         action_space=first.action_space,
+        state_source=state.source,
+        state_names=state.names,
         size=args.size,
         model_overrides=overrides,
         steps=args.steps,

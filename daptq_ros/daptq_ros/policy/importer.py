@@ -17,7 +17,10 @@ The robot mapping (config/mappings/*.yaml, or a YAML path) says what the checkpo
 action dimensions are on the arm. LeRobot's pi0 folders (config.json with "type": "pi0",
 LeRobot's key names, its processor files) are read directly (policy/lerobot.py); their tokenizer
 is named, not held, so a local copy is passed with `--tokenizer`. Both layouts get their
-processor's prompt: the tokenizer's BOS, the instruction and a newline.
+processor's prompt: the tokenizer's BOS, the instruction and a newline, and their processor's
+image resizing (daptq.json "image_resize", policy/images.py): for a transformers checkpoint read
+from its image processor's settings (`image_resize_from_processor`), for LeRobot's a fact of
+LeRobot's pi0 (lerobot.LEROBOT_RESIZE).
 """
 
 from __future__ import annotations
@@ -32,18 +35,44 @@ import numpy as np
 import yaml
 from tokenizers import Tokenizer
 from transformers import PI0Config, PI0ForConditionalGeneration
+from transformers.utils import is_torchvision_available
 
-from daptq_ros.errors import ModelError
+from daptq_ros.bags.state import StateSpec
+from daptq_ros.errors import BagError, ModelError
 from daptq_ros.policy.checkpoint_tensors import check_checkpoint_tensors
 from daptq_ros.policy.contract import ACTION_SPACES
 from daptq_ros.policy.families.pi0 import Pi0Adapter
+from daptq_ros.policy.images import ImageResize
 from daptq_ros.policy.lerobot import PROMPT_SUFFIX, is_lerobot_folder, read_lerobot_pi0
-from daptq_ros.policy.model_dir import PICKLE_SUFFIXES, STATE_SOURCES, ModelMeta, save_model_dir
+from daptq_ros.policy.model_dir import PICKLE_SUFFIXES, ModelMeta, save_model_dir
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.tokenizer import InstructionTokenizer
 from daptq_ros.share import share_path
 
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+# The image processors of pi0 checkpoints and their class defaults (transformers 5.24,
+# models/pi0/image_processing_pi0.py, models/siglip/image_processing_siglip.py): both BICUBIC,
+# rescale 1/255, mean = std = 0.5; PI0's fits a view into 224 x 224 and pads the rest (with 0
+# after normalising, at the bottom and right: image_processing_backends.py `pad`).
+IMAGE_DEFAULTS: dict[str, Any] = {
+    "do_resize": True,
+    "resample": 3,  # PIL's BICUBIC
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.5] * 3,
+    "image_std": [0.5] * 3,
+    "do_pad": False,
+    "do_center_crop": False,
+}
+IMAGE_PROCESSORS: dict[str, dict[str, Any]] = {
+    "SiglipImageProcessor": {"size": {"height": 224, "width": 224}},
+    "PI0ImageProcessor": {
+        "size": {"max_height": 224, "max_width": 224},
+        "do_pad": True,
+        "pad_size": {"height": 224, "width": 224},
+    },
+}
 MAPPING_FIELDS = (
     "name",
     "num_views",
@@ -62,7 +91,7 @@ class RobotMapping:
 
     name: str
     num_views: int  # camera views tiled side by side in the node's image, in checkpoint order
-    state_source: str  # what the node feeds as state (model_dir.STATE_SOURCES)
+    state_source: str  # what the node feeds as state (bags.state.STATE_SOURCES)
     state_names: tuple[str, ...]  # the checkpoint's state dimensions, in order
     action_space: str  # policy.contract.ACTION_SPACES
     action_names: tuple[str, ...]  # the checkpoint's action dimensions, in order
@@ -104,8 +133,6 @@ def mapping_from_dict(data: Mapping[str, Any], source: str) -> RobotMapping:
     def fail(field: str, need: str) -> ModelError:
         return ModelError(f"robot mapping {source}: {field} is {data[field]!r}; need {need}")
 
-    if data["state_source"] not in STATE_SOURCES:
-        raise fail("state_source", f"one of {', '.join(STATE_SOURCES)}")
     if data["action_space"] not in ACTION_SPACES:
         raise fail("action_space", f"one of {', '.join(ACTION_SPACES)}")
     for field in ("state_names", "action_names"):
@@ -116,6 +143,10 @@ def mapping_from_dict(data: Mapping[str, Any], source: str) -> RobotMapping:
             raise fail(field, "an integer >= 1")
     if isinstance(data["dt"], bool) or not isinstance(data["dt"], int | float) or data["dt"] <= 0:
         raise fail("dt", "seconds > 0")
+    try:
+        StateSpec(str(data["state_source"]), tuple(map(str, data["state_names"])))
+    except BagError as error:
+        raise ModelError(f"robot mapping {source}: {error}") from None
     return RobotMapping(
         name=str(data["name"]),
         num_views=int(data["num_views"]),
@@ -192,6 +223,70 @@ def stats_from_processor(directory: Path, mapping: RobotMapping) -> Normalizer |
     return Normalizer.from_mean_std(state_mean, state_std, action_mean, action_std)
 
 
+def image_processor_settings(directory: Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint's image processor settings: processor_config.json's "image_processor",
+    else preprocessor_config.json (older layouts), with the file they came from."""
+    processor, preprocessor = (directory / name for name in PROCESSOR_FILES)
+    for path, key in ((processor, "image_processor"), (preprocessor, None)):
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        settings = data.get(key) if key else data
+        if isinstance(settings, dict) and settings:
+            return path, settings
+    raise ModelError(
+        f"{directory}: the processor files hold no image processor settings; save the "
+        "checkpoint's PI0Processor (with its image processor) with save_pretrained"
+    )
+
+
+def image_resize_from_processor(directory: Path, side: int) -> ImageResize:
+    """How the checkpoint's image processor brings a camera view to side x side pixels; a
+    ModelError names a setting that the model's [-1, 1] pixel input cannot reproduce."""
+    path, saved = image_processor_settings(directory)
+    kind = str(saved.get("image_processor_type", "")).removesuffix("Fast").removesuffix("Pil")
+    if kind not in IMAGE_PROCESSORS:
+        raise ModelError(
+            f"{path}: image processor {kind or '(no image_processor_type)'} is not one of pi0's "
+            f"({', '.join(IMAGE_PROCESSORS)}); save the checkpoint with its PI0Processor"
+        )
+    given = {key: value for key, value in saved.items() if value is not None}
+    settings = {**IMAGE_DEFAULTS, **IMAGE_PROCESSORS[kind], **given}
+
+    def refuse(what: str, need: str) -> ModelError:
+        return ModelError(f"{path}: {what}; pi0 is imported only with {need}")
+
+    if not settings["do_resize"] or settings["do_center_crop"]:
+        raise refuse("do_resize is off or do_center_crop on", "do_resize and no center crop")
+    if int(settings["resample"]) != IMAGE_DEFAULTS["resample"]:
+        raise refuse(f"resample is {settings['resample']}", "resample 3 (BICUBIC)")
+    scale = settings["rescale_factor"] if settings["do_rescale"] else 1.0
+    mean = settings["image_mean"] if settings["do_normalize"] else [0.0] * 3
+    std = settings["image_std"] if settings["do_normalize"] else [1.0] * 3
+    if not (
+        np.isclose(float(scale), 1 / 255, rtol=1e-9)
+        and np.allclose(mean, IMAGE_DEFAULTS["image_mean"])
+        and np.allclose(std, IMAGE_DEFAULTS["image_std"])
+    ):
+        need = "pixels mapped to [-1, 1] (rescale 1/255, image_mean = image_std = 0.5)"
+        raise refuse(f"rescale {scale}, image_mean {mean}, image_std {std}", need)
+    size, pad = settings["size"], settings["pad_size"] if settings["do_pad"] else None
+    if isinstance(size, dict):  # saved SizeDicts may list unset keys as null
+        size = {key: value for key, value in size.items() if value is not None}
+    square = {"height": side, "width": side}
+    # transformers runs its torchvision backend when torchvision is installed, else PIL's
+    # (models/auto/image_processing_auto.py); PI0ImageProcessor exists for torchvision only.
+    torch_backend = kind == "PI0ImageProcessor" or is_torchvision_available()
+    kernel = "torch_bicubic" if torch_backend else "pil_bicubic"
+    if size == square:
+        return ImageResize("stretch", kernel)
+    if size == {"max_height": side, "max_width": side} and pad == square:
+        return ImageResize("letterbox", kernel, pad_value=0.5, pad="end")  # 0 after normalising
+    raise refuse(
+        f"size {size} with do_pad {settings['do_pad']} and pad_size {settings.get('pad_size')} "
+        f"do not give the vision tower's {side} x {side} views",
+        f"size {square}, or max_height = max_width = {side} padded to {square}",
+    )
+
+
 def check_dims(state_dim: int, action_dim: int, mapping: RobotMapping, source: str) -> None:
     """Statistics of `source` must have the mapping's state and action dimensions."""
     want = (len(mapping.state_names), len(mapping.action_names))
@@ -234,6 +329,7 @@ class Checkpoint:
     normalizer: Normalizer | None  # the checkpoint's own statistics, if it has them
     tokenizer: Path  # the folder of tokenizer.json
     instruction_length: int  # tokens the prompt is padded to
+    image_resize: ImageResize  # how its processor brings each camera to the model's size
 
 
 def check_mapping_fits(config: Any, mapping: RobotMapping) -> None:
@@ -257,7 +353,8 @@ def read_checkpoint(checkpoint: Path, mapping: RobotMapping, tokenizer: Path | N
         check_mapping_fits(policy.config, mapping)
         check_dims(policy.state_dim, policy.action_dim, mapping, f"{checkpoint}/config.json")
         folder = tokenizer_folder(checkpoint, tokenizer, policy.tokenizer_name)
-        return Checkpoint("lerobot", policy.config, policy.normalizer, folder, policy.max_length)
+        length, resize = policy.max_length, policy.image_resize
+        return Checkpoint("lerobot", policy.config, policy.normalizer, folder, length, resize)
     check_processor(checkpoint)
     folder = tokenizer_folder(checkpoint, tokenizer)
     config = checkpoint_config(checkpoint)
@@ -265,7 +362,11 @@ def read_checkpoint(checkpoint: Path, mapping: RobotMapping, tokenizer: Path | N
         raise ModelError(f"{checkpoint}: a daptq model directory, not a checkpoint to import")
     check_mapping_fits(config, mapping)
     statistics = stats_from_processor(checkpoint, mapping)
-    return Checkpoint("transformers", config, statistics, folder, mapping.instruction_length)
+    side = int(config.vlm_config.vision_config.image_size)
+    resize = image_resize_from_processor(checkpoint, side)
+    return Checkpoint(
+        "transformers", config, statistics, folder, mapping.instruction_length, resize
+    )
 
 
 def import_pi0(
@@ -314,6 +415,7 @@ def import_pi0(
         num_views=mapping.num_views,
         normalizer=normalizer,
         state_source=mapping.state_source,
+        state_names=mapping.state_names,
         provenance={
             **(provenance or {}),
             "imported_from": str(checkpoint.resolve()),
@@ -323,6 +425,7 @@ def import_pi0(
         },
         prompt_prefix=instructions.prefix,
         prompt_suffix=instructions.suffix,
+        image_resize=source.image_resize,
     )
     settings = {
         **config.to_dict(),

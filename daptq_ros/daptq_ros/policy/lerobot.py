@@ -15,7 +15,14 @@ published layout (`policies/pi0/configuration_pi0.py`, `processor/normalize_proc
 - the prompt is `<bos>` + task + "\\n", right-padded to `tokenizer_max_length` (48);
 - MEAN_STD maps x to (x - mean) / std; MIN_MAX, QUANTILES and QUANTILE10 map [lo, hi] onto
   [-1, 1]: an affine map too, (x - (lo + hi) / 2) / ((hi - lo) / 2), so every mode is a mean and
-  a scale here; IDENTITY is mean 0, scale 1.
+  a scale here; IDENTITY is mean 0, scale 1;
+- each camera image, as floats in [0, 1], is brought to `image_resolution` by openpi's
+  `resize_with_pad_torch` (`policies/pi0/modeling_pi0.py` `_preprocess_images`, only when its
+  size differs): scaled to fit with its aspect kept (bilinear, align_corners=False, no
+  antialiasing, clamped to [0, 1]), padded evenly on both sides (the odd pixel after) with 0.0,
+  black, then mapped to [-1, 1]. The folder does not record this; it is `LEROBOT_RESIZE`.
+  LeRobot releases before huggingface/lerobot#2218 was fixed padded with -1.0 ahead of that
+  mapping (-3 at the model): set daptq.json's image_resize.pad_value to -1.0 for those.
 
 pi0.5 (adaRMS time conditioning, state in the prompt, no state projection) and SmolVLA (a
 SmolVLM backbone) are other architectures: they are refused by type.
@@ -33,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from daptq_ros.errors import ModelError
+from daptq_ros.policy.images import ImageResize
 from daptq_ros.policy.normalize import Normalizer
 
 PREPROCESSOR = "policy_preprocessor.json"
@@ -70,6 +78,7 @@ OTHER_ARCHITECTURES = {
     "smolvla": "SmolVLA runs a SmolVLM backbone, not PaliGemma",
 }
 PROMPT_SUFFIX = "\n"  # LeRobot's pi0_new_line_processor
+LEROBOT_RESIZE = ImageResize("letterbox", "torch_bilinear", pad_value=0.0, pad="centre")
 # Modes that map [low, high] statistics onto [-1, 1].
 AFFINE_RANGES = {
     "MIN_MAX": ("min", "max"),
@@ -88,6 +97,7 @@ class LeRobotPi0:
     action_dim: int
     tokenizer_name: str  # what the folder names (a hub id): a local copy is needed
     max_length: int  # tokens the prompt is padded to
+    image_resize: ImageResize  # how each camera is brought to the model's size
 
 
 def is_lerobot_folder(directory: Path) -> bool:
@@ -135,6 +145,7 @@ def read_lerobot_pi0(directory: Path) -> LeRobotPi0:
         action_dim=action_dim,
         tokenizer_name=str(tokenizer.get("tokenizer_name", "")),
         max_length=int(tokenizer.get("max_length", data.get("tokenizer_max_length", 48))),
+        image_resize=LEROBOT_RESIZE,
     )
 
 

@@ -5,9 +5,9 @@ Layout (Hugging Face style, ARCHITECTURE.md "Model directory"):
     config.json        the family config (for pi0: a transformers PI0Config)
     model.safetensors  the weights; never a pickle
     tokenizer.json     the instruction tokenizer (`tokenizers` format)
-    daptq.json         family, action space and names, horizon, dt, image size, views,
-                       normalisation statistics, provenance (command, data seed, git revision,
-                       metrics)
+    daptq.json         family, action space and names, horizon, dt, image size, views and
+                       their resizing, normalisation statistics, provenance (command, data
+                       seed, git revision, metrics)
 
 Loading reads safetensors only: a directory that holds a pickle checkpoint (*.bin, *.pt, ...)
 instead is refused, since unpickling can run arbitrary code. Nothing here contacts the
@@ -26,10 +26,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from daptq_ros.errors import ModelError
+from daptq_ros.bags.state import EE_STATE_NAMES, STATE_SOURCES, StateSpec
+from daptq_ros.errors import BagError, ModelError
 from daptq_ros.policy.checkpoint_tensors import check_checkpoint_tensors
 from daptq_ros.policy.contract import ACTION_SPACES
 from daptq_ros.policy.families import FamilyAdapter, get_family
+from daptq_ros.policy.images import ImageResize
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.tokenizer import InstructionTokenizer
 from daptq_ros.quant import QuantConfig
@@ -42,9 +44,6 @@ META_FILE = "daptq.json"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, META_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 FORMAT_VERSION = 1
-# What the policy node feeds a model as its state vector: the tool position and the gripper
-# opening (the embedded models), or the arm's joint positions and the gripper opening.
-STATE_SOURCES = ("ee_position_gripper", "joint_positions_gripper")
 
 
 @dataclass(frozen=True)
@@ -61,9 +60,12 @@ class ModelMeta:
     normalizer: Normalizer
     provenance: dict[str, Any] = field(default_factory=dict)
     state_source: str = STATE_SOURCES[0]
+    state_names: tuple[str, ...] = EE_STATE_NAMES  # the state's dimensions (bags.state)
     # The checkpoint processor's prompt template (policy.tokenizer): "" for our own models.
     prompt_prefix: str = ""
     prompt_suffix: str = ""
+    # How camera views become image_size (policy.images): the checkpoint processor's way.
+    image_resize: ImageResize = field(default_factory=ImageResize)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action_names", tuple(self.action_names))
@@ -73,16 +75,27 @@ class ModelMeta:
                 f"daptq.json: action_space {self.action_space!r} is not one of "
                 f"{', '.join(ACTION_SPACES)}"
             )
-        if self.state_source not in STATE_SOURCES:
+        if self.state_source == "joint_positions_gripper":  # daptq.json of an older import
             raise ModelError(
-                f"daptq.json: state_source {self.state_source!r} is not one of "
-                f"{', '.join(STATE_SOURCES)}"
+                "daptq.json: state_source joint_positions_gripper is no longer read (its "
+                "gripper was the simulated Sawyer's); import the model again with a mapping "
+                "whose state_source is joint_positions and whose state_names name your joints"
             )
+        try:
+            spec = StateSpec(self.state_source, self.state_names)
+        except BagError as error:
+            raise ModelError(f"daptq.json: {error}") from None
+        object.__setattr__(self, "state_names", spec.names)
         if len(self.action_names) != self.normalizer.action_dim:
             raise ModelError(
                 f"daptq.json: {len(self.action_names)} action names but normalisation "
                 f"statistics for {self.normalizer.action_dim} action dimensions"
             )
+
+    @property
+    def state_spec(self) -> StateSpec:
+        """How the state vector is built from an arm's joint states (bags.state)."""
+        return StateSpec(self.state_source, self.state_names)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -95,8 +108,10 @@ class ModelMeta:
             "dt": self.dt,
             "image_size": list(self.image_size),
             "num_views": self.num_views,
+            "image_resize": self.image_resize.to_dict(),
             "normalization": self.normalizer.to_dict(),
             "state_source": self.state_source,
+            "state_names": list(self.state_names),
             "prompt": {"prefix": self.prompt_prefix, "suffix": self.prompt_suffix},
             "provenance": self.provenance,
         }
@@ -118,9 +133,11 @@ class ModelMeta:
                 dt=float(data["dt"]),
                 image_size=data["image_size"],
                 num_views=int(data["num_views"]),
+                image_resize=ImageResize.from_dict(data.get("image_resize", {})),
                 normalizer=Normalizer.from_dict(data["normalization"]),
                 provenance=data.get("provenance", {}),
                 state_source=data.get("state_source", STATE_SOURCES[0]),
+                state_names=data.get("state_names", EE_STATE_NAMES),
                 prompt_prefix=str(data.get("prompt", {}).get("prefix", "")),
                 prompt_suffix=str(data.get("prompt", {}).get("suffix", "")),
             )

@@ -11,8 +11,10 @@ from daptq_ros.policy.tokenizer import InstructionTokenizer
 
 
 def image_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 images [B, H, W, 3] -> float [B, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    """Images [B, H, W, 3] -> float [B, 3, H, W] in [0, 1]: uint8 ones over 255, float ones (the
+    model's resized views, images.model_image) as they are."""
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
 
 
 def make_batch(
@@ -22,7 +24,8 @@ def make_batch(
     tokenizer: InstructionTokenizer,
     normalizer: Normalizer,
 ) -> Batch:
-    """A model Batch from uint8 images [B, H, W, 3], instruction strings and raw states [B, S]."""
+    """A model Batch from images [B, H, W, 3] (uint8, or floats in [0, 1]), instruction strings
+    and raw states [B, S]."""
     ids, mask = tokenizer.encode(instructions)
     return Batch(
         images=image_tensor(images),

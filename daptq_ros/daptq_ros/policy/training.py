@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from daptq_ros.bags.state import StateSpec
 from daptq_ros.errors import ModelError, PolicyError
 from daptq_ros.policy.families import Batch, FamilyAdapter, get_family
 from daptq_ros.policy.model_dir import ModelMeta, load_model_dir, save_model_dir
@@ -60,6 +61,8 @@ class TrainConfig:
     dt: float  # seconds between two actions of a chunk
     action_names: tuple[str, ...]
     action_space: str = "ee_delta"
+    state_source: str = "ee_position_gripper"  # how the state is built (bags.state)
+    state_names: tuple[str, ...] = ("x", "y", "z", "gripper")
     size: str = "default"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     horizon: int = 8
@@ -84,6 +87,7 @@ class TrainConfig:
         """JSON-ready form."""
         data = asdict(self)
         data["action_names"] = list(self.action_names)
+        data["state_names"] = list(self.state_names)
         data["dim_weights"] = None if self.dim_weights is None else list(self.dim_weights)
         return data
 
@@ -231,6 +235,8 @@ def _model_setup(
         image_size=image_size,
         num_views=config.num_views,
         normalizer=normalizer,
+        state_source=config.state_source,
+        state_names=config.state_names,
     )
     return adapter, family_config, tokenizer, meta
 
@@ -250,6 +256,7 @@ def _init_from_model_dir(
         "family": (meta.family, config.family),
         "action_space": (meta.action_space, config.action_space),
         "action_names": (meta.action_names, tuple(config.action_names)),
+        "state": (meta.state_spec, StateSpec(config.state_source, config.state_names)),
         "horizon": (meta.horizon, config.horizon),
         "dt": (meta.dt, config.dt),
         "num_views": (meta.num_views, config.num_views),

@@ -33,7 +33,6 @@ from daptq_ros.bags.convert import (
     sec_to_ns,
     time_to_sec,
 )
-from daptq_ros.bags.episode import GRIPPER_JOINTS, gripper_opening
 from daptq_ros.bags.robot_msgs import (
     action_chunk_msg,
     diagnostic_array_msg,
@@ -42,6 +41,7 @@ from daptq_ros.bags.robot_msgs import (
     policy_status_msg,
     twist_stamped_msg,
 )
+from daptq_ros.bags.state import GRIPPER_JOINTS, StateSpec, gripper_opening
 from daptq_ros.control.chunks import ChunkScheduler
 from daptq_ros.control.commands import JOINT_INTERFACES, TargetBuilder
 from daptq_ros.control.limits import AxisLimits
@@ -164,7 +164,7 @@ class PolicyNodeCore:
         meta = getattr(getattr(first, "loaded", None), "meta", None)
         self.model_label = str(p["model"])
         self.family = str(getattr(meta, "family", ""))
-        self.state_source = str(getattr(meta, "state_source", "ee_position_gripper"))
+        self.state = getattr(meta, "state_spec", StateSpec())
         self.scheduler = ChunkScheduler(
             str(p["chunk_merge"]),
             float(p["ensemble_decay"]),
@@ -316,9 +316,10 @@ class PolicyNodeCore:
             return True, "disabled: no motion commands are published"
         if stale := self.inputs.reasons(now):
             return False, "cannot enable, inputs are stale: " + "; ".join(stale)
+        if problem := self._state_problem():
+            return False, f"cannot enable: {problem}"
         measured = self.measured()
-        if measured is None:
-            return False, f"cannot enable: {self._missing_state()}"
+        assert measured is not None  # _state_problem says why otherwise
         ok, reason = self.safety.enable(measured, now)
         if ok:
             self.fault = ""
@@ -374,12 +375,17 @@ class PolicyNodeCore:
         return None if q is None or self.arm is None else self.arm.position(q)
 
     def policy_state(self) -> NDArray[np.float64] | None:
-        """The policy's state vector and gripper opening in [0, 1]: after the tool position [3]
-        (the embedded models), or after the arm's joint positions (state_source of daptq.json).
+        """The policy's state vector as the model's StateSpec says; None until it can be built.
+
+        ee_position_gripper: the tool position (/ee_pose, else the arm's kinematics) and the
+        Sawyer finger opening (1, open, on an arm without them); joint_positions: the named
+        joints of /joint_states, the gripper's among them.
         """
-        if self.state_source == "joint_positions_gripper":
-            q = self._joint_positions()
-            return None if q is None else np.append(q, self._gripper_opening())
+        joints = self._joints
+        if self.state.source == "joint_positions":
+            if joints is None or self.state.missing(joints.names):
+                return None
+            return self.state.vector(joints.names, joints.positions)
         if self._ee_pose is not None:
             position = self._ee_pose.position
         else:
@@ -394,8 +400,8 @@ class PolicyNodeCore:
         reasons = self.inputs.reasons(now) + self.outputs.reasons(now)
         if self.last_error and self.outputs.stale(now):
             reasons.append(f"last chunk refused: {self.last_error}")
-        if self.measured() is None:
-            reasons.append(self._missing_state())
+        if problem := self._state_problem():
+            reasons.append(problem)
         return reasons
 
     def status_fields(self, now: float) -> dict[str, Any]:
@@ -535,6 +541,15 @@ class PolicyNodeCore:
         if any(name not in index for name in names):
             return None
         return self._joints.positions[[index[name] for name in names]]
+
+    def _state_problem(self) -> str:
+        """Why the arm's state or the policy's cannot be built now; "" when both can."""
+        if self.measured() is None:
+            return self._missing_state()
+        names = getattr(self._joints, "names", ())
+        if self.state.source == "joint_positions" and self.state.missing(names):
+            return self.state.describe_missing(names)
+        return ""
 
     def _missing_state(self) -> str:
         """Why there is no measured state: none arrived, or joint_states lack the arm's joints."""

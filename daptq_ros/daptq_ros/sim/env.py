@@ -23,7 +23,7 @@ import numpy as np
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from numpy.typing import ArrayLike, NDArray
 
-from daptq_ros.bags.episode import GRIPPER_JOINTS
+from daptq_ros.bags.state import GRIPPER_JOINTS
 from daptq_ros.errors import SimError
 from daptq_ros.sim.tasks import TaskSpec, get_task
 
