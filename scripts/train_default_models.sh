@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Retrain the embedded default models from scratch: simulated demonstrations -> behaviour cloning.
 # Usage: [FAMILIES="pi0 cogact"] [STEPS_pi0=20000] [STEPS_cogact=22000] [FINETUNE_cogact=8000] \
-#        bash scripts/train_default_models.sh [DATA_DIR]
+#        [CONTROL=ee_delta] [WORKERS=2] bash scripts/train_default_models.sh [DATA_DIR]
+# CONTROL=joint_delta trains the joint-space models instead (daptq_ros/models/<family>_joint, data
+# in out/demos_joint_delta): the same demonstrations recorded as changes of the seven arm joints,
+# the state the arm's joint positions (daptq collect --control, daptq train --state).
 # 1. Collect 2240 scripted demonstrations of the five tasks (~20 min with two workers): clean
 #    and DART-noisy (0.1 on the executed action; the recorded label stays clean) sets, with more
 #    episodes of the object tasks and reach, where localising the puck and the goal is the hard
@@ -21,7 +24,13 @@
 # Checkpoints sit beside each model (git-ignored); an interrupted run continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA="${1:-out/demos}"
+CONTROL="${CONTROL:-ee_delta}"
+WORKERS="${WORKERS:-2}"
+if [ "$CONTROL" = ee_delta ]; then
+  DATA="${1:-out/demos}" SUFFIX=default STATE=(--state ee_position_gripper)
+else
+  DATA="${1:-out/demos_$CONTROL}" SUFFIX=joint STATE=(--state joint_positions)
+fi
 STEPS_pi0="${STEPS_pi0:-20000}"
 STEPS_cogact="${STEPS_cogact:-22000}"
 FINETUNE_pi0="${FINETUNE_pi0:-0}"
@@ -37,7 +46,7 @@ collect() {  # OUT SEED NOISE EPISODES TASK...
   shift 4
   [ -f "$DATA/$out/summary.json" ] && return
   $DAPTQ collect --tasks "$@" --episodes "$episodes" --seed "$seed" --noise "$noise" \
-    --workers 2 --out "$DATA/$out"
+    --control "$CONTROL" --workers "$WORKERS" --out "$DATA/$out"
 }
 # Object tasks get 3x the demonstrations of the others, and a third of all episodes carry noise.
 collect demos_clean/objects 0 0 120 push pick-place
@@ -54,9 +63,12 @@ collect demos_more/clean_objects 4000 0 160 push pick-place
 collect demos_more/clean_drawer 4000 0 60 drawer-open
 collect demos_more/noisy_main 5000 0.1 70 reach push pick-place
 collect demos_more/noisy_drawer 5000 0.1 20 drawer-open
+FAMILIES=(${FAMILIES:-pi0 cogact})
 # Fine-tuning set of cogact (stage 2): button-press-topdown, 95 of the 1840 episodes above.
-collect demos_button/clean 6000 0 300 button-press-topdown
-collect demos_button/noisy 7000 0.1 100 button-press-topdown
+if [[ " ${FAMILIES[*]} " == *" cogact "* ]]; then
+  collect demos_button/clean 6000 0 300 button-press-topdown
+  collect demos_button/noisy 7000 0.1 100 button-press-topdown
+fi
 
 # FAMILY OUT STEPS LR INIT SETTINGS DATA...  (INIT "-": random initialisation; SETTINGS "-": none,
 # else space-separated KEY=VALUE model settings for --set)
@@ -66,26 +78,26 @@ train() {
   [ -d "$out.checkpoint" ] && resume=(--resume)  # continue an interrupted run
   [ "$init" != - ] && extra+=(--init "$init")
   [ "$settings" != - ] && read -ra words <<<"$settings" && extra+=(--set "${words[@]}")
-  $DAPTQ train --data "$@" --family "$family" --steps "$steps" --lr "$lr" --threads 1 \
+  $DAPTQ train --data "$@" --family "$family" "${STATE[@]}" --steps "$steps" --lr "$lr" --threads 1 \
     --checkpoint-every 500 "${extra[@]}" "${resume[@]}" --out "$out"
 }
 
 train_family() {
-  local family=$1 out="daptq_ros/models/${1}_default" steps="STEPS_$1" finetune="FINETUNE_$1"
+  local family=$1 out="daptq_ros/models/${1}_$SUFFIX" steps="STEPS_$1" finetune="FINETUNE_$1"
   local settings="FINETUNE_SETTINGS_$1"
   local base_data=("$DATA/demos_clean" "$DATA/demos_noisy" "$DATA/demos_extra" "$DATA/demos_more")
   if [ "${!finetune}" -gt 0 ]; then
     local base="out/models/${family}_base"
+    [ "$SUFFIX" = default ] || base="out/models/${family}_${SUFFIX}_base"
     [ -f "$base/model.safetensors" ] || train "$family" "$base" "${!steps}" 3e-4 - - "${base_data[@]}"
     train "$family" "$out" "${!finetune}" 1e-4 "$base" "${!settings}" "${base_data[@]}" \
       "$DATA/demos_button"
   else
     train "$family" "$out" "${!steps}" 3e-4 - - "${base_data[@]}"
   fi
-  $DAPTQ eval --model "$out" --episodes 50 --threads "$EVAL_THREADS" --record --out "out/eval_${family}_default"
+  $DAPTQ eval --model "$out" --episodes 50 --threads "$EVAL_THREADS" --record --out "out/eval_${family}_$SUFFIX"
 }
 
-FAMILIES=(${FAMILIES:-pi0 cogact})
 EVAL_THREADS=$((${#FAMILIES[@]} > 1 ? 1 : 2))  # one core per family when both train at once
 for family in "${FAMILIES[@]}"; do
   train_family "$family" &

@@ -57,6 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "stays the clean expert action (default: %(default)s, no noise)",
     )
     parser.add_argument(
+        "--control",
+        default="ee_delta",
+        choices=("ee_delta", "joint_position", "joint_delta"),
+        help="the recorded actions: hand displacements (MetaWorld's), or targets of the seven "
+        "arm joints (rad), or their change per step, and the gripper effort; the expert's "
+        "displacement is taken to the joints by one least-squares step (default: %(default)s)",
+    )
+    parser.add_argument(
         "--workers",
         type=_positive,
         default=1,
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         noise=args.noise,
         workers=args.workers,
+        control=args.control,
     )
     summary = collect(config)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))

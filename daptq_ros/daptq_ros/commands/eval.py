@@ -162,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         episodes=args.episodes,
         seed=args.seed,
         image_size=policy.loaded.meta.image_size[0],
+        control=policy.loaded.meta.action_space,
+        state=policy.loaded.meta.state_spec,
         execute_steps=args.execute_steps,
         model=str(args.model),
         bit_config=bit_config,

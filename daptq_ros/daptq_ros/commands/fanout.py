@@ -58,7 +58,9 @@ class EpisodeWorker:
             spec.model, spec.bits, spec.deployed, kernels_by_layer=spec.kernels_by_layer
         )
         self.config = config
-        self.actor = PolicyActor(policy, config.execute_steps, config.model, config.bit_config)
+        self.actor = PolicyActor(
+            policy, config.execute_steps, config.model, config.bit_config, config.state
+        )
         self.envs: dict[str, Any] = {}
 
     def run(self, task: str, seed: int) -> tuple[EpisodeResult, list[float]]:
@@ -68,7 +70,9 @@ class EpisodeWorker:
         from daptq_ros.sim.rollout import record_episode
 
         if task not in self.envs:
-            self.envs[task] = SimEnv(task, image_size=self.config.image_size).__enter__()
+            self.envs[task] = SimEnv(
+                task, image_size=self.config.image_size, control=self.config.control
+            ).__enter__()
         before = len(self.actor.latencies)
         path = episode_path(self.config.out, task, seed)
         # Left by an attempt whose worker died (the driver checked that none existed before).

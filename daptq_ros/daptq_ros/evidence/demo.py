@@ -226,6 +226,8 @@ def run_method(method: Method, config: DemoConfig) -> dict[str, Any]:
         episodes=config.episodes,
         seed=config.seed,
         image_size=policy.loaded.meta.image_size[0],
+        control=policy.loaded.meta.action_space,
+        state=policy.loaded.meta.state_spec,
         model=str(method.model),
         bit_config="" if label == FULL_PRECISION else label,
     )

@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from daptq_ros.errors import SimError
-from daptq_ros.sim.env import SimEnv
+from daptq_ros.sim.env import ACTION_SPACE, CONTROLS, SimEnv
 from daptq_ros.sim.experts import ScriptedExpert
 from daptq_ros.sim.rollout import EpisodeResult, record_episode
 from daptq_ros.sim.tasks import DEFAULT_TASKS, get_task
@@ -37,6 +37,7 @@ class CollectConfig:
     image_size: int = 96
     noise: float = 0.0
     workers: int = 1
+    control: str = ACTION_SPACE  # the recorded actions: ee_delta, joint_position, joint_delta
     jobs: tuple[tuple[str, int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -48,6 +49,8 @@ class CollectConfig:
             )
         if self.seed < 0:
             raise SimError(f"seed {self.seed} is negative; seeds start at 0")
+        if self.control not in CONTROLS:
+            raise SimError(f"control {self.control!r} is unknown; use {', '.join(CONTROLS)}")
         seeds = range(self.seed, self.seed + self.episodes)
         # Task-major order, so a worker keeps its env across the seeds of one task.
         jobs = tuple((task, seed) for task in dict.fromkeys(self.tasks) for seed in seeds)
@@ -111,8 +114,9 @@ class _Recorder:
         task, seed = job
         if self.env is None or self.env.spec.name != task:
             self.close()
-            self.env = SimEnv(task, image_size=self.config.image_size)
-            self.expert = ScriptedExpert(self.env.spec, self.config.noise)
+            env = SimEnv(task, image_size=self.config.image_size, control=self.config.control)
+            self.env = env
+            self.expert = ScriptedExpert(env.spec, self.config.noise, env.from_ee_action)
         assert self.expert is not None
         return record_episode(self.env, self.expert, seed, episode_path(self.config.out, *job))
 

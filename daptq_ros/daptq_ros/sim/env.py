@@ -5,6 +5,16 @@ just for MetaWorld's reset (which draws object and goal positions from it) and r
 caller's generator afterwards, so the same (task, seed) gives the same initial layout, image
 and instruction for every policy and in every process, whatever ran before.
 
+Three controls (CONTROLS): MetaWorld's own, a hand displacement per step; joint positions; and
+joint deltas (targets = measured joints + action).
+MetaWorld's Sawyer has no arm actuators: a mocap body welded to the hand moves it, and the
+seven joints follow through the physics. A joint-position action is therefore executed where
+its forward kinematics (this MuJoCo model's) puts the hand: the step moves the mocap by the
+hand's distance to that point, within MetaWorld's per-step limit. Tasks, seeds, contacts and
+scripted experts stay MetaWorld's, so a joint-space model is scored on the same episodes as an
+end-effector one. The redundant elbow is left to the physics, so the measured joints may differ
+from the commanded ones (the sim bridge and drift tools see the measured ones).
+
 The policy sees one image: the `corner` view (flipped, since MetaWorld's corner camera is upside
 down) and the `topview`, each S x S, side by side: [S, 2S, 3] uint8 RGB. Rendering is offscreen
 with EGL unless MUJOCO_GL says otherwise (daptq_ros.sim sets it before MuJoCo loads).
@@ -30,6 +40,15 @@ from daptq_ros.sim.tasks import TaskSpec, get_task
 ACTION_SPACE = "ee_delta"  # MetaWorld: end-effector displacement x, y, z and gripper effort
 ACTION_NAMES = ("dx", "dy", "dz", "gripper")
 ARM_JOINTS = tuple(f"right_j{i}" for i in range(7))
+# How an action drives the arm: MetaWorld's hand displacement; targets of the seven arm joints
+# (rad); or their change from the measured joints per step (rad); then the gripper effort.
+CONTROLS: dict[str, tuple[str, ...]] = {
+    ACTION_SPACE: ACTION_NAMES,
+    "joint_position": (*ARM_JOINTS, "gripper"),
+    "joint_delta": (*ARM_JOINTS, "gripper"),
+}
+# Damping (m) of the least-squares step that turns a hand displacement into joint targets.
+IK_DAMPING = 0.01
 JOINT_NAMES = ARM_JOINTS + GRIPPER_JOINTS
 CAMERAS = ("corner", "topview")
 HAND_BODY = "hand"  # its position is MetaWorld's end-effector position (the state's x, y, z)
@@ -73,6 +92,7 @@ class SimEnv:
         image_size: int = 96,
         max_steps: int | None = None,
         antialias: bool = False,
+        control: str = ACTION_SPACE,
     ) -> None:
         """Build the task's env and renderer.
 
@@ -81,6 +101,10 @@ class SimEnv:
         setting, so it is not a command-line option.
         """
         self.spec = get_task(task) if isinstance(task, str) else task
+        if control not in CONTROLS:
+            raise SimError(f"control {control!r} is unknown; use one of {', '.join(CONTROLS)}")
+        self.action_space = control
+        self.action_names = CONTROLS[control]
         if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
             raise SimError(
                 f"image size {image_size} px is out of range; use {MIN_IMAGE_SIZE} to "
@@ -116,7 +140,10 @@ class SimEnv:
             self.close()  # a half-built env must not leave a GL context behind either
             raise
         self._qpos = [int(model.joint(name).qposadr[0]) for name in JOINT_NAMES]
+        self._arm_dofs = [int(model.joint(name).dofadr[0]) for name in ARM_JOINTS]
         self._hand = model.body(HAND_BODY).id
+        self._action_scale = float(env.action_scale)  # m of hand motion per unit of ee_delta
+        self._kinematics = mujoco.MjData(model)  # scratch state for forward kinematics
         self.steps = 0
         self._instruction: str | None = None
         self._last_image: NDArray[np.uint8] | None = None
@@ -143,7 +170,10 @@ class SimEnv:
         return self._observe(privileged)
 
     def step(self, action: ArrayLike, render: bool = True) -> tuple[Observation, bool]:
-        """Apply one ee_delta action (clipped to [-1, 1]); the next observation and success.
+        """Apply one action of the env's control; the next observation and success.
+
+        ee_delta actions are clipped to [-1, 1]; a joint action moves the hand towards its
+        targets' forward kinematics by at most MetaWorld's step (its gripper effort clipped).
 
         `render=False` skips the cameras (two renders cost ~20x a physics step): the
         observation then carries the last rendered image, as a camera slower than the control
@@ -155,14 +185,52 @@ class SimEnv:
         if self.steps >= self.max_steps:
             raise SimError(f"the episode reached its {self.max_steps} steps; call reset(seed)")
         command = np.asarray(action, dtype=np.float64).reshape(-1)
-        if command.shape != (len(ACTION_NAMES),) or not np.all(np.isfinite(command)):
+        names = self.action_names
+        if command.shape != (len(names),) or not np.all(np.isfinite(command)):
             raise SimError(
-                f"an action is {len(ACTION_NAMES)} finite values ({', '.join(ACTION_NAMES)}), "
-                f"got {command.tolist()}"
+                f"a {self.action_space} action is {len(names)} finite values "
+                f"({', '.join(names)}), got {command.tolist()}"
             )
+        if self.action_space != ACTION_SPACE:
+            targets = command[:-1]
+            if self.action_space == "joint_delta":
+                targets = targets + env.data.qpos[self._qpos[: len(ARM_JOINTS)]]
+            hand = env.data.xpos[self._hand]
+            displacement = (self.hand_position(targets) - hand) / self._action_scale
+            command = np.append(displacement, command[-1])
         privileged, _, _, _, info = env.step(np.clip(command, -1.0, 1.0))
         self.steps += 1
         return self._observe(privileged, render), bool(info["success"])
+
+    def hand_position(self, arm_joints: ArrayLike) -> NDArray[np.float64]:
+        """Forward kinematics: the hand's world position (m) at the seven arm joint positions."""
+        data = self._kinematics
+        data.qpos[self._qpos[: len(ARM_JOINTS)]] = np.asarray(arm_joints, dtype=np.float64)
+        mujoco.mj_kinematics(self._open().model, data)
+        return data.xpos[self._hand].copy()
+
+    def from_ee_action(self, observation: Observation, ee_action: ArrayLike) -> NDArray:
+        """The action of this env's control that does what an ee_delta action does.
+
+        For joint controls, to first order: one damped least-squares step from the measured
+        joints towards the hand displacement the ee_delta action asks for (added to them for
+        joint_position); the gripper effort is the action's. Scripted experts demonstrate in
+        joint space through it.
+        """
+        ee = np.clip(np.asarray(ee_action, dtype=np.float64), -1.0, 1.0)
+        if self.action_space == ACTION_SPACE:
+            return ee
+        model, data = self._open().model, self._kinematics
+        q = observation.joint_positions[: len(ARM_JOINTS)]
+        data.qpos[self._qpos[: len(ARM_JOINTS)]] = q
+        mujoco.mj_kinematics(model, data)
+        mujoco.mj_comPos(model, data)
+        jacobian = np.zeros((3, model.nv))
+        mujoco.mj_jacBody(model, data, jacobian, None, self._hand)
+        jacobian = jacobian[:, self._arm_dofs]
+        gram = jacobian @ jacobian.T + IK_DAMPING**2 * np.eye(3)
+        step = jacobian.T @ np.linalg.solve(gram, ee[:3] * self._action_scale)
+        return np.append(step + (q if self.action_space == "joint_position" else 0.0), ee[3])
 
     def close(self) -> None:
         """Free the renderer and the env, then collect garbage so no EGL context outlives them."""

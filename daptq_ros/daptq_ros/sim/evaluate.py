@@ -18,10 +18,11 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from daptq_ros.bags.state import EE_STATE, StateSpec
 from daptq_ros.drift.stats import success_rate
 from daptq_ros.errors import SimError
 from daptq_ros.sim.collect import episode_path
-from daptq_ros.sim.env import Observation, SimEnv
+from daptq_ros.sim.env import ACTION_SPACE, CONTROLS, Observation, SimEnv
 from daptq_ros.sim.rollout import Decision, EpisodeResult, record_episode
 from daptq_ros.sim.tasks import DEFAULT_EVAL_SEED, DEFAULT_TASKS, get_task
 
@@ -41,7 +42,12 @@ class PolicyActor:
     """A Policy as an Actor: predict a chunk, execute its first `execute_steps` rows, repeat."""
 
     def __init__(
-        self, policy: ChunkPolicy, execute_steps: int, model: str, bit_config: str
+        self,
+        policy: ChunkPolicy,
+        execute_steps: int,
+        model: str,
+        bit_config: str,
+        state: StateSpec = EE_STATE,
     ) -> None:
         if execute_steps < 1:
             raise SimError(f"execute_steps={execute_steps}: execute at least one action per chunk")
@@ -49,6 +55,7 @@ class PolicyActor:
         self.execute_steps = execute_steps
         self.model = model
         self.bit_config = bit_config
+        self.state = state  # how the model's state is built from the observation
         self.latencies: list[float] = []
         self._queue: list[np.ndarray] = []
         self._seed = 0
@@ -69,10 +76,13 @@ class PolicyActor:
         if self._queue:
             return Decision(executed=self._queue.pop(0))
         start = time.perf_counter()
+        state = observation.state  # MetaWorld's hand position and gripper opening
+        if self.state.source != EE_STATE.source:
+            state = self.state.vector(observation.joint_names, observation.joint_positions)
         chunk = self.policy.predict(
             observation.image,
             observation.instruction,
-            observation.state,
+            state,
             seed=self._seed * 10_007 + self._calls,
         )
         latency = time.perf_counter() - start
@@ -95,6 +105,8 @@ class EvalConfig:
     execute_steps: int = 4
     model: str = "policy"
     bit_config: str = ""
+    control: str = ACTION_SPACE  # the model's action space (env.CONTROLS)
+    state: StateSpec = EE_STATE  # the model's state
 
     @property
     def seeds(self) -> range:
@@ -106,17 +118,21 @@ class EvalConfig:
             get_task(task)
         if self.episodes < 1:
             raise SimError(f"episodes={self.episodes}: evaluate at least one episode per task")
+        if self.control not in CONTROLS:
+            raise SimError(
+                f"the simulated Sawyer runs {', '.join(CONTROLS)} models, not {self.control}"
+            )
 
 
 def evaluate(policy: ChunkPolicy, config: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run every (task, seed), write one bag per episode and OUT/eval.json; return the summary."""
-    actor = PolicyActor(policy, config.execute_steps, config.model, config.bit_config)
+    actor = PolicyActor(policy, config.execute_steps, config.model, config.bit_config, config.state)
     results: list[EpisodeResult] = []
     total = len(config.tasks) * config.episodes
     start = time.perf_counter()
     with tqdm(total=total, unit="episode", desc="eval", disable=not progress) as bar:
         for task in dict.fromkeys(config.tasks):
-            with SimEnv(task, image_size=config.image_size) as env:
+            with SimEnv(task, image_size=config.image_size, control=config.control) as env:
                 for seed in config.seeds:
                     path = episode_path(config.out, task, seed)
                     if path.exists():
@@ -151,6 +167,7 @@ def summarize(
         per_task[task] = _rate(sum(r.success for r in mine), len(mine))
     latency_ms = sorted(1000 * x for x in latencies)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    settings["state"] = {"source": config.state.source, "names": list(config.state.names)}
     return {
         **settings,
         "per_task": per_task,

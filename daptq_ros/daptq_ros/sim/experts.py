@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import metaworld.policies
 import numpy as np
@@ -27,18 +28,26 @@ class ScriptedExpert:
     With `noise` > 0 the arm executes that action plus Gaussian noise of that standard deviation
     (DART: the expert then demonstrates recovering from the states a learner drifts into); the
     noise stream is seeded from the episode seed, so noisy episodes are reproducible too.
+    `to_control` turns its hand displacements into the env's control (SimEnv.from_ee_action,
+    for a joint-space env): labels and executed actions both pass through it.
     """
 
     model = EXPERT_MODEL
     bit_config = ""
 
-    def __init__(self, task: TaskSpec, noise: float = 0.0) -> None:
+    def __init__(
+        self,
+        task: TaskSpec,
+        noise: float = 0.0,
+        to_control: Callable[[Observation, np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         """The expert of `task`; `noise` is the std of the executed-action noise (0: none)."""
         if not noise >= 0.0:
             raise SimError(f"expert noise {noise} is negative; use a standard deviation >= 0")
         self.noise = float(noise)
         self._policy = getattr(metaworld.policies, task.expert)()
         self._rng = np.random.default_rng([0, NOISE_STREAM])
+        self._to_control = to_control
 
     def reset(self, seed: int) -> None:
         """Reseed the noise for the episode of `seed`."""
@@ -56,4 +65,7 @@ class ScriptedExpert:
         executed = clean
         if self.noise > 0.0:
             executed = np.clip(clean + self._rng.normal(0.0, self.noise, clean.shape), -1.0, 1.0)
+        if self._to_control is not None:
+            clean = self._to_control(observation, clean)
+            executed = self._to_control(observation, executed)
         return Decision(executed=executed, chunk=clean[None, :])

@@ -12,15 +12,15 @@ from numpy.typing import NDArray
 
 from daptq_ros.bags.convert import sec_to_ns
 from daptq_ros.bags.episode import EpisodeWriter
-from daptq_ros.sim.env import ACTION_NAMES, ACTION_SPACE, Observation, SimEnv
+from daptq_ros.sim.env import Observation, SimEnv
 
 
 @dataclass(frozen=True)
 class Decision:
     """What an actor does at one step: the action it applies, and any chunk it computed."""
 
-    executed: NDArray[np.float64]  # [4] applied to the arm at this step
-    chunk: NDArray[np.float64] | None = None  # [H, 4] computed from this observation, if any
+    executed: NDArray[np.float64]  # [D] applied to the arm at this step
+    chunk: NDArray[np.float64] | None = None  # [H, D] computed from this observation, if any
     chunk_dt: float | None = None  # s between chunk rows; None: the env's control period
     inference_latency: float = 0.0  # s
 
@@ -102,8 +102,8 @@ def record_episode(
         task=env.spec.name,
         seed=seed,
         instruction=env.spec.instruction(seed),
-        action_space=ACTION_SPACE,
-        action_names=ACTION_NAMES,
+        action_space=env.action_space,
+        action_names=env.action_names,
         # Wall-clock start, on a whole second: float seconds near today's epoch lie on a
         # 2**-22 s grid, and an integer start puts every episode's samples at the same offsets
         # on it, so the drift between two rollouts does not depend on when they were recorded.
