@@ -48,10 +48,12 @@ def save_tiny_pi0(
     view: int = VIEW,
     dims: int = 4,
     letterbox: bool = False,
+    vision_mlp: int = 64,
 ) -> Path:
     """Save the checkpoint (save_pretrained of the model and the processor) into `folder`.
 
     `widths`: the backbone's and the action expert's; `dims`: state and action dimensions;
+    `vision_mlp`: SigLIP's MLP width;
     `letterbox`: PI0ImageProcessor's fit-and-pad settings (on SigLIP's class, whose PIL backend
     runs without torchvision) instead of SigLIP's stretch."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -89,7 +91,7 @@ def save_tiny_pi0(
     vision = {
         "model_type": "siglip_vision_model",
         "hidden_size": 32,
-        "intermediate_size": 64,
+        "intermediate_size": vision_mlp,
         "num_hidden_layers": 1,
         "num_attention_heads": 2,
         "image_size": view,
@@ -145,3 +147,99 @@ def checkpoint_actions(
         normalised = model.sample_actions(**inputs, noise=noise)[0].numpy()
     mean, std = np.asarray(processor.actions_mean), np.asarray(processor.actions_std)
     return normalised[:, : mean.size] * (std + 1e-8) + mean
+
+
+LEROBOT_PRE_STATS = "policy_preprocessor_step_5_normalizer_processor.safetensors"
+LEROBOT_POST_STATS = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
+GEMMA_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads")
+GEMMA_KEYS += ("num_key_value_heads", "head_dim")
+SIGLIP_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+SIGLIP_KEYS += ("patch_size",)
+
+
+def lerobot_tables(checkpoint: Path) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """LeRobot's variant entries for this checkpoint's sizes ("tiny_vlm", "tiny_expert") and
+    its SigLIP table: LeRobot ships full-size ones only, so tests register these."""
+    import json
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    text, expert = config["vlm_config"]["text_config"], config["dit_config"]
+    vision = config["vlm_config"]["vision_config"]
+    variants = {
+        "tiny_vlm": {k: text[k] for k in GEMMA_KEYS},
+        "tiny_expert": {k: expert[k] for k in GEMMA_KEYS},
+    }
+    return variants, {k: vision[k] for k in SIGLIP_KEYS}
+
+
+def save_lerobot_folder(checkpoint: Path, folder: Path, action_mode: str = "MEAN_STD") -> Path:
+    """The checkpoint in LeRobot's published layout (PI0Policy's `model.` key names, config
+    with "type": "pi0" and variant names, the processor pipelines with their normaliser state
+    files, the tokenizer only named); actions normalised by `action_mode`. The statistics are
+    the checkpoint processor's, so both layouts predict the same."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    folder.mkdir(parents=True)
+    weights = load_file(checkpoint / "model.safetensors")
+    save_file({f"model.{k}": v for k, v in weights.items()}, folder / "model.safetensors")
+    model = json.loads((checkpoint / "config.json").read_text())
+    processor = json.loads((checkpoint / "processor_config.json").read_text())
+    view = int(model["vlm_config"]["vision_config"]["image_size"])
+    dims = len(processor["state_mean"])
+    features = {
+        "observation.state": {"type": "STATE", "shape": [dims]},
+        "observation.images.base_0_rgb": {"type": "VISUAL", "shape": [3, view, view]},
+    }
+    config = {
+        "type": "pi0",
+        "paligemma_variant": "tiny_vlm",
+        "action_expert_variant": "tiny_expert",
+        "chunk_size": model["chunk_size"],
+        "n_action_steps": model["chunk_size"],
+        "max_state_dim": model["max_state_dim"],
+        "max_action_dim": model["max_action_dim"],
+        "num_inference_steps": model["num_inference_steps"],
+        "image_resolution": [view, view],
+        "tokenizer_max_length": 48,
+        "input_features": features,
+        "output_features": {"action": {"type": "ACTION", "shape": [dims]}},
+        "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": action_mode},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    norm_map = config["normalization_mapping"]
+    tokenizer = {"tokenizer_name": "google/paligemma-3b-pt-224", "max_length": 48,
+                 "padding_side": "right", "padding": "max_length"}  # fmt: skip
+    pre = [
+        {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
+        {"registry_name": "to_batch_processor", "config": {}},
+        {"registry_name": "pi0_new_line_processor", "config": {}},
+        {"registry_name": "tokenizer_processor", "config": tokenizer},
+        {"registry_name": "device_processor", "config": {"device": "cpu"}},
+        {"registry_name": "normalizer_processor", "state_file": LEROBOT_PRE_STATS,
+         "config": {"eps": 1e-8, "features": features, "norm_map": norm_map}},
+    ]  # fmt: skip
+    post = [
+        {"registry_name": "unnormalizer_processor", "state_file": LEROBOT_POST_STATS,
+         "config": {"eps": 1e-8, "features": config["output_features"], "norm_map": norm_map}},
+        {"registry_name": "device_processor", "config": {"device": "cpu"}},
+    ]  # fmt: skip
+    for name, steps in (("policy_preprocessor", pre), ("policy_postprocessor", post)):
+        (folder / f"{name}.json").write_text(json.dumps({"name": name, "steps": steps}))
+    action_mean = np.asarray(processor["actions_mean"], np.float32)
+    action_std = np.asarray(processor["actions_std"], np.float32)
+    stats = {
+        "observation.state.mean": np.asarray(processor["state_mean"], np.float32),
+        "observation.state.std": np.asarray(processor["state_std"], np.float32),
+        "action.mean": action_mean,
+        "action.std": action_std,
+        # MIN_MAX over the same band: the affine map equals MEAN_STD's
+        "action.min": action_mean - action_std,
+        "action.max": action_mean + action_std,
+    }
+    save_file(stats, folder / LEROBOT_PRE_STATS)
+    save_file(
+        {k: v for k, v in stats.items() if k.startswith("action.")}, folder / LEROBOT_POST_STATS
+    )
+    return folder

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pi0_checkpoint import ACTION_STD, VIEW, WORDS, save_tiny_pi0
+from pi0_checkpoint import VIEW, WORDS, lerobot_tables, save_lerobot_folder, save_tiny_pi0
 from safetensors.numpy import load_file, save_file
 
 from daptq_ros.cli import main
@@ -24,33 +24,6 @@ from daptq_ros.policy.inference import load_policy
 from daptq_ros.policy.model_dir import load_model_dir
 
 pytestmark = [pytest.mark.slow]
-STATE_MEAN, STATE_STD = [0.0, 0.6, 0.2, 0.5], [0.1, 0.1, 0.1, 0.5]  # as in pi0_checkpoint.py
-TINY_GEMMA = {
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "intermediate_size": 64,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "head_dim": 16,
-}
-TINY_SIGLIP = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "patch_size": 16,
-}
-PRE_STATS = "policy_preprocessor_step_5_normalizer_processor.safetensors"
-POST_STATS = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
-
-
-@pytest.fixture(autouse=True)
-def tiny_variants(monkeypatch):
-    """LeRobot's variant table with tiny entries (LeRobot ships only full-size ones)."""
-    variants = {**lerobot.GEMMA_VARIANTS, "tiny": TINY_GEMMA}
-    monkeypatch.setattr(lerobot, "GEMMA_VARIANTS", variants)
-    monkeypatch.setattr(lerobot, "PALIGEMMA_VISION", TINY_SIGLIP)
-    monkeypatch.setattr(lerobot, "VOCAB_SIZE", len(WORDS))
 
 
 @pytest.fixture(scope="module")
@@ -58,63 +31,13 @@ def checkpoint(tmp_path_factory) -> Path:
     return save_tiny_pi0(tmp_path_factory.mktemp("ckpt") / "my_pi0")
 
 
-def save_lerobot_folder(checkpoint: Path, folder: Path, action_mode: str = "MEAN_STD") -> Path:
-    """The tiny pi0 in LeRobot's layout; actions normalised by `action_mode`."""
-    folder.mkdir(parents=True)
-    weights = load_file(checkpoint / "model.safetensors")
-    save_file({f"model.{k}": v for k, v in weights.items()}, folder / "model.safetensors")
-    features = {
-        "observation.state": {"type": "STATE", "shape": [4]},
-        "observation.images.base_0_rgb": {"type": "VISUAL", "shape": [3, VIEW, VIEW]},
-    }
-    config = {
-        "type": "pi0",
-        "paligemma_variant": "tiny",
-        "action_expert_variant": "tiny",
-        "chunk_size": 10,
-        "n_action_steps": 10,
-        "max_state_dim": 8,
-        "max_action_dim": 8,
-        "num_inference_steps": 3,
-        "image_resolution": [VIEW, VIEW],
-        "tokenizer_max_length": 48,
-        "input_features": features,
-        "output_features": {"action": {"type": "ACTION", "shape": [4]}},
-        "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": action_mode},
-    }
-    (folder / "config.json").write_text(json.dumps(config))
-    norm_map = config["normalization_mapping"]
-    tokenizer = {"tokenizer_name": "google/paligemma-3b-pt-224", "max_length": 48,
-                 "padding_side": "right", "padding": "max_length"}  # fmt: skip
-    pre = [
-        {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
-        {"registry_name": "to_batch_processor", "config": {}},
-        {"registry_name": "pi0_new_line_processor", "config": {}},
-        {"registry_name": "tokenizer_processor", "config": tokenizer},
-        {"registry_name": "device_processor", "config": {"device": "cpu"}},
-        {"registry_name": "normalizer_processor", "state_file": PRE_STATS,
-         "config": {"eps": 1e-8, "features": features, "norm_map": norm_map}},
-    ]  # fmt: skip
-    post = [
-        {"registry_name": "unnormalizer_processor", "state_file": POST_STATS,
-         "config": {"eps": 1e-8, "features": config["output_features"], "norm_map": norm_map}},
-        {"registry_name": "device_processor", "config": {"device": "cpu"}},
-    ]  # fmt: skip
-    for name, steps in (("policy_preprocessor", pre), ("policy_postprocessor", post)):
-        (folder / f"{name}.json").write_text(json.dumps({"name": name, "steps": steps}))
-    action_mean, action_std = np.zeros(4, np.float32), np.full(4, ACTION_STD, np.float32)
-    stats = {
-        "observation.state.mean": np.array(STATE_MEAN, np.float32),
-        "observation.state.std": np.array(STATE_STD, np.float32),
-        "action.mean": action_mean,
-        "action.std": action_std,
-        # MIN_MAX over the same band: the affine map equals MEAN_STD's
-        "action.min": action_mean - action_std,
-        "action.max": action_mean + action_std,
-    }
-    save_file(stats, folder / PRE_STATS)
-    save_file({k: v for k, v in stats.items() if k.startswith("action.")}, folder / POST_STATS)
-    return folder
+@pytest.fixture(autouse=True)
+def tiny_variants(monkeypatch, checkpoint):
+    """LeRobot's variant table with the tiny checkpoint's sizes (LeRobot ships full-size ones)."""
+    variants, vision = lerobot_tables(checkpoint)
+    monkeypatch.setattr(lerobot, "GEMMA_VARIANTS", {**lerobot.GEMMA_VARIANTS, **variants})
+    monkeypatch.setattr(lerobot, "PALIGEMMA_VISION", vision)
+    monkeypatch.setattr(lerobot, "VOCAB_SIZE", len(WORDS))
 
 
 def with_tokenizer(folder: Path, out: Path, checkpoint: Path) -> list[str]:

@@ -1,0 +1,146 @@
+"""A joint-space pi0 of a geometry no other test uses, from transformers and from LeRobot.
+
+Two layers, widths 48 / 24, SigLIP MLP 72, 64 px views, chunk 20, 8-D state and action (the
+`sawyer_joint_sim` mapping: seven arm joints and a finger joint in, seven joint targets and the
+gripper out). Saved by transformers' save_pretrained and rewritten in LeRobot's layout, it goes
+through import -> quantize (daptq with the real arm's Jacobian, gptq, rtn) from joint-space
+recordings of the simulated Sawyer -> eval on the joint-space simulator. The policy node drives
+it on the real ROS 2 graph in test_ros_joint_sim.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from pi0_checkpoint import WORDS, lerobot_tables, save_lerobot_folder, save_tiny_pi0
+
+from daptq_ros.cli import main
+from daptq_ros.policy import lerobot
+from daptq_ros.policy.importer import load_mapping
+from daptq_ros.policy.inference import load_policy
+from daptq_ros.policy.model_dir import load_model_dir
+from daptq_ros.quant.layers import QuantLinear
+
+pytestmark = [pytest.mark.slow]
+VIEW = 64
+MAPPING = "sawyer_joint_sim"
+SMALL = ["--bins", "1", "--batches", "2", "--batch-size", "4", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ckpt") / "joint_pi0"
+    geometry = {"layers": 2, "widths": (48, 24), "vision_mlp": 72, "view": VIEW, "dims": 8}
+    return save_tiny_pi0(folder, chunk_size=20, **geometry)
+
+
+@pytest.fixture(scope="module")
+def imported(checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("imported") / "model"
+    args = ["import", "--checkpoint", str(checkpoint), "--robot", MAPPING, "--out", str(out)]
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory, sim_renders) -> Path:
+    """Three reach episodes recorded in joint space, at the checkpoint's view size."""
+    out = tmp_path_factory.mktemp("demos") / "reach"
+    collect = ["collect", "--tasks", "reach", "--episodes", "3", "--image-size", str(VIEW)]
+    assert main([*collect, "--control", "joint_position", "--out", str(out)]) == 0
+    return out
+
+
+def error_of(capsys, argv: list[str]) -> str:
+    """The one-line error of a command that must fail with status 2."""
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("daptq "), lines
+    return lines[0]
+
+
+def test_the_import_takes_its_state_from_the_named_joints(imported):
+    meta = json.loads((imported / "daptq.json").read_text())
+    mapping = load_mapping(MAPPING)
+    assert meta["state_source"] == "joint_positions"
+    assert meta["state_names"] == list(mapping.state_names)
+    assert meta["action_space"] == "joint_position" and meta["horizon"] == 20
+    assert meta["image_size"] == [VIEW, 2 * VIEW]
+
+
+def test_the_lerobot_layout_predicts_what_the_transformers_one_does(
+    checkpoint, imported, tmp_path, monkeypatch
+):
+    variants, vision = lerobot_tables(checkpoint)
+    monkeypatch.setattr(lerobot, "GEMMA_VARIANTS", {**lerobot.GEMMA_VARIANTS, **variants})
+    monkeypatch.setattr(lerobot, "PALIGEMMA_VISION", vision)
+    monkeypatch.setattr(lerobot, "VOCAB_SIZE", len(WORDS))
+    folder = save_lerobot_folder(checkpoint, tmp_path / "lerobot_pi0")
+    ours = tmp_path / "from_lerobot"
+    args = ["import", "--checkpoint", str(folder), "--robot", MAPPING, "--tokenizer"]
+    assert main([*args, str(checkpoint), "--out", str(ours)]) == 0
+    # At the model's size: LeRobot letterboxes other sizes, this transformers processor stretches.
+    image = np.random.default_rng(3).integers(0, 255, (VIEW, 2 * VIEW, 3), dtype=np.uint8)
+    state = np.linspace(-0.8, 1.9, 8)
+    chunks = [load_policy(m).predict(image, "reach the goal", state) for m in (ours, imported)]
+    assert chunks[0].actions.shape == (20, 8) and chunks[0].space == "joint_position"
+    np.testing.assert_allclose(chunks[0].actions, chunks[1].actions, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["daptq", "gptq", "rtn"])
+def test_quantize_from_joint_space_recordings(imported, demos, tmp_path, capsys, method):
+    out = tmp_path / "quantized"
+    args = ["quantize", "--model", str(imported), "--calib", str(demos), "--method", method]
+    if method == "daptq":  # the real arm's Jacobian over the recorded joint states
+        args += ["--scores", "jacobian", "--urdf", "sawyer_sim"]
+    assert main([*args, *SMALL, "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    loaded = load_model_dir(out)
+    assert any(isinstance(m, QuantLinear) for m in loaded.model.modules())
+    assert loaded.meta.state_spec == load_model_dir(imported).meta.state_spec
+    # 24-, 48- and 72-wide inputs fit no 128-wide group: each fallback is listed.
+    assert report["kernel_fallbacks"], report.keys()
+    if method == "daptq":
+        scores = report["drift_scores"]
+        assert len(scores) == 8 and len(set(np.round(scores[:7], 6))) > 1
+
+
+def test_eval_runs_the_quantized_model_on_the_joint_space_arm(imported, demos, tmp_path, capsys):
+    quantized = tmp_path / "quantized"
+    args = ["quantize", "--model", str(imported), "--calib", str(demos), "--method", "rtn"]
+    assert main([*args, *SMALL, "--out", str(quantized)]) == 0
+    run = tmp_path / "run"
+    args = ["eval", "--model", str(quantized), "--tasks", "reach", "--episodes", "1"]
+    assert main([*args, "--threads", "1", "--out", str(run), "--json"]) == 0
+    summary = json.loads((run / "eval.json").read_text())
+    assert summary["control"] == "joint_position" and summary["overall"]["episodes"] == 1
+    assert summary["state"]["names"] == list(load_mapping(MAPPING).state_names)
+
+
+def test_statistics_from_joint_space_recordings(checkpoint, demos, tmp_path):
+    out = tmp_path / "model"
+    args = ["import", "--checkpoint", str(checkpoint), "--robot", MAPPING]
+    assert main([*args, "--stats-from", str(demos), "--out", str(out)]) == 0
+    stats = json.loads((out / "daptq.json").read_text())["normalization"]
+    assert len(stats["state"]["mean"]) == 8 and len(stats["action"]["min"]) == 8
+    assert stats["state"]["mean"][1] < -0.3  # right_j1 of the Sawyer's home, not a hand position
+
+
+def test_recordings_without_the_mappings_gripper_joint_name_it(checkpoint, demos, tmp_path, capsys):
+    mapping = yaml.safe_load(load_mapping_file(MAPPING).read_text())
+    mapping["state_names"][-1] = "robotiq_85_left_knuckle_joint"
+    path = tmp_path / "ur_gripper.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    args = ["import", "--checkpoint", str(checkpoint), "--robot", str(path)]
+    line = error_of(capsys, [*args, "--stats-from", str(demos), "--out", str(tmp_path / "m")])
+    assert "lack robotiq_85_left_knuckle_joint" in line and "r_close" in line
+
+
+def load_mapping_file(name: str) -> Path:
+    from daptq_ros.policy.importer import mappings_dir
+
+    return mappings_dir() / f"{name}.yaml"
