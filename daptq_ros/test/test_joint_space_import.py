@@ -55,12 +55,30 @@ def demos(tmp_path_factory, sim_renders) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def plain(demos, tmp_path_factory) -> Path:
+    """The demonstrations as a plain `ros2 bag record /camera/image_raw /joint_states` gives
+    them: no instruction, no tool pose, no policy topics."""
+    from daptq_ros.bags import BagReader, BagWriter, find_bag_dirs
+
+    out = tmp_path_factory.mktemp("plain")
+    topics = {"/camera/image_raw": "sensor_msgs/msg/Image", "/joint_states": ""}
+    for index, bag in enumerate(find_bag_dirs(demos)):
+        with BagReader(bag) as reader, BagWriter(out / f"rec_{index}") as writer:
+            writer.add_topic("/camera/image_raw", topics["/camera/image_raw"])
+            writer.add_topic("/joint_states", "sensor_msgs/msg/JointState")
+            for message in reader.messages(list(topics)):
+                writer.write(message.topic, message.msg, message.stamp_ns)
+    return out
+
+
 def error_of(capsys, argv: list[str]) -> str:
     """The one-line error of a command that must fail with status 2."""
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("daptq "), lines
-    return lines[0]
+    errors = [line for line in lines if line.startswith("daptq ")]  # besides progress bars
+    assert len(errors) == 1 and errors[0] == lines[-1], lines
+    return errors[0]
 
 
 def test_the_import_takes_its_state_from_the_named_joints(imported):
@@ -144,3 +162,20 @@ def load_mapping_file(name: str) -> Path:
     from daptq_ros.policy.importer import mappings_dir
 
     return mappings_dir() / f"{name}.yaml"
+
+
+def test_quantize_and_statistics_from_plain_recordings(
+    imported, checkpoint, plain, tmp_path, capsys
+):
+    args = ["quantize", "--model", str(imported), "--calib", str(plain), "--method", "daptq"]
+    args += [*SMALL[2:], "--instruction", "reach the goal"]
+    line = error_of(capsys, [*args, "--bins", "3", "--out", str(tmp_path / "q6")])
+    assert "no /ee_pose" in line and "--urdf" in line and "--bins 1" in line
+    assert main([*args, "--bins", "1", "--out", str(tmp_path / "q"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibration_episodes"] == 3
+    assert any(isinstance(m, QuantLinear) for m in load_model_dir(tmp_path / "q").model.modules())
+    out = tmp_path / "stats"
+    args = ["import", "--checkpoint", str(checkpoint), "--robot", MAPPING]
+    assert main([*args, "--stats-from", str(plain), "--out", str(out)]) == 0
+    stats = json.loads((out / "daptq.json").read_text())["normalization"]
+    assert len(stats["state"]["mean"]) == 8 and stats["state"]["mean"][1] < -0.3

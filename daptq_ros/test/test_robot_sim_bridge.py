@@ -1,4 +1,5 @@
-"""SimBridgeCore with a fake simulator: episodes, outcomes, the clock that never stops, cameras."""
+"""SimBridgeCore with a fake simulator: episodes, outcomes, the clock that never stops, cameras,
+the commands of each interface; and joint commands moving MetaWorld's arm (real simulator)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import numpy as np
 import pytest
 
 from daptq_ros.bags.convert import pose_stamped_msg
+from daptq_ros.bags.robot_msgs import joint_trajectory_msg, twist_stamped_msg
 from daptq_ros.bags.typestore import make_typestore
 from daptq_ros.errors import ControlError
 from daptq_ros.robot import sim_bridge_core as bridge
 from daptq_ros.robot.sim_bridge_core import SimBridgeCore
-from daptq_ros.sim.env import Observation
+from daptq_ros.sim.env import ARM_JOINTS, Observation, SimEnv
 
 TYPES = make_typestore().types
 DT = 0.0125
@@ -23,8 +25,11 @@ class FakeEnv:
 
     made: ClassVar[list[str]] = []
 
-    def __init__(self, task: str, image_size: int, max_steps: int | None) -> None:
-        self.task, self.max_steps, self.dt = task, max_steps or 20, DT
+    def __init__(
+        self, task: str, image_size: int, max_steps: int | None, control: str = "ee_delta"
+    ) -> None:
+        self.task, self.max_steps, self.dt, self.control = task, max_steps or 20, DT, control
+        self.actions: list[np.ndarray] = []
         self.steps, self.renders, self.closed = 0, 0, False
         self.position = np.zeros(3)
         FakeEnv.made.append(task)
@@ -36,6 +41,7 @@ class FakeEnv:
 
     def step(self, action, render: bool = True):
         self.steps += 1
+        self.actions.append(np.asarray(action, dtype=np.float64))
         self.position = self.position + 0.01 * np.asarray(action[:3])
         return self._observe(render), bool(self.position[0] >= 0.05)
 
@@ -137,6 +143,111 @@ def test_wall_period_follows_the_real_time_factor() -> None:
     assert make().wall_period == pytest.approx(DT)
 
 
-def test_joint_command_interfaces_are_refused_with_the_reason() -> None:
-    with pytest.raises(ControlError, match="need one of 'pose', 'twist'"):
-        make(command_interface="joint_trajectory")
+def test_an_interface_the_bridge_cannot_execute_is_refused_with_the_choices() -> None:
+    with pytest.raises(ControlError, match="need one of 'pose', 'twist', 'joint_trajectory'"):
+        make(command_interface="position_array")
+
+
+def trajectory(names, positions):
+    """A two-point JointTrajectory: `positions` first, then somewhere else entirely."""
+    rows = np.array([positions, np.full(len(names), 9.0)])
+    return joint_trajectory_msg(TYPES, 0, list(names), rows, [DT, 2 * DT])
+
+
+# The arm joints out of order among other joints, with values no code here was written around.
+NAMES = ("head_pan", "right_j6", "right_j2", "r_close", "right_j0")
+NAMES += ("right_j5", "right_j1", "right_j4", "right_j3")
+VALUES = (0.7, 2.1, -1.3, 0.04, 1.5, 0.9, -0.8, 0.6, 1.7)
+BY_NAME = dict(zip(NAMES, VALUES, strict=True))
+
+
+def test_pose_and_twist_commands_drive_the_hand_as_before() -> None:
+    pose = make(command_interface="pose")
+    assert pose.env.control == "ee_delta"
+    command(pose, 0.003)
+    assert pose.action() == pytest.approx([0.3, 0.0, 0.0, -1.0])
+    twist = make(command_interface="twist")
+    assert twist.env.control == "ee_delta"
+    twist.on_command(twist_stamped_msg(TYPES, 0, (0.4, -2.0, 0.0), (0, 0, 1), "world"))
+    assert twist.action() == pytest.approx([0.4 * DT / 0.01, -1.0, 0.0, -1.0])
+
+
+def test_a_joint_trajectory_commands_its_first_points_arm_joints_by_name() -> None:
+    core = make(command_interface="joint_trajectory")
+    assert core.env.control == "joint_position"  # the SimEnv runs in joint space
+    core.step()
+    assert core.env.steps == 0  # no command yet: the episode waits
+    core.on_command(trajectory(NAMES, VALUES))
+    core.step()
+    wanted = [BY_NAME[joint] for joint in ARM_JOINTS] + [-1.0]  # gripper: open, its own topic
+    assert core.env.actions == [pytest.approx(wanted)]
+
+
+def test_a_joint_command_missing_a_joint_is_refused_naming_it_and_the_last_one_stays() -> None:
+    core = make(command_interface="joint_trajectory")
+    core.on_command(trajectory(NAMES, VALUES))
+    kept = core.action()
+    partial = [n for n in NAMES if n not in ("right_j4", "right_j1")]
+    with pytest.raises(ControlError, match=r"lacks right_j1, right_j4 \(its joint_names: head_pan"):
+        core.on_command(trajectory(partial, [BY_NAME[n] for n in partial]))
+    nan = [np.nan if n == "right_j5" else v for n, v in zip(NAMES, VALUES, strict=True)]
+    with pytest.raises(ControlError, match="non-finite targets for right_j5; send finite"):
+        core.on_command(trajectory(NAMES, nan))
+    empty = joint_trajectory_msg(TYPES, 0, list(ARM_JOINTS), np.zeros((0, 7)), [])
+    with pytest.raises(ControlError, match="no points"):
+        core.on_command(empty)
+    assert core.action() == pytest.approx(kept)
+
+
+def test_a_refused_first_joint_command_does_not_start_the_episode() -> None:
+    core = make(command_interface="joint_trajectory")
+    with pytest.raises(ControlError, match="lacks right_j0, right_j1"):
+        core.on_command(trajectory(("right_j2",), (0.1,)))
+    core.step()
+    assert core.env.steps == 0 and not core.started
+
+
+@pytest.fixture(scope="module")
+def reached_joints(sim_renders) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(arm joints, hand position) at two places MetaWorld's own hand control took the arm to,
+    in the air over the push table: joint targets the mocap-held hand can actually reach."""
+    places = []
+    with SimEnv("push", image_size=16, max_steps=200) as env:
+        env.reset(11)
+        for move in ([0.6, 0.3, 0.3, -1.0], [-1.0, -0.4, 0.2, -1.0]):
+            for _ in range(25):
+                env.step(move, render=False)
+            for _ in range(30):  # settle
+                obs, _ = env.step([0.0, 0.0, 0.0, -1.0], render=False)
+            places.append((obs.joint_positions[:7].copy(), obs.ee_position.copy()))
+    return places
+
+
+@pytest.mark.sim
+def test_joint_commands_move_the_simulated_arm_to_their_targets(reached_joints) -> None:
+    """From MetaWorld's home, then from the first target, to the next: the measured joints
+    approach the commanded ones and the hand their forward kinematics (where MetaWorld measured
+    it at those joints). MetaWorld's mocap tracking swings around a fixed point by up to ~3 cm
+    (the pose interface's too), so the hand is compared on average over its last 40 steps."""
+    core = SimBridgeCore(
+        {"task": "push", "seed": 3, "command_interface": "joint_trajectory", "image_size": 16,
+         "max_steps": 400},
+        TYPES,
+    )  # fmt: skip
+    try:
+        for joints, hand in reached_joints:
+            start = core.observation
+            assert np.abs(start.joint_positions[:7] - joints).max() > 0.3  # far from the target
+            assert np.linalg.norm(start.ee_position - hand) > 0.1
+            names = list(reversed(ARM_JOINTS))
+            core.on_command(trajectory(names, joints[::-1]))
+            hands = []
+            for _ in range(160):
+                core.step()
+                hands.append(core.observation.ee_position)
+            assert not core.done
+            measured = core.observation.joint_positions[:7]
+            assert np.abs(measured - joints).max() < 0.1, (measured, joints)
+            assert np.linalg.norm(np.mean(hands[-40:], axis=0) - hand) < 0.005
+    finally:
+        core.close()

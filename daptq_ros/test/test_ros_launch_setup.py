@@ -71,11 +71,11 @@ def test_record_without_ros2_bag_fails_at_start_with_the_reason():
 def test_the_sim_launch_offers_only_the_interfaces_the_bridge_takes():
     require_ros()
     done = run(
-        ["ros2", "launch", "daptq_ros", "sim.launch.py", "command_interface:=joint_trajectory"]
+        ["ros2", "launch", "daptq_ros", "sim.launch.py", "command_interface:=position_array"]
     )
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "process started" not in output
-    assert "'pose', 'twist'" in output or "pose, twist" in output, output[-2000:]
+    assert "'pose', 'twist', 'joint_trajectory'" in output, output[-2000:]
 
 
 def test_a_bad_preset_or_reference_bag_stops_the_nodes_with_one_line_each():

@@ -67,3 +67,33 @@ def test_noise_changes_the_executed_action_not_the_label_and_repeats() -> None:
 def test_negative_noise_is_refused() -> None:
     with pytest.raises(SimError, match="negative"):
         ScriptedExpert(get_task("reach"), noise=-0.1)
+
+
+@pytest.mark.parametrize("control", ["joint_position", "joint_delta"])
+@pytest.mark.parametrize("task", ["pick-place", "button-press-topdown"])
+def test_the_expert_solves_the_task_in_joint_space(task: str, control: str) -> None:
+    """Its hand goals taken to the joints (SimEnv.from_ee_action) drive the joint-space arm."""
+    with SimEnv(task, image_size=32, control=control) as env:
+        actor = Recording(ScriptedExpert(env.spec, to_control=env.from_ee_action))
+        result = run_episode(env, actor, seed=17)
+    assert result.success and result.steps < env.max_steps
+    observation, decision = actor.steps[10]
+    assert decision.executed.shape == (8,)
+    arm = observation.joint_positions[:7]
+    step = decision.executed[:7] - (arm if control == "joint_position" else 0.0)
+    assert 0 < np.abs(step).max() < 0.2  # rad per 12.5 ms: a small move, not a jump
+
+
+def test_a_held_joint_target_is_a_setpoint_the_hand_settles_at() -> None:
+    with SimEnv("push", image_size=32, control="joint_position") as env:
+        observation = env.reset(seed=4)
+        target = observation.joint_positions[:7] + np.array([0.15, 0.1, -0.1, 0.1, 0, 0.1, 0])
+        goal = env.hand_position(target)
+        hands = []
+        for _ in range(120):
+            observation, _ = env.step(np.append(target, -1.0), render=False)
+            hands.append(observation.ee_position)
+    errors = np.linalg.norm(np.array(hands) - goal, axis=1)
+    assert errors[0] > 0.02  # it started away from the goal
+    # Settled: within the weld's sag of the goal, and no longer moving (no wind-up).
+    assert errors[-1] < 0.01 and np.ptp(errors[-40:]) < 0.001

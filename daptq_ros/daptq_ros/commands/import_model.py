@@ -53,9 +53,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         nargs="+",
         default=[],
         metavar="BAGS",
-        help="fit the state/action normalisation on these episode bags (folders are searched); "
+        help="fit the state/action normalisation on these episode bags, or for a joint-space "
+        "mapping your own `ros2 bag record` recordings of the arm (folders are searched); "
         "default: the checkpoint's own statistics (processor_config.json, or LeRobot's "
         "normaliser files)",
+    )
+    parser.add_argument(
+        "--image-topic",
+        default="/camera/image_raw",
+        help="the camera topic of plain recordings (default: %(default)s)",
     )
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -67,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     from daptq_ros.policy.importer import import_pi0, load_mapping
 
     mapping = load_mapping(args.robot)
-    normalizer = stats_from_bags(args.stats_from, mapping) if args.stats_from else None
+    normalizer = (
+        stats_from_bags(args.stats_from, mapping, args.image_topic) if args.stats_from else None
+    )
     provenance = {"command": " ".join(["daptq", *sys.argv[1:]])}
     out = import_pi0(args.checkpoint, mapping, args.out, normalizer, provenance, args.tokenizer)
     meta = json.loads((Path(out) / "daptq.json").read_text())
@@ -84,12 +92,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def stats_from_bags(roots: list[str], mapping: RobotMapping) -> Normalizer:
+def stats_from_bags(roots: list[str], mapping: RobotMapping, image_topic: str) -> Normalizer:
     """States (as the mapping builds them) and commanded actions of the episode bags under
-    `roots`, fitted per dimension."""
+    `roots` (episode bags, or plain recordings of the arm for a joint-space mapping), fitted
+    per dimension."""
     import numpy as np
 
-    from daptq_ros.bags import find_bag_dirs, read_episode
+    from daptq_ros.bags import find_bag_dirs
+    from daptq_ros.bags.recording import read_demonstration
     from daptq_ros.bags.state import StateSpec
     from daptq_ros.errors import ModelError
     from daptq_ros.policy.normalize import Normalizer
@@ -98,9 +108,20 @@ def stats_from_bags(roots: list[str], mapping: RobotMapping) -> Normalizer:
     if not folders:
         raise ModelError(f"--stats-from {' '.join(roots)}: no rosbag2 episodes found")
     state = StateSpec(mapping.state_source, mapping.state_names)
-    episodes = [read_episode(folder, state) for folder in folders]
+    episodes = [
+        read_demonstration(
+            folder,
+            state,
+            mapping.action_space,
+            mapping.action_names,
+            mapping.dt,
+            image_topic=image_topic,
+            instruction="-",  # statistics need no instruction
+        )
+        for folder in folders
+    ]
     for episode in episodes:
-        if episode.action_names != mapping.action_names:
+        if getattr(episode, "action_names", mapping.action_names) != mapping.action_names:
             raise ModelError(
                 f"--stats-from {episode.path}: its actions are {', '.join(episode.action_names)}"
                 f", the mapping {mapping.name} names {', '.join(mapping.action_names)}; record "

@@ -37,7 +37,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         nargs="+",
         required=True,
         metavar="BAGS",
-        help="episode bags, or folders searched recursively for them",
+        help="episode bags (daptq collect / eval), or for a joint-space model your own `ros2 "
+        "bag record` recordings of the arm (a camera and /joint_states), or folders searched "
+        "recursively for them",
+    )
+    parser.add_argument(
+        "--image-topic",
+        default="/camera/image_raw",
+        help="the camera topic of plain recordings (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--instruction",
+        default=None,
+        help="the task's instruction, for plain recordings without /instruction",
     )
     parser.add_argument("--method", required=True, choices=METHODS, help="quantization method")
     parser.add_argument(
@@ -144,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     check_deployable(load_config(args.config))  # a model no kernel runs is refused first
-    bags = _checked_bags(args.calib, args.bins)
     model_dir = Path(args.model) if args.model else default_model_dir("pi0")
     loaded = load_model_dir(model_dir)
+    bags = _checked_bags(args.calib, args.bins, loaded.meta, args.image_topic)
     episodes, batches, bins = _calibration(loaded, bags, args)
     start = time.perf_counter()
     summary = _quantize(loaded, episodes, batches, args)
@@ -167,25 +179,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_bags(roots: list[str], bins: int) -> list[Path]:
-    """Every calibration bag, after the cheap checks (topics, count) that precede heavy work."""
+def _checked_bags(roots: list[str], bins: int, meta: Any, image_topic: str) -> list[Path]:
+    """Every calibration bag, after the cheap checks (topics, count) that precede heavy work.
+
+    Episode bags serve every model; a joint-space model also calibrates on plain recordings
+    of the arm (a camera and /joint_states, bags.recording).
+    """
     from daptq_ros.bags import bag_info, find_bag_dirs
     from daptq_ros.bags.episode import TOPICS
+    from daptq_ros.bags.recording import JOINT_ACTION_SPACES, JOINTS_TOPIC
     from daptq_ros.errors import BagError
 
     bags = [bag for root in roots for bag in find_bag_dirs(root)]
     if len(bags) < bins:
         raise BagError(
-            f"the calibration set has {len(bags)} episode bags, fewer than one per bin "
+            f"the calibration set has {len(bags)} bags, fewer than one per bin "
             f"({bins} bins); record more episodes (daptq collect) or lower --bins"
         )
+    joint_space = meta.action_space in JOINT_ACTION_SPACES
     for bag in bags:
         topics = {t.name for t in bag_info(bag).topics}
-        if missing := sorted(set(TOPICS) - topics):
-            raise BagError(
-                f"{bag}: calibration bags need the episode topics; {', '.join(missing)} "
-                "missing (record with daptq collect / daptq eval, or record those topics)"
-            )
+        if not (missing := sorted(set(TOPICS) - topics)):
+            continue
+        if joint_space and {image_topic, JOINTS_TOPIC} <= topics:
+            continue  # a plain recording of the arm
+        plain = f", or a recording of {image_topic} and {JOINTS_TOPIC}" if joint_space else ""
+        raise BagError(
+            f"{bag}: calibration bags need the episode topics; {', '.join(missing)} "
+            f"missing (record with daptq collect / daptq eval, or record those topics{plain})"
+        )
     return bags
 
 
@@ -195,7 +217,7 @@ def _calibration(
     """Read, stratify and batch the calibration episodes; also the episodes per bin."""
     from tqdm import tqdm
 
-    from daptq_ros.bags import read_episode
+    from daptq_ros.bags.recording import read_demonstration
     from daptq_ros.policy.calibration import (
         bin_counts,
         calibration_batches,
@@ -203,15 +225,49 @@ def _calibration(
         stratify,
     )
 
-    state = loaded.meta.state_spec  # the states as the model takes them
-    bar = tqdm(bags, desc="read calibration bags", unit="bag")
-    episodes = [read_episode(p, state) for p in bar]
+    meta = loaded.meta
+    read = [
+        read_demonstration(
+            bag,
+            meta.state_spec,  # the states as the model takes them
+            meta.action_space,
+            meta.action_names,
+            meta.dt,
+            image_topic=args.image_topic,
+            instruction=args.instruction,
+        )
+        for bag in tqdm(bags, desc="read calibration bags", unit="bag")
+    ]
+    episodes = [_with_tool_path(e, args) for e in read]
     counts = bin_counts(check_calibration_set(episodes, args.bins), args.bins)
     chosen = stratify(episodes, args.bins, args.episodes_per_bin, args.seed)
     batches = calibration_batches(
-        loaded.tokenizer, loaded.meta, chosen, args.batches, args.batch_size, args.seed
+        loaded.tokenizer, meta, chosen, args.batches, args.batch_size, args.seed
     )
     return chosen, batches, counts
+
+
+def _with_tool_path(episode: Any, args: argparse.Namespace) -> Any:
+    """A recording without /ee_pose gets its tool path from --urdf (it decides the bin)."""
+    import numpy as np
+
+    from daptq_ros.errors import BagError
+
+    if episode.ee_positions is not None:
+        return episode
+    if args.urdf is None or args.urdf == SIM_ARM:
+        if args.bins == 1:  # no stratification: any path will do
+            return replace(episode, ee_positions=np.zeros((len(episode.stamps), 3)))
+        raise BagError(
+            f"{episode.path}: no /ee_pose, so its motion direction (its calibration bin) is "
+            "unknown; pass the arm's --urdf (and --ee-frame) to compute it, record /ee_pose, "
+            "or use --bins 1"
+        )
+    from daptq_ros.drift.analysis import load_kinematics
+
+    kinematics = load_kinematics(args.urdf, args.ee_frame)
+    q = kinematics.q_from_joint_state(episode.joint_names, episode.joint_positions)
+    return replace(episode, ee_positions=kinematics.fk_batch(q)[0])
 
 
 def _drift_scores(episodes: list, loaded: Any, args: argparse.Namespace):

@@ -24,6 +24,7 @@ from rosidl_runtime_py.utilities import get_message
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
 
 from daptq_ros.errors import DaptqError
 from daptq_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, RELIABLE_QOS, declare, spin
@@ -32,6 +33,7 @@ from daptq_ros.robot.params import NODE_PARAMS, spec
 from daptq_ros.robot.presets import load_robot
 
 GRIPPER_TOPIC = "/policy_node/gripper"
+COMMAND_TYPES = {"pose": PoseStamped, "twist": TwistStamped, "joint_trajectory": JointTrajectory}
 
 
 class SimBridgeNode(Node):
@@ -44,10 +46,8 @@ class SimBridgeNode(Node):
         topic = (
             params["command_topic"] or load_robot("sawyer_sim").command_topics[self.core.interface]
         )
-        if self.core.interface == "pose":
-            self.create_subscription(PoseStamped, topic, self.core.on_pose_command, COMMAND_QOS)
-        else:
-            self.create_subscription(TwistStamped, topic, self.core.on_twist_command, COMMAND_QOS)
+        command_type = COMMAND_TYPES[self.core.interface]
+        self.create_subscription(command_type, topic, self._on_command, COMMAND_QOS)
         self.create_subscription(
             Float64MultiArray, GRIPPER_TOPIC, self.core.on_gripper_command, COMMAND_QOS
         )
@@ -76,6 +76,13 @@ class SimBridgeNode(Node):
                 f"episode {self.core.episode_index} over: {self.core.task} seed "
                 f"{self.core.seed} success={self.core.success} after {self.core.env.steps} steps"
             )
+
+    def _on_command(self, msg) -> None:
+        """An arm command; a refused one is logged and the previous command stays."""
+        try:
+            self.core.on_command(msg)
+        except DaptqError as error:
+            self.get_logger().error(str(error), throttle_duration_sec=5.0)
 
     def _reset(self, request, response):
         """~/reset: a new episode with the task and seed parameters."""

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 
 from daptq_ros.errors import PolicyError
 from daptq_ros.policy.families import Batch
-from daptq_ros.policy.images import resize_image
+from daptq_ros.policy.images import model_image
 from daptq_ros.policy.model_dir import ModelMeta
 from daptq_ros.policy.tokenizer import InstructionTokenizer
 from daptq_ros.policy.training import ChunkSampler, Demonstration, _check_episodes
@@ -147,7 +147,7 @@ def calibration_batches(
                 f"({', '.join(meta.action_names)}); calibrate with episodes recorded for this "
                 "model's robot and action space"
             )
-    inputs = [_at_model_size(e, meta.image_size) for e in episodes]
+    inputs = [_at_model_size(e, meta) for e in episodes]
     _check_episodes(inputs, meta.num_views)
     sampler = ChunkSampler(inputs, tokenizer, normalizer, meta.horizon, meta.num_views)
     rng = np.random.default_rng(seed)
@@ -189,10 +189,17 @@ def _check_fields(episode: Any, index: int) -> None:
         )
 
 
-def _at_model_size(episode: Demonstration, size: tuple[int, int]) -> Demonstration:
-    """The episode itself, or a copy with every image resized to `size` (height, width)."""
+def _at_model_size(episode: Demonstration, meta: ModelMeta) -> Demonstration:
+    """The episode itself, or a copy with every image prepared as inference prepares it.
+
+    Frames are resized as the model's processor resizes them (images.model_image), then held
+    as 8-bit pixels, which keeps a long calibration set in memory (4x less than floats).
+    """
     images = np.asarray(episode.images)
-    if images.ndim != 4 or tuple(images.shape[1:3]) == tuple(size):
+    if images.ndim != 4 or tuple(images.shape[1:3]) == tuple(meta.image_size):
         return episode  # shapes that cannot be resized are reported by _check_episodes
-    resized = np.stack([resize_image(image, size) for image in images])
-    return _Resized(resized, episode.instruction, episode.states, episode.actions)
+    resized = np.stack(
+        [model_image(image, meta.image_size, meta.num_views, meta.image_resize) for image in images]
+    )
+    pixels = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
+    return _Resized(pixels, episode.instruction, episode.states, episode.actions)

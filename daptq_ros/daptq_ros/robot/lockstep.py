@@ -82,6 +82,11 @@ def run_lockstep(
     on_step: Callable[[int, float], None] | None = None,
 ) -> LockstepResult:
     """Step the sim `steps` times (or until its episode ends) with the node commanding it."""
+    if node.interface != bridge.interface:
+        raise ControlError(
+            f"lockstep: the policy node commands {node.interface} and the sim bridge takes "
+            f"{bridge.interface}; give both the same command_interface"
+        )
     command_topic = node.command_topic
     control_every = max(1, round(float(node.params["command_hz"]) * node.control_period))
     commands = chunks = 0
@@ -111,10 +116,7 @@ def run_lockstep(
         for key, msg in node.command_tick(now):
             if key == policy_core.COMMAND:
                 commands += 1
-                if node.interface == "pose":
-                    bridge.on_pose_command(msg)
-                else:
-                    bridge.on_twist_command(msg)
+                bridge.on_command(msg)
             elif key == policy_core.GRIPPER:
                 bridge.on_gripper_command(msg)
             elif key == policy_core.ACTION_CHUNK:

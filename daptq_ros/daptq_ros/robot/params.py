@@ -96,8 +96,9 @@ def _number(x: float) -> str:
 
 
 SIM_TASKS = tuple(TASKS)
-# MetaWorld moves the Sawyer's hand by mocap: the simulated arm takes Cartesian commands only.
-SIM_COMMAND_INTERFACES = ("pose", "twist")
+# What the simulated arm takes: Cartesian commands (MetaWorld moves the Sawyer's hand by mocap)
+# or joint trajectories (executed in the SimEnv's joint_position control, through the hand).
+SIM_COMMAND_INTERFACES = ("pose", "twist", "joint_trajectory")
 
 # Parameters more than one node declares, declared once.
 _ROBOT = ParamSpec("robot", "sawyer_sim", "robot preset name of config/robots/ or a YAML file path")
@@ -441,8 +442,8 @@ SIM_BRIDGE: tuple[ParamSpec, ...] = (
     ParamSpec(
         "command_interface",
         "pose",
-        "which kind of commands the simulated arm accepts (MetaWorld moves the hand, so "
-        "Cartesian ones only)",
+        "which kind of commands the simulated arm accepts: a hand pose or twist, or a "
+        "JointTrajectory of right_j0..right_j6 (the hand moves to their forward kinematics)",
         choices=SIM_COMMAND_INTERFACES,
     ),
     ParamSpec(

@@ -1,9 +1,12 @@
 """The sim bridge without rclpy: the MetaWorld Sawyer as a ROS arm (camera, joints, pose, clock).
 
-It publishes what a real arm's drivers publish and accepts the Cartesian commands the policy
-node sends (a PoseStamped target or a TwistStamped velocity, plus the gripper): MetaWorld moves
-the Sawyer's hand by mocap, one end-effector displacement per 12.5 ms step, so a command
-becomes that displacement in units of `action_scale`.
+It publishes what a real arm's drivers publish and accepts the commands the policy node sends
+on its `command_interface`, plus the gripper: a PoseStamped target or a TwistStamped velocity
+(MetaWorld moves the Sawyer's hand by mocap, one end-effector displacement per 12.5 ms step, so
+a command becomes that displacement in units of `action_scale`), or a JointTrajectory whose
+first point holds targets of right_j0..right_j6 (the SimEnv then runs in joint_position
+control: the hand moves towards the targets' forward kinematics). A command it cannot execute
+is refused with a ControlError naming the problem, and the previous command stays.
 
 Episodes run as `daptq eval` runs them: `reset(task, seed)` sets one up, its first step is
 the first arm command (an arm waits for its controller; the policy node sends none until it
@@ -35,12 +38,14 @@ from daptq_ros.bags.episode import EPISODE_INFO
 from daptq_ros.bags.robot_msgs import clock_msg, float64_array_to_numpy, twist_to_numpy
 from daptq_ros.errors import ControlError, SimError
 from daptq_ros.robot.params import check_overrides, defaults, spec
-from daptq_ros.sim.env import Observation, SimEnv
+from daptq_ros.sim.env import ARM_JOINTS, Observation, SimEnv
 
 NODE = "sim_bridge"
 CAMERA_FRAME = "camera"
 WORLD_FRAME = "world"
 GRIPPER_OPEN = -1.0  # MetaWorld's gripper action: -1 opens, +1 closes
+# The SimEnv control each command_interface drives (robot.params.SIM_COMMAND_INTERFACES).
+ENV_CONTROLS = {"pose": "ee_delta", "twist": "ee_delta", "joint_trajectory": "joint_position"}
 # Sim time starts here, not at 0: a zero header stamp means "not stamped" to ROS tools (and to
 # daptq drift), so the first observation must not carry it.
 SIM_EPOCH_S = 1.0
@@ -62,13 +67,13 @@ class SimBridgeCore:
         self,
         params: Mapping[str, Any],
         types: TypeSource,
-        make_env: Callable[[str, int, int], SimEnv] | None = None,
+        make_env: Callable[[str, int, int | None, str], SimEnv] | None = None,
     ) -> None:
         if reasons := check_overrides(NODE, params):
             raise ControlError("; ".join(reasons))
         self.params: dict[str, Any] = {**defaults(NODE), **params}
         p = self.params
-        self.interface = str(p["command_interface"])  # pose or twist (params checked it)
+        self.interface = str(p["command_interface"])  # one of ENV_CONTROLS (params checked it)
         self.types = types
         self.action_scale = float(p["action_scale"])
         self._make_env = make_env or _make_env
@@ -113,7 +118,8 @@ class SimBridgeCore:
                 self.env = None
             # max_steps 0: the task's own limit, as daptq eval uses
             max_steps = int(self.params["max_steps"]) or None
-            self.env = self._make_env(task, int(self.params["image_size"]), max_steps)
+            control = ENV_CONTROLS[self.interface]
+            self.env = self._make_env(task, int(self.params["image_size"]), max_steps, control)
         self.task, self.seed = task, int(seed)
         if self.episode_index >= 0:
             self.time += self.period  # stamps stay strictly increasing across episodes
@@ -123,9 +129,19 @@ class SimBridgeCore:
         self.done = False
         self.started = False  # the first arm command starts the episode's steps
         self._pose_target: NDArray[np.float64] | None = None
+        self._joint_target: NDArray[np.float64] | None = None
         self._velocity = np.zeros(3)
         self._gripper = GRIPPER_OPEN
         return self.initial_messages()
+
+    def on_command(self, msg: Any) -> None:
+        """An arm command of the bridge's command_interface (a ControlError refuses a bad one)."""
+        handlers = {
+            "pose": self.on_pose_command,
+            "twist": self.on_twist_command,
+            "joint_trajectory": self.on_joint_trajectory_command,
+        }
+        handlers[self.interface](msg)
 
     def on_pose_command(self, msg: Any) -> None:
         """A PoseStamped target for the hand (world frame)."""
@@ -137,6 +153,15 @@ class SimBridgeCore:
         self._velocity = twist_to_numpy(msg)[0]
         self.started = True
 
+    def on_joint_trajectory_command(self, msg: Any) -> None:
+        """A JointTrajectory: targets of right_j0..right_j6 (rad), by name, from its first point.
+
+        A message without a point, without one of those joints or with a non-finite target is
+        refused (ControlError naming it) and the previous target stays.
+        """
+        self._joint_target = arm_targets(msg)
+        self.started = True
+
     def on_gripper_command(self, msg: Any) -> None:
         """A Float64MultiArray [g]: MetaWorld's gripper action, -1 open to +1 closed."""
         values = float64_array_to_numpy(msg)
@@ -144,7 +169,13 @@ class SimBridgeCore:
             self._gripper = float(np.clip(values[0], -1.0, 1.0))
 
     def action(self) -> NDArray[np.float64]:
-        """The MetaWorld action [dx, dy, dz, gripper] the newest command asks for this step."""
+        """The SimEnv action the newest command asks for this step: [dx, dy, dz, gripper], or
+        [right_j0..right_j6, gripper] in joint_position control."""
+        if self.interface == "joint_trajectory":
+            target = self._joint_target
+            if target is None:  # no joint command yet: hold the measured joints
+                target = self.observation.joint_positions[: len(ARM_JOINTS)]
+            return np.append(target, self._gripper)
         if self.interface == "pose":
             if self._pose_target is None:
                 step = np.zeros(3)
@@ -233,6 +264,37 @@ class SimBridgeCore:
         return messages
 
 
-def _make_env(task: str, image_size: int, max_steps: int | None) -> SimEnv:
-    """The MetaWorld task with the bridge's image size and step limit (None: the task's)."""
-    return SimEnv(task, image_size=image_size, max_steps=max_steps)
+def arm_targets(msg: Any) -> NDArray[np.float64]:
+    """The first point's positions of right_j0..right_j6 in a JointTrajectory, in that order.
+
+    A ControlError names what is wrong: no point, missing joints, or non-finite values.
+    """
+    refused = "JointTrajectory command refused:"
+    wanted = ", ".join(ARM_JOINTS)
+    names = [str(name) for name in msg.joint_names]
+    if not msg.points:
+        raise ControlError(f"{refused} it has no points; send one with targets of {wanted}")
+    positions = np.asarray(msg.points[0].positions, dtype=np.float64).reshape(-1)
+    if positions.size != len(names):
+        raise ControlError(
+            f"{refused} its first point has {positions.size} positions for {len(names)} "
+            "joint_names; give one position per joint name"
+        )
+    given = dict(zip(names, positions, strict=True))
+    if missing := [joint for joint in ARM_JOINTS if joint not in given]:
+        raise ControlError(
+            f"{refused} it lacks {', '.join(missing)} (its joint_names: "
+            f"{', '.join(names) or 'none'}); name all of {wanted}"
+        )
+    targets = np.array([given[joint] for joint in ARM_JOINTS])
+    if bad := [joint for joint in ARM_JOINTS if not np.isfinite(given[joint])]:
+        raise ControlError(
+            f"{refused} non-finite targets for {', '.join(bad)}; send finite positions (rad)"
+        )
+    return targets
+
+
+def _make_env(task: str, image_size: int, max_steps: int | None, control: str) -> SimEnv:
+    """The MetaWorld task with the bridge's image size, step limit (None: the task's) and the
+    SimEnv control of its command interface."""
+    return SimEnv(task, image_size=image_size, max_steps=max_steps, control=control)

@@ -9,8 +9,9 @@ Three controls (CONTROLS): MetaWorld's own, a hand displacement per step; joint 
 joint deltas (targets = measured joints + action).
 MetaWorld's Sawyer has no arm actuators: a mocap body welded to the hand moves it, and the
 seven joints follow through the physics. A joint-position action is therefore executed where
-its forward kinematics (this MuJoCo model's) puts the hand: the step moves the mocap by the
-hand's distance to that point, within MetaWorld's per-step limit. Tasks, seeds, contacts and
+its forward kinematics (this MuJoCo model's) puts the hand: the step moves the mocap to that
+point, by at most MetaWorld's per-step limit, and the hand follows through the weld. A held
+target is therefore a setpoint the arm settles at. Tasks, seeds, contacts and
 scripted experts stay MetaWorld's, so a joint-space model is scored on the same episodes as an
 end-effector one. The redundant elbow is left to the physics, so the measured joints may differ
 from the commanded ones (the sim bridge and drift tools see the measured ones).
@@ -47,8 +48,9 @@ CONTROLS: dict[str, tuple[str, ...]] = {
     "joint_position": (*ARM_JOINTS, "gripper"),
     "joint_delta": (*ARM_JOINTS, "gripper"),
 }
-# Damping (m) of the least-squares step that turns a hand displacement into joint targets.
+# Damping (m) and count of the least-squares steps that turn a hand goal into joint targets.
 IK_DAMPING = 0.01
+IK_ITERATIONS = 3
 JOINT_NAMES = ARM_JOINTS + GRIPPER_JOINTS
 CAMERAS = ("corner", "topview")
 HAND_BODY = "hand"  # its position is MetaWorld's end-effector position (the state's x, y, z)
@@ -195,8 +197,8 @@ class SimEnv:
             targets = command[:-1]
             if self.action_space == "joint_delta":
                 targets = targets + env.data.qpos[self._qpos[: len(ARM_JOINTS)]]
-            hand = env.data.xpos[self._hand]
-            displacement = (self.hand_position(targets) - hand) / self._action_scale
+            mocap = env.data.mocap_pos[0]
+            displacement = (self.hand_position(targets) - mocap) / self._action_scale
             command = np.append(displacement, command[-1])
         privileged, _, _, _, info = env.step(np.clip(command, -1.0, 1.0))
         self.steps += 1
@@ -212,25 +214,33 @@ class SimEnv:
     def from_ee_action(self, observation: Observation, ee_action: ArrayLike) -> NDArray:
         """The action of this env's control that does what an ee_delta action does.
 
-        For joint controls, to first order: one damped least-squares step from the measured
-        joints towards the hand displacement the ee_delta action asks for (added to them for
-        joint_position); the gripper effort is the action's. Scripted experts demonstrate in
-        joint space through it.
+        For joint controls: the joint targets whose forward kinematics is where the ee_delta
+        action sends the mocap (MetaWorld moves it from where it is, which the hand trails by
+        the weld's lag), found by damped least-squares steps from the measured joints; for
+        joint_delta, their change from the measured joints. The gripper effort is the action's.
+        Scripted experts demonstrate in joint space through it.
         """
         ee = np.clip(np.asarray(ee_action, dtype=np.float64), -1.0, 1.0)
         if self.action_space == ACTION_SPACE:
             return ee
-        model, data = self._open().model, self._kinematics
+        env = self._open()
+        goal = env.data.mocap_pos[0] + ee[:3] * self._action_scale
         q = observation.joint_positions[: len(ARM_JOINTS)]
-        data.qpos[self._qpos[: len(ARM_JOINTS)]] = q
-        mujoco.mj_kinematics(model, data)
+        target = q.copy()
+        for _ in range(IK_ITERATIONS):
+            error = goal - self.hand_position(target)
+            jacobian = self._hand_jacobian()
+            gram = jacobian @ jacobian.T + IK_DAMPING**2 * np.eye(3)
+            target = target + jacobian.T @ np.linalg.solve(gram, error)
+        return np.append(target - (q if self.action_space == "joint_delta" else 0.0), ee[3])
+
+    def _hand_jacobian(self) -> NDArray[np.float64]:
+        """d hand position / d arm joints [3, 7] at the scratch state hand_position left."""
+        model, data = self._open().model, self._kinematics
         mujoco.mj_comPos(model, data)
         jacobian = np.zeros((3, model.nv))
         mujoco.mj_jacBody(model, data, jacobian, None, self._hand)
-        jacobian = jacobian[:, self._arm_dofs]
-        gram = jacobian @ jacobian.T + IK_DAMPING**2 * np.eye(3)
-        step = jacobian.T @ np.linalg.solve(gram, ee[:3] * self._action_scale)
-        return np.append(step + (q if self.action_space == "joint_position" else 0.0), ee[3])
+        return jacobian[:, self._arm_dofs]
 
     def close(self) -> None:
         """Free the renderer and the env, then collect garbage so no EGL context outlives them."""
