@@ -238,8 +238,9 @@ def test_report_on_ray_workers_gives_the_serial_results(setup, tmp_path, capsys)
 
 
 def test_report_on_a_ray_cluster_with_the_readme_commands(setup, tmp_path):
-    """The README's three cluster commands on loopback: a head and a second node (one CPU each),
-    token authentication exported on both and for `daptq report`, which runs on both nodes."""
+    """The three cluster commands of docs/commands.md on loopback: a head and a second node (one
+    CPU each), token authentication exported on both and for `daptq report`, which runs on both
+    nodes."""
     pytest.importorskip("ray")
     import os
     import socket
