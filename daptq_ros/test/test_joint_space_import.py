@@ -179,3 +179,36 @@ def test_quantize_and_statistics_from_plain_recordings(
     assert main([*args, "--stats-from", str(plain), "--out", str(out)]) == 0
     stats = json.loads((out / "daptq.json").read_text())["normalization"]
     assert len(stats["state"]["mean"]) == 8 and stats["state"]["mean"][1] < -0.3
+
+
+def test_the_node_acts_as_the_checkpoints_own_pipeline(checkpoint, imported):
+    """Two cameras of another size and joint states in the arm's order, through the policy
+    node's core: its chunk equals PI0Processor -> sample_actions -> unnormalise, same noise."""
+    from pi0_checkpoint import checkpoint_actions
+    from robot_fakes import SAWYER_JOINTS, TYPES, instruction, joints, wait_idle
+
+    from daptq_ros.bags.convert import image_msg, sec_to_ns
+    from daptq_ros.robot.policy_core import PolicyNodeCore
+
+    rng = np.random.default_rng(7)
+    views = [rng.integers(0, 255, (90, 120, 3), dtype=np.uint8) for _ in range(2)]
+    positions = np.array([0.3, -1.1, 0.2, 1.4, -0.5, 0.9, 1.7, -0.02, 0.03])
+    params = {
+        "robot": "sawyer_sim",
+        "model": str(imported),
+        "command_interface": "joint_trajectory",
+    }
+    core = PolicyNodeCore({**params, "image_topics": ["/cam/a", "/cam/b"]}, TYPES)
+    try:
+        core.on_instruction(instruction("reach the goal"), 1.0)
+        for camera, view in enumerate(views):
+            core.on_image(image_msg(TYPES, sec_to_ns(1.0), view, "camera"), 1.0, camera=camera)
+        core.on_joint_states(joints(1.0, positions, SAWYER_JOINTS), 1.0)
+        assert core.control_tick(1.0)
+        wait_idle(core, timeout=120)
+        (result,) = core.worker.take_results()
+    finally:
+        core.close()
+    state = positions[[SAWYER_JOINTS.index(n) for n in load_mapping(MAPPING).state_names]]
+    expected = checkpoint_actions(checkpoint, views, "reach the goal", state, seed=0)
+    np.testing.assert_allclose(result.actions, expected, rtol=0, atol=1e-5)
