@@ -25,7 +25,7 @@ from daptq_ros.bags.robot_msgs import float64_array_to_numpy
 from daptq_ros.bags.state import StateSpec
 from daptq_ros.control.runtime import SwapState
 from daptq_ros.errors import ControlError
-from daptq_ros.robot import policy_core
+from daptq_ros.robot import policy_builder, policy_core
 from daptq_ros.robot.policy_core import PolicyNodeCore
 
 HZ = 80.0
@@ -446,12 +446,12 @@ def test_freeze_heap_hides_the_heap_and_frees_cycles_dropped_since_the_last_free
     old.self = old  # a reference cycle, as a swapped-out model may hold
     alive = weakref.ref(old)
     try:
-        policy_core.freeze_heap()
+        policy_builder.freeze_heap()
         assert gc.get_freeze_count() > 0
         del old
         gc.collect()
         assert alive() is not None  # frozen: ordinary collections do not see it
-        policy_core.freeze_heap()  # the next model's load
+        policy_builder.freeze_heap()  # the next model's load
         assert alive() is None
     finally:
         gc.unfreeze()

@@ -12,7 +12,6 @@ on Humble, where post-set callbacks do not exist.
 from __future__ import annotations
 
 import copy
-import gc
 import math
 import threading
 import time
@@ -27,23 +26,20 @@ from daptq_ros.bags.convert import (
     TypeSource,
     compressed_image_to_numpy,
     image_to_numpy,
-    joint_state_to_numpy,
     pose_stamped_msg,
-    pose_stamped_to_numpy,
     sec_to_ns,
     time_to_sec,
 )
 from daptq_ros.bags.robot_msgs import (
     action_chunk_msg,
-    diagnostic_array_msg,
     float64_array_msg,
     joint_trajectory_msg,
     policy_status_msg,
     twist_stamped_msg,
 )
-from daptq_ros.bags.state import GRIPPER_JOINTS, StateSpec, gripper_opening
+from daptq_ros.bags.state import EE_STATE
 from daptq_ros.control.chunks import ChunkScheduler
-from daptq_ros.control.commands import JOINT_INTERFACES, TargetBuilder
+from daptq_ros.control.commands import TargetBuilder
 from daptq_ros.control.limits import AxisLimits
 from daptq_ros.control.runtime import (
     ChunkPolicy,
@@ -57,8 +53,11 @@ from daptq_ros.control.timing import ChunkTiming, control_period
 from daptq_ros.control.watchdog import Watchdog
 from daptq_ros.errors import ControlError, DaptqError
 from daptq_ros.policy.images import tile_views
+from daptq_ros.robot import policy_status
 from daptq_ros.robot.arm import ArmModel, arm_model
+from daptq_ros.robot.arm_state import ArmState
 from daptq_ros.robot.params import check_overrides, defaults, spec
+from daptq_ros.robot.policy_builder import default_policy_builder
 from daptq_ros.robot.presets import load_robot
 
 NODE = "policy_node"
@@ -80,48 +79,6 @@ IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
 CLOCK_JUMP_TOLERANCE_S = 1e-3
 PROBE_IMAGE_SIZE = (96, 192)  # blank frame for the start-up inference when a model has no size
 FALLBACK_PERIOD_S = 0.1  # chunk row time assumed when a model neither says nor answers
-
-
-def default_policy_builder(params: Mapping[str, Any]) -> Callable[[str], ChunkPolicy]:
-    """`bits -> policy` for the node's model, device and flow steps (imports torch lazily)."""
-
-    def build(bits: str) -> ChunkPolicy:
-        import torch
-
-        from daptq_ros.policy.model_dir import default_model_dir
-        from daptq_ros.policy.quantize import load_policy_with_bits
-
-        torch.set_num_threads(int(params["num_threads"]))
-        model = params["model"]
-        directory = default_model_dir("pi0") if model == "default" else model
-        steps = int(params["flow_steps"]) or None
-        policy, _ = load_policy_with_bits(
-            directory,
-            bits,
-            True,
-            str(params["device"]),
-            steps,
-            whole_model_bf16=bool(params["whole_model_bf16"]),
-            kernel_choice=str(params["kernel_choice"]),
-        )
-        freeze_heap()
-        return policy
-
-    return build
-
-
-def freeze_heap() -> None:
-    """Move every live object (model, libraries) out of the garbage collector's sight.
-
-    A full collection traverses the whole heap; with transformers and a model loaded it paused
-    the command thread for ~20 ms (bench/control_loop.py, default model, 50 Hz commands:
-    jitter p99 19.3 ms before, 3.8 ms with this call; docs/benchmarks.md). Unfreezing first
-    lets a swap's collection free the old model's reference cycles before the heap is frozen
-    again.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 class PolicyNodeCore:
@@ -164,7 +121,9 @@ class PolicyNodeCore:
         meta = getattr(getattr(first, "loaded", None), "meta", None)
         self.model_label = str(p["model"])
         self.family = str(getattr(meta, "family", ""))
-        self.state = getattr(meta, "state_spec", StateSpec())
+        self.arm_state = ArmState(
+            self.robot, self.interface, self.arm, getattr(meta, "state_spec", EE_STATE)
+        )
         self.scheduler = ChunkScheduler(
             str(p["chunk_merge"]),
             float(p["ensemble_decay"]),
@@ -193,15 +152,13 @@ class PolicyNodeCore:
         self._chunk_dt = 0.0
         self._frames: dict[int, tuple[NDArray[np.uint8], float]] = {}  # camera -> (rgb, stamp)
         self._submitted: tuple[float, ...] = ()  # frame stamps of the last inference
-        self._instruction = str(p["instruction"])
-        self._joints: Any = None
-        self._ee_pose: Any = None
+        self.instruction = str(p["instruction"])
         self._hold_quat = IDENTITY_QUAT
         self._pending: dict[str, Any] = {}
         self._pending_lock = threading.Lock()  # parameter callbacks run on another thread
-        self._ticks: deque[float] = deque(maxlen=RATE_WINDOW)
-        self._chunk_times: deque[float] = deque(maxlen=RATE_WINDOW)
-        if self._instruction:
+        self.command_times: deque[float] = deque(maxlen=RATE_WINDOW)
+        self.chunk_times: deque[float] = deque(maxlen=RATE_WINDOW)
+        if self.instruction:
             self.inputs.feed("instruction", clock())
 
     @property
@@ -234,17 +191,17 @@ class PolicyNodeCore:
         """A std_msgs/String sets the instruction."""
         text = str(msg.data).strip()
         if text:
-            self._instruction = text
+            self.instruction = text
             self.inputs.feed("instruction", now)
 
     def on_joint_states(self, msg: Any, now: float) -> None:
         """A sensor_msgs/JointState becomes the newest arm state."""
-        self._joints = joint_state_to_numpy(msg)
+        self.arm_state.on_joint_states(msg)
         self.inputs.feed("joint_states", now)
 
     def on_ee_pose(self, msg: Any, now: float) -> None:
         """A geometry_msgs/PoseStamped becomes the newest end-effector pose."""
-        self._ee_pose = pose_stamped_to_numpy(msg)
+        self.arm_state.on_ee_pose(msg)
 
     # ----- timers -----
     def control_tick(self, now: float) -> bool:
@@ -255,12 +212,12 @@ class PolicyNodeCore:
         stamps = tuple(stamp for _, stamp in frames)
         if stamps == self._submitted:
             return False  # nothing new since the last inference
-        state = self.policy_state()
+        state = self.arm_state.policy_state()
         if state is None:
             return False
         image = tile_views([rgb for rgb, _ in frames])
         # The chunk is timed from the oldest frame it saw: its rows are never early.
-        self.worker.submit(Observation(image, self._instruction, state, min(stamps)))
+        self.worker.submit(Observation(image, self.instruction, state, min(stamps)))
         self._submitted = stamps
         return True
 
@@ -278,10 +235,10 @@ class PolicyNodeCore:
         else:
             self.safety.resume()
         period = 1.0 / float(self.params["command_hz"])
-        measured = self.measured()
+        measured = self.arm_state.measured()
         target, gripper = self._target(now, period, self.safety)
         command = self.safety.step(target, measured, now, period)
-        self._ticks.append(now)
+        self.command_times.append(now)
         if command.position is None:
             return out
         message = self._command_msg(command, now, period)
@@ -316,18 +273,18 @@ class PolicyNodeCore:
             return True, "disabled: no motion commands are published"
         if stale := self.inputs.reasons(now):
             return False, "cannot enable, inputs are stale: " + "; ".join(stale)
-        if problem := self._state_problem():
+        if problem := self.arm_state.problem():
             return False, f"cannot enable: {problem}"
-        measured = self.measured()
-        assert measured is not None  # _state_problem says why otherwise
+        measured = self.arm_state.measured()
+        assert measured is not None  # problem() says why otherwise
         ok, reason = self.safety.enable(measured, now)
         if ok:
             self.fault = ""
             # The clock watchdog counts from here: a clock that stops before the first command
             # tick after enabling must be caught too.
             self._last_tick = (now, time.monotonic())
-            if self._ee_pose is not None:
-                self._hold_quat = self._ee_pose.quat_xyzw
+            if self.arm_state.ee_pose is not None:
+                self._hold_quat = self.arm_state.ee_pose.quat_xyzw
         return ok, reason
 
     def estop(self) -> tuple[bool, str]:
@@ -365,72 +322,18 @@ class PolicyNodeCore:
             self._pending[name] = value
 
     # ----- what the node reports -----
-    def measured(self) -> NDArray[np.float64] | None:
-        """The measured state in the command's space (joints, or the tool position)."""
-        if self.interface in JOINT_INTERFACES:
-            return self._joint_positions()
-        if self._ee_pose is not None:
-            return self._ee_pose.position
-        q = self._joint_positions()
-        return None if q is None or self.arm is None else self.arm.position(q)
-
-    def policy_state(self) -> NDArray[np.float64] | None:
-        """The policy's state vector as the model's StateSpec says; None until it can be built.
-
-        ee_position_gripper: the tool position (/ee_pose, else the arm's kinematics) and the
-        Sawyer finger opening (1, open, on an arm without them); joint_positions: the named
-        joints of /joint_states, the gripper's among them.
-        """
-        joints = self._joints
-        if self.state.source == "joint_positions":
-            if joints is None or self.state.missing(joints.names):
-                return None
-            return self.state.vector(joints.names, joints.positions)
-        if self._ee_pose is not None:
-            position = self._ee_pose.position
-        else:
-            q = self._joint_positions()
-            if q is None or self.arm is None:
-                return None
-            position = self.arm.position(q)
-        return np.append(position, self._gripper_opening())
-
     def hold_reasons(self, now: float) -> list[str]:
         """Why the arm must hold now (stale inputs or outputs, a swap); empty when none."""
         reasons = self.inputs.reasons(now) + self.outputs.reasons(now)
         if self.last_error and self.outputs.stale(now):
             reasons.append(f"last chunk refused: {self.last_error}")
-        if problem := self._state_problem():
+        if problem := self.arm_state.problem():
             reasons.append(problem)
         return reasons
 
     def status_fields(self, now: float) -> dict[str, Any]:
         """The fields of daptq_ros_interfaces/PolicyStatus."""
-        building = self.worker.swap_state is SwapState.BUILDING
-        return {
-            "model": self.model_label,
-            "family": self.family,
-            "bit_config": self.bit_config,
-            "instruction": self._instruction,
-            "enabled": self.safety.enabled,
-            "dry_run": self.dry_run,
-            "estopped": self.safety.estopped,
-            "safety_status": self.safety.status.value,
-            "hold_reasons": self.hold_reasons(now),
-            "inference_latency": _nan_to_zero(self.worker.mean_latency()),
-            "inference_hz": _rate(self._chunk_times),
-            "command_hz": _rate(self._ticks),
-            "dropped_frames": self.worker.counters["dropped"],
-            "rejected_actions": self.counters["rejected_actions"]
-            + self.safety.counters["rejected_nonfinite"],
-            "clipped_actions": self.counters["clipped_actions"]
-            + self.safety.counters["clipped_velocity"]
-            + self.safety.counters["clipped_acceleration"]
-            + self.safety.counters["clipped_position"],
-            "swap_in_progress": building,
-            "pending_bit_config": self.worker.swap_label if building else "",
-            "fault": self.fault,
-        }
+        return policy_status.fields(self, now)
 
     def status_key(self, now: float) -> tuple[Any, ...]:
         """What a status change is: safety state, fault, bit config, which streams hold."""
@@ -450,21 +353,7 @@ class PolicyNodeCore:
 
     def diagnostics_msg(self, now: float) -> Any:
         """/diagnostics: model, bit config, rates, drops, clipping, watchdog state."""
-        fields = self.status_fields(now)
-        level, message = "OK", fields["safety_status"]
-        estop = "e-stop latched" if fields["estopped"] else ""
-        errors = [e for e in (estop, self.fault, self.last_error, self.swap_error) if e]
-        if errors:
-            level, message = "ERROR", "; ".join(errors)
-        elif fields["hold_reasons"] and fields["enabled"]:
-            level, message = "WARN", "holding: " + "; ".join(fields["hold_reasons"])
-        values = {k: v for k, v in fields.items() if k != "hold_reasons"}
-        values.update(self.counters)
-        values["delayed_chunks"] = self.scheduler.counters["delayed"]
-        values["chunk_timing"] = self.timing.describe()
-        values["watchdog"] = "; ".join(fields["hold_reasons"]) or "ok"
-        status = (f"daptq {NODE}", level, message, values)
-        return diagnostic_array_msg(self.types, sec_to_ns(now), [status], self.robot.name)
+        return policy_status.diagnostics(self, now, NODE)
 
     def close(self) -> None:
         """Stop the inference worker."""
@@ -512,7 +401,7 @@ class PolicyNodeCore:
             # (the instruction excepted, which only has to have arrived once).
             self.inputs.reset()
             self.outputs.reset()
-            if self._instruction:
+            if self.instruction:
                 self.inputs.feed("instruction", now)
         self._last_tick = (now, wall)
 
@@ -532,46 +421,6 @@ class PolicyNodeCore:
         # Some drivers leave the stamp at zero: the arrival time stands in.
         self._frames[camera] = (rgb, stamp if stamp > 0 else now)
         self.inputs.feed(self._camera_streams[camera], now)
-
-    def _joint_positions(self) -> NDArray[np.float64] | None:
-        if self._joints is None:
-            return None
-        index = {name: i for i, name in enumerate(self._joints.names)}
-        names = self.robot.joints.names
-        if any(name not in index for name in names):
-            return None
-        return self._joints.positions[[index[name] for name in names]]
-
-    def _state_problem(self) -> str:
-        """Why the arm's state or the policy's cannot be built now; "" when both can."""
-        if self.measured() is None:
-            return self._missing_state()
-        names = getattr(self._joints, "names", ())
-        if self.state.source == "joint_positions" and self.state.missing(names):
-            return self.state.describe_missing(names)
-        return ""
-
-    def _missing_state(self) -> str:
-        """Why there is no measured state: none arrived, or joint_states lack the arm's joints."""
-        missing = [
-            n for n in self.robot.joints.names if n not in getattr(self._joints, "names", ())
-        ]
-        if self._joints is None or not missing:  # nothing yet, or no ee_pose and no kinematics
-            return "no measured state (joint_states / ee_pose)"
-        return (
-            f"joint_states lack {', '.join(missing)} of robot {self.robot.name} (they name "
-            f"{', '.join(self._joints.names) or 'no joint'}): fix the robot preset's joint_names"
-        )
-
-    def _gripper_opening(self) -> float:
-        """Opening in [0, 1] from the gripper joints; 1 (open) when the arm reports none."""
-        if self._joints is None:
-            return 1.0
-        names = self._joints.names
-        if all(g in names for g in GRIPPER_JOINTS):
-            right, left = (self._joints.positions[names.index(g)] for g in GRIPPER_JOINTS)
-            return float(gripper_opening(right, left))
-        return 1.0
 
     def _limits(self) -> AxisLimits:
         p = self.params
@@ -657,7 +506,7 @@ class PolicyNodeCore:
             return
         self.last_error = ""
         self._chunk_dt = result.dt
-        self._chunk_times.append(now)
+        self.chunk_times.append(now)
         if added:
             self.outputs.feed("action_chunk", now)
         out.append(
@@ -753,14 +602,3 @@ class PolicyNodeCore:
 def camera_streams(topics: tuple[str, ...]) -> tuple[str, ...]:
     """Watchdog stream names of the cameras: "image", or "image <topic>" for each of several."""
     return ("image",) if len(topics) == 1 else tuple(f"image {topic}" for topic in topics)
-
-
-def _rate(times: deque[float]) -> float:
-    """Events per second over the stored event times (0 with fewer than two)."""
-    if len(times) < 2 or times[-1] <= times[0]:
-        return 0.0
-    return (len(times) - 1) / (times[-1] - times[0])
-
-
-def _nan_to_zero(value: float) -> float:
-    return 0.0 if np.isnan(value) else value
