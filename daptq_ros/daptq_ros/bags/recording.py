@@ -73,28 +73,14 @@ class Recording:
 
 
 def read_demonstration(
-    path: str | Path,
-    state: StateSpec,
-    action_space: str,
-    action_names: Sequence[str],
-    dt: float,
-    *,
-    image_topic: str = "/camera/image_raw",
-    instruction: str | None = None,
+    path: str | Path, state: StateSpec, *model: Any, **options: Any
 ) -> EpisodeData | Recording:
-    """An episode bag as read_episode reads it, any other recording as read_recording does."""
+    """An episode bag as read_episode reads it, any other recording as read_recording does
+    (`model` and `options`: read_recording's action space, action names, dt and keywords)."""
     topics = {t.name for t in bag_info(path).topics}
     if set(EPISODE_TOPICS) <= topics:
         return read_episode(path, state)
-    return read_recording(
-        path,
-        state,
-        action_space,
-        action_names,
-        dt,
-        image_topic=image_topic,
-        instruction=instruction,
-    )
+    return read_recording(path, state, *model, **options)
 
 
 def read_recording(
