@@ -212,3 +212,15 @@ def test_the_node_acts_as_the_checkpoints_own_pipeline(checkpoint, imported):
     state = positions[[SAWYER_JOINTS.index(n) for n in load_mapping(MAPPING).state_names]]
     expected = checkpoint_actions(checkpoint, views, "reach the goal", state, seed=0)
     np.testing.assert_allclose(result.actions, expected, rtol=0, atol=1e-5)
+
+
+def test_episodes_of_other_actions_are_refused_before_calibration(imported, tmp_path, capsys):
+    """joint_delta episodes have the model's width but not its actions: named, not used."""
+    deltas = tmp_path / "deltas"
+    collect = ["collect", "--tasks", "reach", "--episodes", "1", "--image-size", str(VIEW)]
+    assert main([*collect, "--control", "joint_delta", "--out", str(deltas)]) == 0
+    capsys.readouterr()
+    args = ["quantize", "--model", str(imported), "--calib", str(deltas), "--method", "rtn"]
+    line = error_of(capsys, [*args, "--bins", "1", "--out", str(tmp_path / "q")])
+    assert "records joint_delta actions" in line and "takes joint_position" in line
+    assert "--control joint_position" in line

@@ -121,11 +121,13 @@ def stats_from_bags(roots: list[str], mapping: RobotMapping, image_topic: str) -
         for folder in folders
     ]
     for episode in episodes:
-        if getattr(episode, "action_names", mapping.action_names) != mapping.action_names:
+        recorded = (getattr(episode, "action_space", None), getattr(episode, "action_names", None))
+        if recorded[0] is not None and recorded != (mapping.action_space, mapping.action_names):
             raise ModelError(
-                f"--stats-from {episode.path}: its actions are {', '.join(episode.action_names)}"
-                f", the mapping {mapping.name} names {', '.join(mapping.action_names)}; record "
-                "the checkpoint's actions or fix the mapping's action_names"
+                f"--stats-from {episode.path}: its actions are {recorded[0]} "
+                f"({', '.join(recorded[1])}), the mapping {mapping.name} names "
+                f"{mapping.action_space} ({', '.join(mapping.action_names)}); record the "
+                "checkpoint's actions or fix the mapping's action_space and action_names"
             )
     states = np.concatenate([e.states for e in episodes])
     actions = np.concatenate([e.labels.reshape(-1, e.labels.shape[-1]) for e in episodes])

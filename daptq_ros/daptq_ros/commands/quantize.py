@@ -238,6 +238,8 @@ def _calibration(
         )
         for bag in tqdm(bags, desc="read calibration bags", unit="bag")
     ]
+    for episode in read:
+        _check_actions(episode, meta)
     episodes = [_with_tool_path(e, args) for e in read]
     counts = bin_counts(check_calibration_set(episodes, args.bins), args.bins)
     chosen = stratify(episodes, args.bins, args.episodes_per_bin, args.seed)
@@ -245,6 +247,21 @@ def _calibration(
         loaded.tokenizer, meta, chosen, args.batches, args.batch_size, args.seed
     )
     return chosen, batches, counts
+
+
+def _check_actions(episode: Any, meta: Any) -> None:
+    """An episode bag's recorded actions are the model's (space and names), else BagError."""
+    from daptq_ros.errors import BagError
+
+    recorded = (getattr(episode, "action_space", None), getattr(episode, "action_names", None))
+    if recorded[0] is None:  # a plain recording: its actions are built for the model
+        return
+    if recorded != (meta.action_space, tuple(meta.action_names)):
+        raise BagError(
+            f"{episode.path}: records {recorded[0]} actions ({', '.join(recorded[1])}), the "
+            f"model takes {meta.action_space} ({', '.join(meta.action_names)}); calibrate on "
+            f"episodes of this model's actions (daptq collect --control {meta.action_space})"
+        )
 
 
 def _with_tool_path(episode: Any, args: argparse.Namespace) -> Any:
