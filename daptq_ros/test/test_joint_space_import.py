@@ -90,23 +90,42 @@ def test_the_import_takes_its_state_from_the_named_joints(imported):
     assert meta["image_size"] == [VIEW, 2 * VIEW]
 
 
-def test_the_lerobot_layout_predicts_what_the_transformers_one_does(
-    checkpoint, imported, tmp_path, monkeypatch
-):
+@pytest.fixture(scope="module")
+def from_lerobot(checkpoint, tmp_path_factory) -> Path:
+    """The checkpoint rewritten in LeRobot's layout, imported (its tokenizer passed)."""
     variants, vision = lerobot_tables(checkpoint)
-    monkeypatch.setattr(lerobot, "GEMMA_VARIANTS", {**lerobot.GEMMA_VARIANTS, **variants})
-    monkeypatch.setattr(lerobot, "PALIGEMMA_VISION", vision)
-    monkeypatch.setattr(lerobot, "VOCAB_SIZE", len(WORDS))
-    folder = save_lerobot_folder(checkpoint, tmp_path / "lerobot_pi0")
-    ours = tmp_path / "from_lerobot"
-    args = ["import", "--checkpoint", str(folder), "--robot", MAPPING, "--tokenizer"]
-    assert main([*args, str(checkpoint), "--out", str(ours)]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lerobot, "GEMMA_VARIANTS", {**lerobot.GEMMA_VARIANTS, **variants})
+        patch.setattr(lerobot, "PALIGEMMA_VISION", vision)
+        patch.setattr(lerobot, "VOCAB_SIZE", len(WORDS))
+        folder = save_lerobot_folder(checkpoint, tmp_path_factory.mktemp("lerobot") / "pi0")
+        out = folder.parent / "imported"
+        args = ["import", "--checkpoint", str(folder), "--robot", MAPPING, "--tokenizer"]
+        assert main([*args, str(checkpoint), "--out", str(out)]) == 0
+    return out
+
+
+def test_the_lerobot_layout_predicts_what_the_transformers_one_does(from_lerobot, imported):
     # At the model's size: LeRobot letterboxes other sizes, this transformers processor stretches.
     image = np.random.default_rng(3).integers(0, 255, (VIEW, 2 * VIEW, 3), dtype=np.uint8)
     state = np.linspace(-0.8, 1.9, 8)
-    chunks = [load_policy(m).predict(image, "reach the goal", state) for m in (ours, imported)]
+    models = (from_lerobot, imported)
+    chunks = [load_policy(m).predict(image, "reach the goal", state) for m in models]
     assert chunks[0].actions.shape == (20, 8) and chunks[0].space == "joint_position"
     np.testing.assert_allclose(chunks[0].actions, chunks[1].actions, rtol=0, atol=1e-6)
+
+
+def test_the_lerobot_import_quantizes_and_runs_on_the_joint_space_arm(
+    from_lerobot, demos, tmp_path, capsys
+):
+    quantized, run = tmp_path / "quantized", tmp_path / "run"
+    args = ["quantize", "--model", str(from_lerobot), "--calib", str(demos), "--method", "daptq"]
+    args += ["--scores", "jacobian", "--urdf", "sawyer_sim"]
+    assert main([*args, *SMALL, "--out", str(quantized)]) == 0
+    args = ["eval", "--model", str(quantized), "--tasks", "reach", "--episodes", "1"]
+    assert main([*args, "--threads", "1", "--out", str(run), "--json"]) == 0
+    summary = json.loads((run / "eval.json").read_text())
+    assert summary["control"] == "joint_position" and summary["overall"]["episodes"] == 1
 
 
 @pytest.mark.parametrize("method", ["daptq", "gptq", "rtn"])
