@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 SAWYER_JOINTS = (*(f"right_j{i}" for i in range(7)), "r_close", "l_close")
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def require_ros() -> None:
@@ -53,7 +55,9 @@ def require_ros() -> None:
 class Launch:
     """`ros2 launch daptq_ros FILE ARGS...` in its own process group, logged to a file."""
 
-    def __init__(self, launch_file: str, arguments: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, launch_file: str, arguments: dict[str, str], log: Path, cwd: Path | None = None
+    ) -> None:
         self.command = [
             "ros2",
             "launch",
@@ -65,7 +69,11 @@ class Launch:
         self.started = time.monotonic()
         with log.open("w") as out:
             self.process = subprocess.Popen(
-                self.command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=cwd,
             )
 
     def tail(self, lines: int = 60) -> str:
@@ -89,6 +97,54 @@ def ros2(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ros2", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def daptq(
+    *args: str, cwd: Path | None = None, timeout: float = 900.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a `daptq ...` command line (e.g. the README's) in `cwd`; AssertionError with its
+    stderr when it fails."""
+    done = subprocess.run(
+        ["daptq", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+    assert done.returncode == 0, f"daptq {' '.join(args)}:\n{done.stderr[-3000:]}"
+    return done
+
+
+def readme_commands(*lines: str) -> list[list[str]]:
+    """Command lines of the README, split as a shell splits them; AssertionError when one is
+    not (or no longer) a command line of README.md, so that a test runs what users read."""
+    text = README.read_text()
+    missing = [line for line in lines if f"\n    {line}\n" not in text]
+    assert not missing, f"{README} has no command line {missing}"
+    return [shlex.split(line) for line in lines]
+
+
+def readme_launch(words: list[str], log: Path, cwd: Path | None = None) -> Launch:
+    """Start `ros2 launch daptq_ros FILE NAME:=VALUE...` (a README command line, split)."""
+    assert words[:3] == ["ros2", "launch", "daptq_ros"], words
+    arguments = dict(word.split(":=", 1) for word in words[4:])
+    return Launch(words[3], arguments, log, cwd)
+
+
+def command_limits(robot: str, interface: str = "joint_trajectory") -> tuple[Any, Any, float]:
+    """The robot preset, the limits the policy node (its installed params file) holds commands
+    of `interface` to, and its command period (s)."""
+    from ament_index_python.packages import get_package_share_directory
+
+    from daptq_ros.robot.params import defaults, load_node_yaml
+    from daptq_ros.robot.presets import load_robot
+
+    share = get_package_share_directory("daptq_ros")
+    p = {
+        **defaults("policy_node"),
+        **load_node_yaml(f"{share}/config/policy_node.yaml", "policy_node"),
+    }
+    preset = load_robot(robot)
+    limits = preset.command_limits(
+        interface, p["position_margin"], p["velocity_scale"], p["acceleration_scale"]
+    )
+    return preset, limits, 1.0 / p["command_hz"]
 
 
 class Probe:

@@ -659,3 +659,36 @@ def test_joint_states_without_the_presets_joints_name_the_missing_ones():
         assert any(r.startswith("joint_states lack panda_joint1, panda_joint2") for r in reasons)
     finally:
         core.close()
+
+
+def test_joints_from_two_drivers_are_merged_and_a_silent_one_is_named():
+    """The arm's controller and the gripper's driver publish /joint_states separately."""
+    arm, knuckle = SAWYER_JOINTS[:7], "robotiq_85_left_knuckle_joint"
+    policy = JointStatePolicy((*arm, knuckle))
+    core = PolicyNodeCore(
+        {"robot": "sawyer_sim", "dry_run": False, "joint_states_timeout_s": 0.5},
+        TYPES,
+        build_policy=lambda bits: policy,
+    )
+    try:
+        core.on_instruction(instruction(), 0.0)
+        for t in (0.0, 0.1, 0.2):
+            core.on_image(image(t), t)
+            core.on_ee_pose(ee_pose(t), t)
+            core.on_joint_states(joints(t, SAWYER_HOME[:7], arm), t)
+            if t < 0.15:  # the gripper driver publishes at a lower rate
+                core.on_joint_states(joints(t, [0.42], (knuckle,)), t)
+        ok, why = core.enable(True, 0.2)
+        assert ok, why
+        assert core.control_tick(0.2)
+        wait_idle(core)
+        np.testing.assert_allclose(policy.states[-1], [*SAWYER_HOME[:7], 0.42])
+        # The gripper driver stops; the arm's joints keep coming.
+        for t in (0.4, 0.6, 0.8):
+            core.on_image(image(t), t)
+            core.on_joint_states(joints(t, SAWYER_HOME[:7], arm), t)
+        reasons = core.hold_reasons(0.8)
+        assert any(r.startswith(f"joint_states lack {knuckle}") for r in reasons), reasons
+        assert not core.control_tick(0.8)
+    finally:
+        core.close()

@@ -1,54 +1,54 @@
 """A joint-space pi0 on the real ROS 2 graph: the simulated arm takes JointTrajectory commands.
 
-The README's commands for an arm commanded in joint space: `daptq import --robot
-sawyer_joint_sim` of a tiny pi0 (8-D joint state and joint_position actions, chunks of 20),
-`daptq collect --control joint_position` of demonstrations in joint space, `daptq quantize
---scores jacobian --urdf sawyer_sim` from them, then `ros2 launch daptq_ros sim.launch.py
-command_interface:=joint_trajectory`. Asserted is what the design guarantees on any CPU: the
-commands name the arm's joints, stay within the safety filter's joint limits, step within its
-velocity limits, and the simulated arm's measured joints move; a command missing a joint is
-refused by the bridge with its name. Skipped without ROS 2 (never in CI: DAPTQ_REQUIRE_ROS=1).
+The README's five command lines for the simulated Sawyer in joint space, run as written in
+tmp_path: `daptq import --robot sawyer_joint_sim` of a tiny pi0 (8-D joint state and
+joint_position actions, chunks of 20), `daptq collect --control joint_position` of 6 reach
+demonstrations, `daptq quantize --scores jacobian --urdf sawyer_sim` from them (the default
+w4a8, its groups fitted to the narrow layers), `daptq eval` of 10 episodes in joint_position
+control (the random tiny model need not succeed), then `ros2 launch daptq_ros sim.launch.py
+command_interface:=joint_trajectory` (on its default task, push). Asserted is what the design
+guarantees on any CPU: the commands name the arm's joints, stay within the safety filter's joint
+limits, step within its velocity limits, and the simulated arm's measured joints move; a
+command missing a joint is refused by the bridge with its name. Skipped without ROS 2 (never in
+CI: DAPTQ_REQUIRE_ROS=1).
 """
 
 from __future__ import annotations
 
-import subprocess
+import json
 import time
 
 import numpy as np
 import pytest
 from pi0_checkpoint import save_tiny_pi0
-from ros_graph import Launch, Probe, latest, patience, require_ros, ros2, wait_for
+from ros_graph import (
+    Probe,
+    command_limits,
+    daptq,
+    latest,
+    patience,
+    readme_commands,
+    readme_launch,
+    require_ros,
+    ros2,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
 COMMAND_TOPIC = "/joint_trajectory_controller/joint_trajectory"  # sawyer_sim's joint topic
 ARM = tuple(f"right_j{i}" for i in range(7))
 VIEW, CHUNK, DIMS = 48, 20, 8  # px per view; the mapping's 7 joints + gripper
 TOLERANCE = 1e-9  # rad: float rounding in the filter's steps
-
-
-def daptq(*args: str) -> None:
-    done = subprocess.run(["daptq", *args], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def joint_limits():
-    """The limits the policy node holds sawyer_sim's joint commands to (its params file)."""
-    from ament_index_python.packages import get_package_share_directory
-
-    from daptq_ros.robot.params import defaults, load_node_yaml
-    from daptq_ros.robot.presets import load_robot
-
-    share = get_package_share_directory("daptq_ros")
-    p = {
-        **defaults("policy_node"),
-        **load_node_yaml(f"{share}/config/policy_node.yaml", "policy_node"),
-    }
-    preset = load_robot("sawyer_sim")
-    limits = preset.command_limits(
-        "joint_trajectory", p["position_margin"], p["velocity_scale"], p["acceleration_scale"]
-    )
-    return preset.joints, limits, 1.0 / p["command_hz"]
+# The README's command lines, run as written in tmp_path.
+README_LINES = (
+    "daptq import --checkpoint my_pi0/ --robot sawyer_joint_sim --out models/my_pi0_sim",
+    "daptq collect --control joint_position --tasks reach --episodes 6 --out my_sim_demos",
+    "daptq quantize --model models/my_pi0_sim --calib my_sim_demos --method daptq --scores "
+    "jacobian --urdf sawyer_sim --out models/my_pi0_sim_daptq",
+    "daptq eval --model models/my_pi0_sim_daptq --tasks reach --episodes 10 --out runs/my_pi0_sim",
+    "ros2 launch daptq_ros sim.launch.py task:=reach model:=models/my_pi0_sim_daptq "
+    "command_interface:=joint_trajectory",
+)
 
 
 def limit_violations(commands: list, limits, period: float) -> list[str]:
@@ -79,29 +79,27 @@ def test_a_joint_space_pi0_drives_the_simulated_arm_through_joint_trajectories(t
 
     from daptq_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 
-    checkpoint = save_tiny_pi0(
-        tmp_path / "my_pi0", chunk_size=CHUNK, widths=(64, 32), view=VIEW, dims=DIMS
-    )
-    imported, quantized, demos = tmp_path / "imported", tmp_path / "quantized", tmp_path / "demos"
-    daptq("import", "--checkpoint", str(checkpoint), "--robot", "sawyer_joint_sim",
-          "--out", str(imported))  # fmt: skip
-    daptq("collect", "--control", "joint_position", "--tasks", "reach", "--episodes", "3",
-          "--image-size", str(VIEW), "--out", str(demos))  # fmt: skip
-    bits = tmp_path / "w4a8_g32.yaml"  # the tiny model is 32-64 wide: groups of 32
-    bits.write_text("method: rtn\nweight_bits: 4\nactivation_bits: 8\ngroup_size: 32\n")
-    daptq("quantize", "--model", str(imported), "--calib", str(demos), "--method", "daptq",
-          "--scores", "jacobian", "--urdf", "sawyer_sim", "--config", str(bits), "--bins", "1",
-          "--out", str(quantized))  # fmt: skip
+    *steps, launch_line = readme_commands(*README_LINES)
+    save_tiny_pi0(tmp_path / "my_pi0", chunk_size=CHUNK, widths=(64, 32), view=VIEW, dims=DIMS)
+    for words in steps:  # import, collect, quantize, eval
+        daptq(*words[1:], cwd=tmp_path)
+    quantized = "models/my_pi0_sim_daptq"  # as the launch line names it, relative to tmp_path
+    report = json.loads((tmp_path / quantized / "calibration.json").read_text())
+    assert report["calibration_bags"] == 6 and len(report["drift_scores"]) == DIMS
+    evaluated = json.loads((tmp_path / "runs/my_pi0_sim/eval.json").read_text())
+    assert evaluated["control"] == "joint_position" and evaluated["tasks"] == ["reach"]
+    assert evaluated["bit_config"] == "daptq_topk_jacobian"
+    assert evaluated["episodes"] == 10 and len(evaluated["episodes_run"]) == 10
+    assert evaluated["overall"]["episodes"] == 10 and not evaluated["failed_runs"]
 
     probe = Probe("daptq_joint_sim_probe")
     status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)
     commands = probe.record(JointTrajectory, COMMAND_TOPIC, RELIABLE_QOS)
     joints = probe.record(JointState, "/joint_states", SENSOR_QOS)
-    arguments = {"task": "reach", "model": str(quantized), "command_interface": "joint_trajectory"}
-    launch = Launch("sim.launch.py", arguments, tmp_path / "log")
+    launch = readme_launch(launch_line, tmp_path / "log", cwd=tmp_path)
     try:
         ready = wait_for(lambda: latest(status), 120, "the policy node's status\n" + launch.tail())
-        assert ready.family == "pi0" and ready.model == str(quantized)
+        assert ready.family == "pi0" and ready.model == quantized
         wait_for(lambda: joints, 30, "the simulated arm's joint states")
 
         def arm(msg) -> np.ndarray:
@@ -126,8 +124,9 @@ def test_a_joint_space_pi0_drives_the_simulated_arm_through_joint_trajectories(t
         assert running.bit_config == "daptq_topk_jacobian"  # the quantized model drives the arm
         received = list(commands)
         assert all(tuple(msg.joint_names) == ARM for _, msg in received), received[0][1]
-        preset, limits, period = joint_limits()
-        assert np.all(limits.lower >= preset.lower) and np.all(limits.upper <= preset.upper)
+        preset, limits, period = command_limits("sawyer_sim")
+        assert np.all(limits.lower >= preset.joints.lower)
+        assert np.all(limits.upper <= preset.joints.upper)
         assert not (broken := limit_violations(received, limits, period)), broken[:5]
 
         # A command without right_j3 is refused by the bridge, naming the joint.

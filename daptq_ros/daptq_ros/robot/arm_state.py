@@ -3,8 +3,13 @@
 The safety filter needs the measured state in the command's space (the preset's joints, or the
 tool position); the policy needs its own state vector, as the model's StateSpec says (the tool
 position and Sawyer gripper opening, or named joints of /joint_states). Both come from the same
-two messages, and when either cannot be built, `problem()` says why in one line: the node
+two messages, and when either cannot be built, `problem(now)` says why in one line: the node
 refuses to enable and holds with that reason.
+
+Arms often publish /joint_states from several drivers (the arm's controller, the gripper's),
+each message naming its own joints. Each joint keeps its newest position and when it came; a
+joint older than `timeout` s counts as absent, so a gripper driver that stops makes the node
+hold and name its joint.
 """
 
 from __future__ import annotations
@@ -30,18 +35,38 @@ class ArmState:
     """The newest /joint_states and /ee_pose of one arm, as the filter and the policy read them."""
 
     def __init__(
-        self, robot: RobotPreset, interface: str, arm: ArmModel | None, state: StateSpec
+        self,
+        robot: RobotPreset,
+        interface: str,
+        arm: ArmModel | None,
+        state: StateSpec,
+        timeout: float,
     ) -> None:
         self.robot = robot
         self.interface = interface
         self.arm = arm  # forward kinematics, when the preset or urdf_path gives a URDF
         self.state = state  # the model's state
-        self.joints: JointSample | None = None
+        self.timeout = timeout  # s after which a joint no message names any more is absent
         self.ee_pose: PoseSample | None = None
+        self._positions: dict[str, tuple[float, float]] = {}  # name -> (position, time)
+        self.joints: JointSample | None = None  # the fresh joints, as of the last refresh
 
-    def on_joint_states(self, msg: Any) -> None:
-        """A sensor_msgs/JointState becomes the newest joint state."""
-        self.joints = joint_state_to_numpy(msg)
+    def on_joint_states(self, msg: Any, now: float) -> None:
+        """A sensor_msgs/JointState updates the joints it names."""
+        sample = joint_state_to_numpy(msg)
+        for name, position in zip(sample.names, sample.positions, strict=True):
+            self._positions[name] = (float(position), now)
+        self.refresh(now)
+
+    def refresh(self, now: float) -> None:
+        """Forget joints no message has named for `timeout` s (they count as absent)."""
+        fresh = {n: p for n, (p, t) in self._positions.items() if now - t <= self.timeout}
+        if not fresh:
+            self.joints = None
+            return
+        names = tuple(fresh)
+        positions = np.array([fresh[n] for n in names])
+        self.joints = JointSample(now, names, positions, np.full(len(names), np.nan))
 
     def on_ee_pose(self, msg: Any) -> None:
         """A geometry_msgs/PoseStamped becomes the newest tool pose."""

@@ -122,7 +122,11 @@ class PolicyNodeCore:
         self.model_label = str(p["model"])
         self.family = str(getattr(meta, "family", ""))
         self.arm_state = ArmState(
-            self.robot, self.interface, self.arm, getattr(meta, "state_spec", EE_STATE)
+            self.robot,
+            self.interface,
+            self.arm,
+            getattr(meta, "state_spec", EE_STATE),
+            float(p["joint_states_timeout_s"]),
         )
         self.scheduler = ChunkScheduler(
             str(p["chunk_merge"]),
@@ -196,7 +200,7 @@ class PolicyNodeCore:
 
     def on_joint_states(self, msg: Any, now: float) -> None:
         """A sensor_msgs/JointState becomes the newest arm state."""
-        self.arm_state.on_joint_states(msg)
+        self.arm_state.on_joint_states(msg, now)
         self.inputs.feed("joint_states", now)
 
     def on_ee_pose(self, msg: Any, now: float) -> None:
@@ -212,6 +216,7 @@ class PolicyNodeCore:
         stamps = tuple(stamp for _, stamp in frames)
         if stamps == self._submitted:
             return False  # nothing new since the last inference
+        self.arm_state.refresh(now)
         state = self.arm_state.policy_state()
         if state is None:
             return False
@@ -273,6 +278,7 @@ class PolicyNodeCore:
             return True, "disabled: no motion commands are published"
         if stale := self.inputs.reasons(now):
             return False, "cannot enable, inputs are stale: " + "; ".join(stale)
+        self.arm_state.refresh(now)
         if problem := self.arm_state.problem():
             return False, f"cannot enable: {problem}"
         measured = self.arm_state.measured()
@@ -324,6 +330,7 @@ class PolicyNodeCore:
     # ----- what the node reports -----
     def hold_reasons(self, now: float) -> list[str]:
         """Why the arm must hold now (stale inputs or outputs, a swap); empty when none."""
+        self.arm_state.refresh(now)
         reasons = self.inputs.reasons(now) + self.outputs.reasons(now)
         if self.last_error and self.outputs.stale(now):
             reasons.append(f"last chunk refused: {self.last_error}")
