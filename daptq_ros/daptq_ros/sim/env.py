@@ -5,16 +5,16 @@ just for MetaWorld's reset (which draws object and goal positions from it) and r
 caller's generator afterwards, so the same (task, seed) gives the same initial layout, image
 and instruction for every policy and in every process, whatever ran before.
 
-Three controls (CONTROLS): MetaWorld's own, a hand displacement per step; joint positions; and
-joint deltas (targets = measured joints + action).
-MetaWorld's Sawyer has no arm actuators: a mocap body welded to the hand moves it, and the
-seven joints follow through the physics. A joint-position action is therefore executed where
-its forward kinematics (this MuJoCo model's) puts the hand: the step moves the mocap to that
-point, by at most MetaWorld's per-step limit, and the hand follows through the weld. A held
-target is therefore a setpoint the arm settles at. Tasks, seeds, contacts and
-scripted experts stay MetaWorld's, so a joint-space model is scored on the same episodes as an
-end-effector one. The redundant elbow is left to the physics, so the measured joints may differ
-from the commanded ones (the sim bridge and drift tools see the measured ones).
+Three controls (CONTROLS): MetaWorld's own, a hand displacement per step; targets of the seven
+arm joints; and joint deltas (targets = measured joints + action). MetaWorld's Sawyer has no
+arm actuators: a mocap body welded to the hand moves it, and the joints follow through the
+physics. A joint action is executed where its targets' forward kinematics (this MuJoCo model's)
+puts the hand: the step moves the mocap to that point, by at most MetaWorld's per-step limit,
+and the hand follows through the weld, so a held target is a setpoint the hand settles at.
+Tasks, seeds, contacts and scripted experts stay MetaWorld's, so a joint-space model is scored
+on the same episodes as an end-effector one. The redundant elbow is left to the physics, so the
+measured joints may differ from the commanded ones (the sim bridge and drift tools see the
+measured ones).
 
 The policy sees one image: the `corner` view (flipped, since MetaWorld's corner camera is upside
 down) and the `topview`, each S x S, side by side: [S, 2S, 3] uint8 RGB. Rendering is offscreen
