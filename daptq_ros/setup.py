@@ -24,13 +24,15 @@ setup(
         (f"share/{PACKAGE}/config/bits", glob("config/bits/*.yaml")),
         (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),
         (f"share/{PACKAGE}/config/mappings", glob("config/mappings/*.yaml")),
-        # the embedded default models (model directories: safetensors, tokenizer, manifest)
+        # the embedded models (model directories: safetensors, tokenizer, manifest): each
+        # family's default, in end-effector space, and pi0 in joint space
         *[
             (
                 f"share/{PACKAGE}/models/{model.name}",
                 sorted(str(f) for f in model.iterdir() if f.is_file()),
             )
-            for model in sorted(Path("models").glob("*_default"))
+            for pattern in ("*_default", "*_joint")
+            for model in sorted(Path("models").glob(pattern))
         ],
     ],
     # Runtime dependencies are pinned in the repository's requirements.txt (pip) and declared
