@@ -77,5 +77,15 @@ def run_quietly(argv: Sequence[str]) -> int:
         return main(argv)
 
 
+def run_silently(argv: Sequence[str]) -> int:
+    """Run a `daptq` subcommand from another one, its printed output dropped (its errors and
+    progress bars still reach stderr)."""
+    import contextlib
+    import os
+
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        return main(argv)
+
+
 if __name__ == "__main__":
     sys.exit(main())

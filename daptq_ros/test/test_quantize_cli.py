@@ -352,3 +352,15 @@ def test_csrc_folded_into_the_scales_keeps_every_code_and_reports_the_action_los
     assert quantized and all(torch.equal(m.codes, reference[n].codes) for n, m in quantized.items())
     weights, plain_weights = model.state_dict(), load_model_dir(plain["out"]).model.state_dict()
     assert any(not torch.equal(weights[k], plain_weights[k]) for k in weights)
+
+
+def test_quantize_prints_a_short_table_and_the_report_path_unless_verbose(setup, tmp_path, capsys):
+    args = ["quantize", "--model", str(setup["pi0"]), "--calib", str(setup["demos"])]
+    args += ["--method", "daptq", *SMALL]
+    assert main([*args, "--out", str(tmp_path / "q")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:3] == ["method", "bit", "config"] and lines[1].startswith("daptq")
+    assert lines[-1] == f"report: {tmp_path / 'q' / 'report.md'}" and len(lines) == 4
+    assert "Interface statistics" in (tmp_path / "q" / "report.md").read_text()
+    assert main([*args, "--verbose", "--out", str(tmp_path / "v")]) == 0
+    assert "Interface statistics" in capsys.readouterr().out

@@ -233,7 +233,11 @@ def test_demo_writes_the_table_and_report(
     markdown = (out / "demo.md").read_text()
     assert "| daptq |" in markdown and "| bf16 | not rolled out |" in markdown
     assert "![EE deviation from FP32 over time](deviation.png)" in markdown
+    capsys.readouterr()
     assert main([*args, "--out", str(out)]) == 0  # a rerun replaces its own earlier output
+    printed = capsys.readouterr()  # quiet: the table and the report's path, no step reports
+    assert "daptq " in printed.out and f"report: {out / 'demo.md'}" in printed.out
+    assert "Calibration report" not in printed.out + printed.err
     assert main([*args, "--out", str(tmp_path)]) == 2  # but never a folder it did not write
 
 

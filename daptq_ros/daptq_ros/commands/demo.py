@@ -76,6 +76,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_kernel_choice_argument(parser)
     parser.add_argument("--json", action="store_true", help="print demo.json instead of the table")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print each step's own output (collection and calibration reports, per-task "
+        "success), on stderr; by default only the table and where the report is",
+    )
     return parser
 
 
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from daptq_ros.cli import run_quietly
+    from daptq_ros.cli import run_quietly, run_silently
     from daptq_ros.errors import DaptqError
     from daptq_ros.evidence.demo import DemoConfig, format_table, run_demo
     from daptq_ros.policy.model_dir import default_model_dir
@@ -107,6 +113,6 @@ def run(args: argparse.Namespace) -> int:
         calib_episodes=args.calib_episodes,
         kernel_choice=args.kernel_choice,
     )
-    report = run_demo(config, run_quietly)
+    report = run_demo(config, run_quietly if args.verbose else run_silently)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

@@ -143,6 +143,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--out", required=True, metavar="QDIR", help="quantized model directory to write"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the whole calibration report (per-layer statistics) instead of its summary",
+    )
     return parser
 
 
@@ -173,9 +178,11 @@ def run(args: argparse.Namespace) -> int:
     _save(loaded, summary, Path(args.out))
     if args.json:
         print(json.dumps(_public(summary), indent=2))
-    else:
+    elif args.verbose:
         print(_markdown(summary))
         print(f"\nwrote {args.out}")
+    else:
+        print(_overview(summary, Path(args.out)))
     return 0
 
 
@@ -442,6 +449,25 @@ def _save(loaded: Any, summary: dict, out: Path) -> None:
 def _public(summary: dict) -> dict:
     """The summary as JSON-ready values."""
     return {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in summary.items()}
+
+
+def _overview(summary: dict, out: Path) -> str:
+    """The terminal's default: one row of what was done, and where the report is."""
+    config = summary["config"]
+    rows = [
+        ("method", "bit config", "kept bf16", "width fallbacks", "episodes", "s"),
+        (
+            summary["method"],
+            config.name,
+            str(len(config.keep)),
+            str(len(summary.get("kernel_fallbacks", []))),
+            str(summary["calibration_episodes"]),
+            f"{summary['timings']['total_s']:.1f}",
+        ),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join([*lines, f"model: {out}", f"report: {out / 'report.md'}"])
 
 
 def _markdown(summary: dict) -> str:
