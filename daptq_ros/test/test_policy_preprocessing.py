@@ -57,6 +57,25 @@ def test_normalizer_round_trip_and_ranges():
     np.testing.assert_array_equal(again.action_max, normalizer.action_max)
 
 
+def test_mean_std_actions_spread_small_typical_actions_that_rare_extremes_squash():
+    """Joint deltas: mostly a few hundredths of a rad, now and then half a rad."""
+    rng = np.random.default_rng(1)
+    actions = rng.normal(0.0, 0.03, size=(2000, 2))
+    actions[:5, 0] = -0.45  # rare extremes
+    actions[:, 1] = 0.0  # a joint that never moves
+    states = rng.normal(size=(2000, 3))
+    squashed = Normalizer.fit(states, actions).normalize_actions(actions)
+    spread = Normalizer.fit(states, actions, "mean_std")
+    unit = spread.normalize_actions(actions)
+    # The typical actions' spread in normalised units: min/max squashes it, mean/std keeps it.
+    assert spread.action_mode == "mean_std" and unit[5:, 0].std() > 0.5
+    assert squashed[5:, 0].std() < 0.15
+    np.testing.assert_allclose(spread.unnormalize_actions(unit), actions, atol=1e-6)
+    assert np.isfinite(unit).all() and (unit[:, 1] == 0).all()
+    again = Normalizer.from_dict(spread.to_dict())
+    assert again.action_mode == "mean_std"
+
+
 def test_normalizer_from_dict_rejects_missing_entries():
     with pytest.raises(ModelError, match="lack"):
         Normalizer.from_dict({"state": {"mode": "mean_std"}})

@@ -68,6 +68,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "first episode's /joint_states)",
     )
     parser.add_argument(
+        "--action-norm",
+        default="min_max",
+        choices=("min_max", "mean_std"),
+        help="how actions are normalised: their min/max to [-1, 1], or mean -/+ std, which "
+        "keeps small typical actions apart when rare extremes set the range (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
         "--steps", type=int, default=10_000, help="optimiser steps (default: 10000)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
@@ -162,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         action_space=first.action_space,
         state_source=state.source,
         state_names=state.names,
+        action_norm=args.action_norm,
         size=args.size,
         model_overrides=overrides,
         steps=args.steps,

@@ -68,15 +68,26 @@ class Normalizer:
         return cls(state_mean, state_std, mean - std, mean + std, "mean_std")
 
     @classmethod
-    def fit(cls, states: np.ndarray, actions: np.ndarray) -> Normalizer:
-        """Statistics over all rows of states [N, S] and actions [N, D]."""
+    def fit(
+        cls, states: np.ndarray, actions: np.ndarray, action_mode: str = "min_max"
+    ) -> Normalizer:
+        """Statistics over all rows of states [N, S] and actions [N, D].
+
+        Actions as `action_mode` says: their min/max, or (mean_std) their mean -/+ std, which
+        keeps small typical actions apart when rare extremes set the min/max (joint deltas).
+        """
         states = np.asarray(states, dtype=np.float64)
         actions = np.asarray(actions, dtype=np.float64)
+        low, high = actions.min(axis=0), actions.max(axis=0)
+        if action_mode == "mean_std":
+            std = np.maximum(actions.std(axis=0), RANGE_FLOOR)
+            low, high = actions.mean(axis=0) - std, actions.mean(axis=0) + std
         return cls(
             state_mean=states.mean(axis=0),
             state_std=np.maximum(states.std(axis=0), STD_FLOOR),
-            action_min=actions.min(axis=0),
-            action_max=actions.max(axis=0),
+            action_min=low,
+            action_max=high,
+            action_mode=action_mode,
         )
 
     @property

@@ -63,6 +63,7 @@ class TrainConfig:
     action_space: str = "ee_delta"
     state_source: str = "ee_position_gripper"  # how the state is built (bags.state)
     state_names: tuple[str, ...] = ("x", "y", "z", "gripper")
+    action_norm: str = "min_max"  # or "mean_std" (policy.normalize)
     size: str = "default"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     horizon: int = 8
@@ -212,7 +213,9 @@ def _model_setup(
         (e.instruction for e in episodes), max_length=config.max_text_length
     )
     normalizer = Normalizer.fit(
-        np.concatenate([e.states for e in episodes]), np.concatenate([e.actions for e in episodes])
+        np.concatenate([e.states for e in episodes]),
+        np.concatenate([e.actions for e in episodes]),
+        config.action_norm,
     )
     image_size = tuple(episodes[0].images.shape[1:3])
     family_config = adapter.default_config(
