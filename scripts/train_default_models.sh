@@ -4,7 +4,8 @@
 #        [CONTROL=ee_delta] [WORKERS=2] bash scripts/train_default_models.sh [DATA_DIR]
 # CONTROL=joint_delta trains the joint-space models instead (daptq_ros/models/<family>_joint, data
 # in out/demos_joint_delta): the same demonstrations recorded as changes of the seven arm joints,
-# the state the arm's joint positions (daptq collect --control, daptq train --state).
+# the state the arm's joint positions, actions normalised by mean/std (daptq collect --control,
+# daptq train --state --action-norm).
 # 1. Collect 2240 scripted demonstrations of the five tasks (~20 min with two workers): clean
 #    and DART-noisy (0.1 on the executed action; the recorded label stays clean) sets, with more
 #    episodes of the object tasks and reach, where localising the puck and the goal is the hard
@@ -29,7 +30,8 @@ WORKERS="${WORKERS:-2}"
 if [ "$CONTROL" = ee_delta ]; then
   DATA="${1:-out/demos}" SUFFIX=default STATE=(--state ee_position_gripper)
 else
-  DATA="${1:-out/demos_$CONTROL}" SUFFIX=joint STATE=(--state joint_positions)
+  # mean/std actions: joint deltas' min/max are set by rare extremes (docs/models.md)
+  DATA="${1:-out/demos_$CONTROL}" SUFFIX=joint STATE=(--state joint_positions --action-norm mean_std)
 fi
 STEPS_pi0="${STEPS_pi0:-20000}"
 STEPS_cogact="${STEPS_cogact:-22000}"
