@@ -85,6 +85,13 @@ def generate_launch_description() -> LaunchDescription:
                 description="bit configuration preset (config/bits/) or YAML path",
             ),
             DeclareLaunchArgument(
+                "runtime",
+                default_value="torch",
+                choices=["torch", "openvino"],
+                description="inference runtime (openvino: the model `daptq quantize --runtime "
+                "openvino` exported)",
+            ),
+            DeclareLaunchArgument(
                 "robot",
                 default_value="sawyer_sim",
                 description="robot preset (config/robots/: panda, ur5e, so101, sawyer_sim) or YAML",
@@ -146,6 +153,7 @@ def generate_launch_description() -> LaunchDescription:
                             LaunchConfiguration("bit_config"), value_type=str
                         ),
                         "robot": ParameterValue(LaunchConfiguration("robot"), value_type=str),
+                        "runtime": ParameterValue(LaunchConfiguration("runtime"), value_type=str),
                         "command_interface": ParameterValue(
                             LaunchConfiguration("command_interface"), value_type=str
                         ),

@@ -43,6 +43,13 @@ def generate_launch_description() -> LaunchDescription:
                 description="bit configuration preset (config/bits/) or YAML path",
             ),
             DeclareLaunchArgument(
+                "runtime",
+                default_value="torch",
+                choices=["torch", "openvino"],
+                description="inference runtime (openvino: the model `daptq quantize --runtime "
+                "openvino` exported)",
+            ),
+            DeclareLaunchArgument(
                 "command_interface",
                 default_value="pose",
                 choices=list(SIM_COMMAND_INTERFACES),
@@ -90,6 +97,7 @@ def generate_launch_description() -> LaunchDescription:
                     "robot": "sawyer_sim",
                     "model": LaunchConfiguration("model"),
                     "bit_config": LaunchConfiguration("bit_config"),
+                    "runtime": LaunchConfiguration("runtime"),
                     "command_interface": LaunchConfiguration("command_interface"),
                     "dry_run": LaunchConfiguration("dry_run"),
                     "record": LaunchConfiguration("record"),

@@ -27,6 +27,20 @@ def add_kernel_choice_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    """`--runtime`, shared by the commands that run a quantized model."""
+    from daptq_ros.policy.quantize import RUNTIMES
+
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="torch: this package's kernels (the reference); openvino: the OpenVINO model that "
+        "`daptq quantize --runtime openvino` exported into the directory (with --mode "
+        "simulated: its activation arithmetic) (default: %(default)s)",
+    )
+
+
 def add_parallel_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """`--workers`, `--address`, `--threads`: shared by `daptq eval` and `daptq report`."""
     parser.add_argument(
@@ -96,6 +110,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(simulated) (default: %(default)s)",
     )
     add_kernel_choice_argument(parser)
+    add_runtime_argument(parser)
     parser.add_argument(
         "--tasks",
         nargs="+",
@@ -154,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         args.bits or FULL_PRECISION,
         deployed=args.mode == "deployed",
         kernel_choice=args.kernel_choice,
+        runtime=args.runtime,
     )
     bit_config = "" if label == FULL_PRECISION else label
     config = EvalConfig(
@@ -177,11 +193,12 @@ def run(args: argparse.Namespace) -> int:
                 n: c.kernel for n, c in getattr(policy, "kernel_choices", {}).items()
             },
             threads=args.threads,
+            runtime=args.runtime,
         )
         summary = evaluate_on_ray(spec, config, args.workers, args.address)
     else:
         summary = evaluate(policy, config)
-    summary["weight_bytes"] = weight_bytes(policy.model)
+    summary["weight_bytes"] = getattr(policy, "weight_bytes", None) or weight_bytes(policy.model)
     (Path(args.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     if args.record:
         record_evaluation(args.model, manifest_metrics(summary, args))

@@ -42,6 +42,7 @@ class PolicySpec:
     deployed: bool
     kernels_by_layer: dict[str, str]
     threads: int
+    runtime: str = "torch"
 
 
 class EpisodeWorker:
@@ -55,7 +56,11 @@ class EpisodeWorker:
 
         torch.set_num_threads(spec.threads)
         policy, _ = load_policy_with_bits(
-            spec.model, spec.bits, spec.deployed, kernels_by_layer=spec.kernels_by_layer
+            spec.model,
+            spec.bits,
+            spec.deployed,
+            kernels_by_layer=spec.kernels_by_layer,
+            runtime=spec.runtime,
         )
         self.config = config
         self.actor = PolicyActor(

@@ -142,6 +142,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--out", required=True, metavar="QDIR", help="quantized model directory to write"
     )
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "openvino"),
+        default="torch",
+        help="openvino: also export the quantized model for the OpenVINO runtime (pi0; its "
+        "exact integer weights, into QDIR/openvino); run it with `--runtime openvino` "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--verbose",
@@ -175,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
         bins=bins,
         method=args.method,
     )
+    if args.runtime == "openvino":
+        summary["openvino"] = _export_openvino(loaded, Path(args.out))
     _save(loaded, summary, Path(args.out))
     if args.json:
         print(json.dumps(_public(summary), indent=2))
@@ -430,6 +440,18 @@ def _qvla_config(model: Any, calls: list, base: Any, args: argparse.Namespace):
     return bit_map_config(base, bit_map, "qvla", model)
 
 
+def _export_openvino(loaded: Any, out: Path) -> dict:
+    """The OpenVINO artefact of the quantized model (its settings, as runtime.json holds them).
+
+    The simulated layers are set to the runtime's activation arithmetic first, so the saved
+    model and the artefact compute the same chunk."""
+    from daptq_ros.policy.inference import VlaPolicy
+    from daptq_ros.policy.runtime_openvino import export_openvino
+
+    runtime = export_openvino(VlaPolicy(loaded), out)
+    return {k: v for k, v in runtime.items() if k != "layers"}
+
+
 def _save(loaded: Any, summary: dict, out: Path) -> None:
     """The quantized model directory and its calibration report."""
     import yaml
@@ -467,7 +489,8 @@ def _overview(summary: dict, out: Path) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join([*lines, f"model: {out}", f"report: {out / 'report.md'}"])
+    exported = [f"openvino: {out / 'openvino'}"] if summary.get("openvino") else []
+    return "\n".join([*lines, f"model: {out}", *exported, f"report: {out / 'report.md'}"])
 
 
 def _markdown(summary: dict) -> str:

@@ -105,6 +105,12 @@ class InferenceWorker:
         with self._lock:
             return self._busy or self._pending is not None
 
+    @property
+    def policy(self) -> ChunkPolicy:
+        """The policy that serves inference now."""
+        with self._lock:
+            return self._policy
+
     def take_results(self) -> list[InferenceResult]:
         """Results finished since the last call, oldest first (for the caller's thread)."""
         with self._lock:

@@ -287,6 +287,15 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     return LoadedModel(model.to(device).eval(), adapter, config, tokenizer, meta)
 
 
+def read_model_files(
+    directory: str | Path,
+) -> tuple[ModelMeta, dict[str, Any], InstructionTokenizer]:
+    """A model directory's daptq.json, config.json and tokenizer (no weights are read)."""
+    directory = check_model_dir(directory)
+    meta = ModelMeta.from_dict(_read_json(directory / META_FILE))
+    return meta, _read_json(directory / CONFIG_FILE), model_tokenizer(directory, meta)
+
+
 def model_tokenizer(directory: Path, meta: ModelMeta) -> InstructionTokenizer:
     """The directory's tokenizer with its model's prompt template."""
     return InstructionTokenizer.load(

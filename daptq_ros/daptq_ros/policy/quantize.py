@@ -14,6 +14,7 @@ from daptq_ros.quant.kernel_choice import LayerChoice, deploy_measured
 from daptq_ros.quant.kernel_fit import check_deployable, fit_to_kernels
 
 FULL_PRECISION = "fp32"  # the bit config name that means: no quantization
+RUNTIMES = ("torch", "openvino")  # torch: the reference and fallback; openvino: an exported model
 
 
 def quantize_policy(
@@ -95,6 +96,7 @@ def load_policy_with_bits(
     whole_model_bf16: bool = False,
     kernel_choice: str = "auto",
     kernels_by_layer: dict[str, str] | None = None,
+    runtime: str = "torch",
 ) -> tuple[Any, str]:
     """Load a model directory and quantize it with `bits` ("fp32" = none); (policy, label).
 
@@ -104,10 +106,30 @@ def load_policy_with_bits(
     deploys the rest of a quantized model in bfloat16 too (see quant.deploy.deploy); a
     full-precision model stays float32. `kernel_choice` picks each deployed layer's kernel
     (quant.kernel_choice: auto, packed or fastest), unless `kernels_by_layer` names them.
+    `runtime` "openvino" runs the directory's exported OpenVINO model (`daptq quantize
+    --runtime openvino`) when deployed; simulated, such a directory computes the activation
+    arithmetic of that runtime (policy.runtime_openvino).
     """
+    from daptq_ros.policy import runtime_openvino
     from daptq_ros.policy.inference import load_policy
 
     check_device(device)
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime '{runtime}' is not one of {', '.join(RUNTIMES)}")
+    if runtime == "openvino" and deployed:
+        if bits != FULL_PRECISION:
+            raise ConfigError(
+                "the OpenVINO runtime runs a model directory exported by `daptq quantize "
+                f"--runtime openvino` as it is; drop the bit config '{bits}'"
+            )
+        policy = runtime_openvino.load_openvino_policy(model_dir, torch_threads())
+        if num_steps and num_steps != policy.num_steps:
+            raise ConfigError(
+                f"{model_dir}'s OpenVINO model was exported with {policy.num_steps} flow steps, "
+                f"not {num_steps}; use {policy.num_steps} or export it again"
+            )
+        policy.bit_config = policy.loaded.meta.provenance["quantization"]["config"]["name"]
+        return policy, policy.bit_config
     policy = load_policy(model_dir, device=device, num_steps=num_steps)
     stored = policy.loaded.meta.provenance.get("quantization")
     if stored is not None:
@@ -119,6 +141,8 @@ def load_policy_with_bits(
             )
         if deployed:
             deploy_policy(policy, kernel_choice, whole_model_bf16, kernels_by_layer)
+        elif runtime == "openvino":
+            runtime_openvino.match_runtime_arithmetic(policy.model)
         policy.bit_config = name
         return policy, name
     if bits == FULL_PRECISION:
@@ -128,5 +152,14 @@ def load_policy_with_bits(
     quantize_policy(policy, config)
     if deployed:
         deploy_policy(policy, kernel_choice, whole_model_bf16, kernels_by_layer)
+    elif runtime == "openvino":
+        runtime_openvino.match_runtime_arithmetic(policy.model)
     policy.bit_config = config.name
     return policy, config.name
+
+
+def torch_threads() -> int:
+    """The thread count torch was given (the same budget goes to another runtime)."""
+    import torch
+
+    return torch.get_num_threads()

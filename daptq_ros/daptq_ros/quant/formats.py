@@ -165,3 +165,15 @@ def fake_quantize_activation_per_token(x: torch.Tensor, bits: int = 8) -> torch.
     scale = (absmax / ((qmax - qmin) / 2)).clamp(min=torch.finfo(torch.float32).eps)
     codes = torch.clamp(torch.round(x.float() / scale), qmin, qmax)
     return (codes * scale).to(x.dtype)
+
+
+def fake_quantize_activation_groups(x: torch.Tensor, group: int, bits: int = 8) -> torch.Tensor:
+    """Dynamic symmetric quantize-dequantize per (token, `group` consecutive channels), with
+    s = max|x| / qmax and round-half-to-even: the arithmetic of OpenVINO's and ONNX Runtime's
+    dynamic int8 activations (the per-token variant above is the torch int8 kernel's)."""
+    qmax = (1 << (bits - 1)) - 1
+    grouped = x.float().unflatten(-1, (-1, group))
+    scale = grouped.detach().abs().amax(dim=-1, keepdim=True) / qmax
+    scale = scale.clamp(min=torch.finfo(torch.float32).eps)
+    codes = torch.clamp(torch.round(grouped / scale), -qmax, qmax)
+    return (codes * scale).flatten(-2).to(x.dtype)

@@ -10,6 +10,7 @@ from daptq_ros.quant.formats import (
     QuantizedWeight,
     WeightFormat,
     dequantize,
+    fake_quantize_activation_groups,
     fake_quantize_activation_per_token,
 )
 
@@ -19,7 +20,8 @@ class QuantLinear(nn.Module):
 
     `input_scale` (s_in, per input channel) carries SmoothQuant/AWQ scaling: the weight was
     multiplied by s_in before quantization, so dividing the input keeps y unchanged in exact
-    arithmetic. `activation_bits=8` adds dynamic per-token int8 activation quantization.
+    arithmetic. `activation_bits=8` adds dynamic per-token int8 activation quantization, or per
+    (token, `activation_group` channels) as a runtime computes it (policy.runtime_openvino).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class QuantLinear(nn.Module):
         self.bias = (
             None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         )
+        self.activation_group: int | None = None
         self._weight_hat: torch.Tensor | None = None
 
     @property
@@ -56,7 +59,9 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale is not None:
             x = x / self.input_scale.to(x.dtype)
-        if self.activation_bits:
+        if self.activation_bits and self.activation_group:
+            x = fake_quantize_activation_groups(x, self.activation_group, self.activation_bits)
+        elif self.activation_bits:
             x = fake_quantize_activation_per_token(x, self.activation_bits)
         weight = self.dequantized_weight().to(x.dtype)
         bias = None if self.bias is None else self.bias.to(x.dtype)

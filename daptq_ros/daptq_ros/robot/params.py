@@ -294,6 +294,15 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         choices=("auto", "packed", "fastest"),
     ),
     ParamSpec(
+        "runtime",
+        "torch",
+        "inference runtime: torch (this package's kernels) or openvino (the OpenVINO model that "
+        "`daptq quantize --runtime openvino` exported; bit_config may then name another "
+        "exported directory to swap to); without an exported model the node runs torch and "
+        "warns on /diagnostics",
+        choices=("torch", "openvino"),
+    ),
+    ParamSpec(
         "flow_steps",
         0,
         "denoising steps of the action head (0 = the model's default)",

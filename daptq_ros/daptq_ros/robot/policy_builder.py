@@ -8,23 +8,38 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from daptq_ros.control.runtime import ChunkPolicy
 
 
 def default_policy_builder(params: Mapping[str, Any]) -> Callable[[str], ChunkPolicy]:
-    """`bits -> policy` for the node's model, device and flow steps (imports torch lazily)."""
+    """`bits -> policy` for the node's model, device, runtime and flow steps (imports torch
+    lazily). With runtime openvino, `bits` is "fp32" (the model directory as exported) or
+    another exported directory; one without an exported model runs on torch, and the policy's
+    `runtime_warning` says so (the node puts it on /diagnostics)."""
 
     def build(bits: str) -> ChunkPolicy:
         import torch
 
         from daptq_ros.policy.model_dir import default_model_dir
-        from daptq_ros.policy.quantize import load_policy_with_bits
+        from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
+        from daptq_ros.policy.runtime_openvino import RUNTIME_DIR, has_openvino_artefact
 
         torch.set_num_threads(int(params["num_threads"]))
         model = params["model"]
         directory = default_model_dir("pi0") if model == "default" else model
+        runtime, warning = str(params["runtime"]), ""
+        if runtime == "openvino":
+            if bits != FULL_PRECISION and Path(bits).is_dir():
+                directory, bits = bits, FULL_PRECISION
+            if bits != FULL_PRECISION or not has_openvino_artefact(directory):
+                runtime = "torch"
+                warning = (
+                    f"runtime openvino: {directory} at bit config {bits} has no exported "
+                    f"{RUNTIME_DIR}/ model (daptq quantize --runtime openvino); running torch"
+                )
         steps = int(params["flow_steps"]) or None
         policy, _ = load_policy_with_bits(
             directory,
@@ -34,7 +49,9 @@ def default_policy_builder(params: Mapping[str, Any]) -> Callable[[str], ChunkPo
             steps,
             whole_model_bf16=bool(params["whole_model_bf16"]),
             kernel_choice=str(params["kernel_choice"]),
+            runtime=runtime,
         )
+        policy.runtime_warning = warning
         freeze_heap()
         return policy
 

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -448,7 +449,8 @@ class PolicyNodeCore:
     def _check_swap(self, bits: str, enabled: bool) -> str | None:
         from daptq_ros.policy.quantize import FULL_PRECISION, check_runtime_bit_config
 
-        if bits != FULL_PRECISION:
+        exported = self.params["runtime"] == "openvino" and Path(bits).is_dir()
+        if bits != FULL_PRECISION and not exported:
             try:
                 check_runtime_bit_config(bits)
             except DaptqError as error:

@@ -51,15 +51,20 @@ def diagnostics(core: Any, now: float, node: str) -> Any:
     level, message = "OK", status_fields["safety_status"]
     estop = "e-stop latched" if status_fields["estopped"] else ""
     errors = [e for e in (estop, core.fault, core.last_error, core.swap_error) if e]
+    runtime_warning = str(getattr(core.worker.policy, "runtime_warning", ""))
     if errors:
         level, message = "ERROR", "; ".join(errors)
     elif status_fields["hold_reasons"] and status_fields["enabled"]:
         level, message = "WARN", "holding: " + "; ".join(status_fields["hold_reasons"])
+    elif runtime_warning:
+        level, message = "WARN", runtime_warning
     values = {k: v for k, v in status_fields.items() if k != "hold_reasons"}
     values.update(core.counters)
     values["delayed_chunks"] = core.scheduler.counters["delayed"]
     values["chunk_timing"] = core.timing.describe()
     values["watchdog"] = "; ".join(status_fields["hold_reasons"]) or "ok"
+    values["runtime"] = str(getattr(core.worker.policy, "runtime", "torch"))
+    values["runtime_warning"] = runtime_warning
     status = (f"daptq {node}", level, message, values)
     return diagnostic_array_msg(core.types, sec_to_ns(now), [status], core.robot.name)
 

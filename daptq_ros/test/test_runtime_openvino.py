@@ -1,0 +1,182 @@
+"""The OpenVINO runtime runs the quantizer's exact integer weights, on a pi0 of its own geometry.
+
+Three layers, widths 64 / 32, SigLIP MLP 96, 32 px views, chunk 12, 6-D state and action: no
+other test and no embedded model has it. Each bit config is exported and compared with the
+simulated policy on the same observation and noise:
+- float activations: the whole chunk equal to 1e-5 (the integer weights are exact);
+- int8 activations: every quantized layer's runtime arithmetic equal to the simulated one to
+  1e-5 on the inputs it really sees, and the chunk within 2e-2. A whole chunk cannot be held to
+  1e-5 there: float sums in another order (1e-7) flip single int8 codes, each moving a
+  layer's output by one quantization step. The simulated policy itself moves as much when only
+  its attention kernel changes (sdpa against eager: up to 6e-3 relative on pi0_default).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pi0_checkpoint import save_tiny_pi0
+
+from daptq_ros.cli import main
+from daptq_ros.errors import ConfigError
+from daptq_ros.policy import runtime_openvino
+from daptq_ros.policy.quantize import load_policy_with_bits
+from daptq_ros.quant.layers import QuantLinear
+
+pytestmark = [pytest.mark.slow]
+openvino = pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    checkpoint = save_tiny_pi0(
+        tmp_path_factory.mktemp("ckpt") / "pi0",
+        chunk_size=12,
+        layers=3,
+        widths=(64, 32),
+        vision_mlp=96,
+        view=32,
+        dims=8,
+    )
+    out = tmp_path_factory.mktemp("imported") / "model"
+    robot = ["--robot", "sawyer_joint_sim"]
+    assert main(["import", "--checkpoint", str(checkpoint), *robot, "--out", str(out)]) == 0
+    return out
+
+
+def observations(policy, count: int = 3):
+    rng = np.random.default_rng(7)
+    height, width = policy.loaded.meta.image_size
+    for index in range(count):
+        image = rng.integers(0, 256, (height, width, 3), np.uint8)
+        instruction = ["reach the cup", "push", "open the top drawer slowly"][index % 3]
+        yield image, instruction, rng.normal(size=policy.state_dim)
+
+
+def exported(model_dir: Path, bits: str, out: Path):
+    """The simulated policy (set to the runtime's arithmetic) and its exported twin."""
+    simulated, _ = load_policy_with_bits(model_dir, bits, deployed=False)
+    runtime = runtime_openvino.export_openvino(simulated, out)
+    for name in ("config.json", "daptq.json", "tokenizer.json", "model.safetensors"):
+        (out / name).write_bytes((model_dir / name).read_bytes())
+    return simulated, runtime_openvino.load_openvino_policy(out, threads=1), runtime
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("bits", ["w4a16", "w8a16"])
+def test_float_activation_configs_give_the_simulated_chunk(model_dir, tmp_path, bits):
+    simulated, deployed, runtime = exported(model_dir, bits, tmp_path)
+    assert runtime["dynamic_quantization_group"] == 0
+    containers = {description.split()[0] for description in runtime["layers"].values()}
+    assert containers == {"u4" if bits == "w4a16" else "u8"}
+    for image, instruction, state in observations(simulated):
+        want = simulated.predict(image, instruction, state, seed=5).actions
+        got = deployed.predict(image, instruction, state, seed=5).actions
+        assert relative(got, want) < 1e-5
+
+
+def test_int8_activations_compute_the_simulated_arithmetic(model_dir, tmp_path):
+    simulated, deployed, runtime = exported(model_dir, "w4a8", tmp_path)
+    group = runtime["dynamic_quantization_group"]
+    assert group in runtime_openvino.DYNAMIC_GROUPS
+    layers = runtime_openvino.quantized_layers(simulated.model)
+    inputs: dict[str, torch.Tensor] = {}
+
+    def keep_first_input(name: str):
+        def hook(_module, args, _output) -> None:
+            inputs.setdefault(name, args[0])
+
+        return hook
+
+    hooks = [layer.register_forward_hook(keep_first_input(n)) for n, layer in layers.items()]
+    image, instruction, state = next(observations(simulated))
+    want = simulated.predict(image, instruction, state, seed=5).actions
+    for hook in hooks:
+        hook.remove()
+    quantized_inputs = 0
+    for name in runtime["layers"]:
+        layer = layers[name]
+        got = run_one_layer(name, layer, inputs[name], group)
+        assert relative(got, layer(inputs[name]).numpy()) < 1e-5, name
+        quantized_inputs += bool(layer.activation_bits)
+    assert quantized_inputs > 0
+    got = deployed.predict(image, instruction, state, seed=5).actions
+    assert relative(got, want) < 2e-2
+
+
+def run_one_layer(name: str, layer: QuantLinear, x: torch.Tensor, group: int) -> np.ndarray:
+    """The layer alone on the OpenVINO CPU, built as the export builds it."""
+    from openvino import opset13 as ops
+
+    source = ops.parameter(list(x.shape), openvino.Type.f32)
+    y = ops.matmul(source, runtime_openvino._integer_weight(name, layer), False, True)
+    if layer.bias is not None:
+        y = ops.add(y, ops.constant(layer.bias.detach().numpy()))
+    properties = {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": str(group),
+        "INFERENCE_NUM_THREADS": "1",
+    }
+    compiled = openvino.Core().compile_model(openvino.Model([y], [source]), "CPU", properties)
+    return compiled(x.numpy())[0]
+
+
+def test_configs_the_runtime_cannot_run_as_simulated_are_refused(model_dir):
+    simulated, _ = load_policy_with_bits(model_dir, "w4a8", deployed=False)
+    layers = list(runtime_openvino.quantized_layers(simulated.model).values())
+    layers[0].activation_bits = None  # int8 activations on some layers only
+    with pytest.raises(ConfigError, match="every integer layer or of none"):
+        runtime_openvino.match_runtime_arithmetic(simulated.model)
+    layers[0].activation_bits = 4
+    with pytest.raises(ConfigError, match="no 4-bit activations"):
+        runtime_openvino.match_runtime_arithmetic(simulated.model)
+
+
+def test_quantize_exports_and_eval_runs_the_artefact(model_dir, tmp_path, capsys, sim_renders):
+    out = tmp_path / "quantized"
+    calib = tmp_path / "demos"
+    args = ["collect", "--tasks", "reach", "--episodes", "2", "--image-size", "32"]
+    assert main([*args, "--control", "joint_position", "--out", str(calib)]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                "--model",
+                str(model_dir),
+                "--calib",
+                str(calib),
+                "--method",
+                "rtn",
+                "--config",
+                "w4a8",
+                "--bins",
+                "1",
+                "--batches",
+                "1",
+                "--batch-size",
+                "2",
+                "--threads",
+                "1",
+                "--runtime",
+                "openvino",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "openvino:" in capsys.readouterr().out
+    assert json.loads((out / "openvino" / "runtime.json").read_text())["layers"]
+    run = ["eval", "--model", str(out), "--tasks", "reach", "--episodes", "1", "--workers", "0"]
+    run += ["--runtime", "openvino", "--threads", "1"]
+    assert main([*run, "--out", str(tmp_path / "ev")]) == 0
+    summary = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert summary["overall"]["episodes"] == 1
+    assert summary["weight_bytes"] == (out / "openvino" / "model.bin").stat().st_size
