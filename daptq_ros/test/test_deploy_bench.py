@@ -55,6 +55,31 @@ def test_deploy_bench_reports_every_variant_with_ratios_and_writes_the_doc(repor
     assert "(performance_small_latency_vs_bytes.png)" in doc and "## What limits it" in doc
 
 
+def test_openvino_rows_run_the_exported_model_against_torchs_references(tmp_path, capsys):
+    out = tmp_path / "performance_ov.md"
+    args = ["bench", "--deploy", "--families", "pi0", "--size", "pi0=default", "--runs", "2"]
+    args += ["--variants", "fp32", "bf16", "daptq_budget", "--runtimes", "torch", "openvino"]
+    assert main([*args, "--no-compile", "--out", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {(r["variant"], r["runtime"]) for r in data["results"]}
+    # bf16 is torch's row only: OpenVINO runs the float32 export
+    assert rows == {(v, "torch") for v in ("fp32", "bf16", "daptq_budget")} | {
+        ("fp32", "openvino"),
+        ("daptq_budget", "openvino"),
+    }
+    exported = {r["variant"]: r for r in data["results"] if r["runtime"] == "openvino"}
+    for row in exported.values():
+        assert row["chunk_x_fp32"] > 0 and row["chunk_x_bf16"] > 0 and row["rss_x_fp32"] > 0
+        assert 0 < row["chunk_ms_p50"] <= row["chunk_ms_p95"] and row["export_s"] > 0
+    # the exported file holds the integer codes: smaller than the float32 export
+    assert exported["daptq_budget"]["weight_mb"] < exported["fp32"]["weight_mb"]
+    assert exported["daptq_budget"]["dynamic_quantization_group"] > 0
+    doc = out.read_text()
+    assert (
+        "| pi0 / default | daptq_budget (openvino) |" in doc and "--runtimes torch openvino" in doc
+    )
+
+
 def test_unknown_variant_is_refused_before_any_work():
     with pytest.raises(DaptqError, match="unknown variant 'w5'"):
         run_deploy_bench(["pi0"], ["fp32", "w5"], runs=1, threads=1, with_compile=False)

@@ -180,3 +180,22 @@ def test_quantize_exports_and_eval_runs_the_artefact(model_dir, tmp_path, capsys
     summary = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert summary["overall"]["episodes"] == 1
     assert summary["weight_bytes"] == (out / "openvino" / "model.bin").stat().st_size
+
+
+@pytest.mark.sim
+def test_the_demo_times_the_daptq_model_on_openvino(tmp_path, capsys, sim_renders):
+    checkpoint = save_tiny_pi0(tmp_path / "ee_pi0", layers=2, widths=(64, 32), view=32, dims=4)
+    model = tmp_path / "model"
+    assert main(["import", "--checkpoint", str(checkpoint), "--robot", "sawyer_sim",
+                 "--out", str(model)]) == 0  # fmt: skip
+    capsys.readouterr()
+    args = ["demo", "--model", str(model), "--tasks", "reach", "--episodes", "1"]
+    args += ["--calib-episodes", "1", "--kernel-choice", "packed", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "demo"), "--json"]) == 0
+    rows = {row["method"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert list(rows) == ["fp32", "bf16", "w4a16", "daptq", "daptq_openvino"]
+    exported = rows["daptq_openvino"]
+    assert not exported["rolled_out"] and exported["latency_p50_ms"] > 0
+    assert exported["average_bits"] == rows["daptq"]["average_bits"]
+    assert exported["weight_mb"] < rows["fp32"]["weight_mb"]
+    assert "| daptq_openvino | not rolled out |" in (tmp_path / "demo" / "demo.md").read_text()

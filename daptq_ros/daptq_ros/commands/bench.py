@@ -60,6 +60,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "with cuda the roofline columns give way to the peak GPU memory (default: cpu)",
     )
     deploy.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["torch"],
+        choices=["torch", "openvino"],
+        help="runtimes to measure each variant on: torch (this package's kernels) and openvino "
+        "(the exported model, pi0 only; ratios against torch's FP32 / BF16) (default: torch)",
+    )
+    deploy.add_argument(
         "--no-compile",
         action="store_true",
         help="skip the torch.compile measurements (they add ~30 s of compilation per variant)",
@@ -157,6 +165,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         progress=log,
         kernel_choice=args.kernel_choice,
         device=args.device,
+        runtimes=tuple(args.runtimes),
     )
     if args.out:
         findings = args.findings or args.out.with_name(args.out.stem + "_findings.md")
@@ -177,5 +186,6 @@ def _deploy_command(args: argparse.Namespace) -> str:
         parts += ["--variants", *args.variants]
     parts += ["--threads", str(args.threads), "--kernel-choice", args.kernel_choice]
     parts += ["--device", args.device] if args.device != "cpu" else []
+    parts += ["--runtimes", *args.runtimes] if args.runtimes != ["torch"] else []
     parts += ["--no-compile"] if args.no_compile else []
     return " ".join([*parts, "--out", str(args.out)])

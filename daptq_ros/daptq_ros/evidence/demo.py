@@ -9,7 +9,8 @@ Steps, each timed:
    seeds, quantized models on the deployed low-bit kernels;
 4. latency: p50 per action chunk, round-robin over every config on the same observation (one
    chunk each per round, so whatever else the machine does hits all of them alike), BF16
-   included as the speed reference (not rolled out).
+   included as the speed reference, and a pi0's DA-PTQ model exported to OpenVINO (`daptq
+   quantize --runtime openvino`) as the deployment runtime's row (neither rolled out).
 Then each quantized rollout's end-effector deviation from the FP32 rollout of the same seed is
 scored (drift analysis), and DEMO_DIR gets demo.json, demo.md, deviation.png and the drift
 report.
@@ -39,6 +40,7 @@ from daptq_ros.evidence.drift_report import write_report
 from daptq_ros.policy.daptq import linear_layer_names
 from daptq_ros.policy.model_dir import load_model_dir
 from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
+from daptq_ros.policy.runtime_openvino import has_openvino_artefact
 from daptq_ros.quant import QuantConfig, load_config, weight_bytes
 from daptq_ros.quant.allocation import weighted_bits
 from daptq_ros.quant.kernel_choice import cpu_model
@@ -48,6 +50,7 @@ from daptq_ros.sim.evaluate import EvalConfig, evaluate
 SPEED_REFERENCE = "bf16"
 RTN_W4 = "w4a16"
 DAPTQ = "daptq"
+DAPTQ_OPENVINO = "daptq_openvino"  # the DA-PTQ model on the OpenVINO runtime (latency only)
 LATENCY_ROUNDS = 30
 CALIBRATION_SEED = 0  # demonstrations use seeds 0.., the held-out rollouts start at --seed
 # DA-PTQ as `daptq quantize` runs it here; weight-only (A16) like RTN W4, so only weights differ.
@@ -55,7 +58,12 @@ DAPTQ_ARGS = ("--method", "daptq", "--config", RTN_W4, "--allocation", "budget")
 DAPTQ_ARGS += ("--rounding", "gptq")
 PLOT = "deviation.png"
 PLOT_LABELS = {RTN_W4: "RTN W4", DAPTQ: "DA-PTQ"}  # others: "RTN <preset>"
-ROW_NAMES = (FULL_PRECISION, SPEED_REFERENCE, DAPTQ)  # rows that are not extra RTN presets
+ROW_NAMES = (
+    FULL_PRECISION,
+    SPEED_REFERENCE,
+    DAPTQ,
+    DAPTQ_OPENVINO,
+)  # rows that are not extra RTN presets
 
 Runner = Callable[[list[str]], int]  # runs a `daptq` subcommand, returns its exit status
 
@@ -82,6 +90,7 @@ class Method:
     name: str
     model: Path
     bits: str
+    runtime: str = "torch"
 
 
 def run_demo(config: DemoConfig, daptq: Runner) -> dict[str, Any]:
@@ -93,13 +102,17 @@ def run_demo(config: DemoConfig, daptq: Runner) -> dict[str, Any]:
             calib = config.calib or collect_calibration(config, loaded.meta.image_size[0], daptq)
         rtn_bits = rtn_bits_of(loaded.model, RTN_W4)
         with _timed(timings, "quantize_s"):
-            qdir = quantize_daptq(config, calib, rtn_bits, daptq)
+            qdir = quantize_daptq(config, calib, rtn_bits, daptq, loaded.meta.family == "pi0")
         methods = demo_methods(config, qdir)
         with _timed(timings, "rollouts_s"):
             summaries = {m.name: run_method(m, config) for m in methods}
         reference = Method(SPEED_REFERENCE, config.model, SPEED_REFERENCE)
+        exported = [Method(DAPTQ_OPENVINO, qdir, FULL_PRECISION, "openvino")]
+        exported = exported if has_openvino_artefact(qdir) else []
         with _timed(timings, "latency_s"):
-            speed = measure_latency([methods[0], reference, *methods[1:]], config.kernel_choice)
+            speed = measure_latency(
+                [methods[0], reference, *methods[1:], *exported], config.kernel_choice
+            )
         bits = _average_bits(loaded.model, methods, qdir)
         with _timed(timings, "drift_s"):
             analysis = analyze(
@@ -160,14 +173,18 @@ def collect_calibration(config: DemoConfig, image_size: int, daptq: Runner) -> P
     return out
 
 
-def quantize_daptq(config: DemoConfig, calib: Path, average_bits: float, daptq: Runner) -> Path:
-    """DA-PTQ at `average_bits` average weight bits, written to DEMO_DIR/daptq."""
+def quantize_daptq(
+    config: DemoConfig, calib: Path, average_bits: float, daptq: Runner, export: bool
+) -> Path:
+    """DA-PTQ at `average_bits` average weight bits, written to DEMO_DIR/daptq (and exported
+    to OpenVINO beside it when `export`)."""
     out = config.out / DAPTQ
     bags = len(find_bag_dirs(calib))
     bins = next((b for b in (6, 3) if bags >= b), 1)  # stratification bins the set can fill
     command = ["quantize", "--model", str(config.model), "--calib", str(calib), *DAPTQ_ARGS]
     command += ["--average-bits", repr(average_bits), "--bins", str(bins)]
     command += ["--threads", str(torch.get_num_threads()), "--out", str(out)]
+    command += ["--runtime", "openvino"] if export else []
     if daptq(command) != 0:
         raise DaptqError(f"daptq quantize (DA-PTQ) failed on {config.model}")
     return out
@@ -206,7 +223,8 @@ def _average_bits(model: nn.Module, methods: Sequence[Method], daptq_model: Path
         FULL_PRECISION: 32.0,
         SPEED_REFERENCE: 16.0,
         **{m.name: rtn_bits_of(model, m.bits) for m in methods if m.name not in ROW_NAMES},
-        DAPTQ: average_weight_bits(linear_weight_counts(model), daptq_config),
+        DAPTQ: (daptq_bits := average_weight_bits(linear_weight_counts(model), daptq_config)),
+        DAPTQ_OPENVINO: daptq_bits,
     }
 
 
@@ -239,7 +257,9 @@ def measure_latency(
 ) -> dict[str, dict[str, Any]]:
     """Per method, in order: chunk latency p50 (ms, round-robin), weight bytes, kernel counts."""
     policies = {
-        m.name: load_policy_with_bits(m.model, m.bits, kernel_choice=kernel_choice)[0]
+        m.name: load_policy_with_bits(
+            m.model, m.bits, kernel_choice=kernel_choice, runtime=m.runtime
+        )[0]
         for m in methods
     }
     first = next(iter(policies.values()))
@@ -256,7 +276,7 @@ def measure_latency(
         name: {
             "bit_config": policy.bit_config,
             "p50_ms": 1e3 * statistics.median(times[name]),
-            "weight_bytes": weight_bytes(policy.model),
+            "weight_bytes": getattr(policy, "weight_bytes", None) or weight_bytes(policy.model),
             "kernels": dict(
                 Counter(c.kernel for c in getattr(policy, "kernel_choices", {}).values())
             ),
@@ -336,7 +356,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         "deviation: per-episode RMSE of the end-effector position against the FP32 rollout of "
         "the same seed, mean over episodes with its 95 % interval. Latency: p50 per action "
         f"chunk, measured round-robin in one process on {report['cpu']}, {report['threads']} "
-        "threads; BF16 is the speed reference (not rolled out). Weight memory is what the "
+        "threads; BF16 is the speed reference and daptq_openvino the DA-PTQ model exported to "
+        "the OpenVINO runtime (neither rolled out). Weight memory is what the "
         "chosen kernels hold: a layer whose packed kernel is slower than BF16 on this CPU is "
         "held unpacked under `auto` (`--kernel-choice packed` holds every layer at its bit "
         "width).",
@@ -374,7 +395,7 @@ def format_markdown(report: dict[str, Any]) -> str:
 def format_table(report: dict[str, Any]) -> str:
     """The demo table for the terminal, with the drift reduction and the step timings."""
     lines = [
-        f"{'method':<10} {'success':>8} {'95 % CI':>11} {'EE dev. mm [95 % CI]':>24} "
+        f"{'method':<14} {'success':>8} {'95 % CI':>11} {'EE dev. mm [95 % CI]':>24} "
         f"{'W bits':>6} {'weight MB':>9} {'ms/chunk':>8} {'x BF16':>6}"
     ]
     for row in report["rows"]:
@@ -384,7 +405,7 @@ def format_table(report: dict[str, Any]) -> str:
             success = f"{row['successes']}/{row['episodes']}"
             interval = f"[{100 * low:.0f}, {100 * high:.0f}] %"
         lines.append(
-            f"{row['method']:<10} {success:>8} {interval:>11} {_deviation(row):>24} "
+            f"{row['method']:<14} {success:>8} {interval:>11} {_deviation(row):>24} "
             f"{row['average_bits']:>6.2f} {row['weight_mb']:>9.2f} "
             f"{row['latency_p50_ms']:>8.1f} {row['latency_x_bf16']:>6.2f}"
         )

@@ -401,8 +401,10 @@ def run_deploy_bench(
     progress: Callable[[str], None] = print,
     kernel_choice: str = "auto",
     device: str = "cpu",
+    runtimes: tuple[str, ...] = ("torch",),
 ) -> dict[str, Any]:
-    """Every (family, variant): prepared and measured in child processes; ratios to FP32 / BF16.
+    """Every (family, variant, runtime): prepared and measured in child processes; ratios to
+    torch's FP32 / BF16 rows. OpenVINO rows (evidence/runtime_bench.py) run the exported model.
 
     `kernel_choice` is how each deployed layer's kernel is picked (quant.kernel_choice);
     `device` cuda measures on the GPU (refused with the reason where there is none)."""
@@ -418,23 +420,20 @@ def run_deploy_bench(
     with tempfile.TemporaryDirectory(prefix="daptq_deploy_bench_") as scratch:
         for family in families:
             size = sizes[family]
-            for variant in variants:
-                progress(f"{family}/{size}: {variant}")
-                path = str(Path(scratch) / f"{family}_{variant}.safetensors")
-                common = {"family": family, "size": size, "variant": variant, "path": path}
-                row = {**common, **_child("prepare", **common)}
-                measured = _child(
-                    "measure",
-                    runs=runs,
-                    with_compile=with_compile,
-                    kernel_choice=kernel_choice,
-                    device=device,
-                    **common,
-                )
-                row.update(measured)
-                Path(path).unlink()
-                del row["path"]
-                rows.append(row)
+            for runtime in runtimes:
+                for variant in variants:
+                    if runtime == "openvino" and (variant == "bf16" or family != "pi0"):
+                        continue  # it exports pi0, in float32 (bf16 is torch's row)
+                    progress(f"{family}/{size}: {variant} ({runtime})")
+                    rows.append(
+                        _measured_row(
+                            Path(scratch) / f"{family}_{variant}_{runtime}",
+                            {"family": family, "size": size, "variant": variant},
+                            runtime,
+                            {"runs": runs, "with_compile": with_compile},
+                            {"kernel_choice": kernel_choice, "device": device},
+                        )
+                    )
     _add_ratios(rows)
     from daptq_ros.evidence.kernel_bench import copy_bandwidth_gbs
 
@@ -451,10 +450,35 @@ def run_deploy_bench(
     }
 
 
+def _measured_row(
+    scratch: Path,
+    common: dict[str, str],
+    runtime: str,
+    timing: dict[str, Any],
+    torch_options: dict[str, str],
+) -> dict[str, Any]:
+    """One variant on one runtime, prepared and measured in child processes of their own."""
+    import shutil
+
+    path = str(scratch) if runtime == "openvino" else f"{scratch}.safetensors"
+    stages = (
+        ("prepare", "measure") if runtime == "torch" else ("prepare_openvino", "measure_openvino")
+    )
+    options = torch_options if runtime == "torch" else {}
+    row = {**common, "runtime": runtime, **_child(stages[0], path=path, **common)}
+    row.update(_child(stages[1], path=path, **timing, **options, **common))
+    shutil.rmtree(path) if runtime == "openvino" else Path(path).unlink()
+    return row
+
+
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    """x_fp32 / x_bf16 of chunk latency and weight bytes, against the same family's run."""
+    """x_fp32 / x_bf16 of chunk latency and weight bytes, against the same family's torch run."""
     for row in rows:
-        family_rows = {r["variant"]: r for r in rows if r["family"] == row["family"]}
+        family_rows = {
+            r["variant"]: r
+            for r in rows
+            if r["family"] == row["family"] and r.get("runtime", "torch") == "torch"
+        }
         for ref in ("fp32", "bf16"):
             if ref in family_rows:
                 base = family_rows[ref]
@@ -490,7 +514,15 @@ def _main(argv: list[str]) -> None:
     stage, kwargs = argv[0], json.loads(argv[1])
     torch.set_num_threads(int(os.environ.get("DAPTQ_BENCH_THREADS", "2")))
     kwargs["path"] = Path(kwargs["path"])
-    result = prepare(**kwargs) if stage == "prepare" else measure(**kwargs)
+    from daptq_ros.evidence import runtime_bench
+
+    stages = {
+        "prepare": prepare,
+        "measure": measure,
+        "prepare_openvino": runtime_bench.prepare,
+        "measure_openvino": runtime_bench.measure,
+    }
+    result = stages[stage](**kwargs)
     print(json.dumps(result))
 
 

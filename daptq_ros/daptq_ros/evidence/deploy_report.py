@@ -19,6 +19,12 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def label(row: dict[str, Any]) -> str:
+    """A row's variant, with its runtime when that is not torch."""
+    runtime = row.get("runtime", "torch")
+    return row["variant"] if runtime == "torch" else f"{row['variant']} ({runtime})"
+
+
 def results_table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown rows: memory, load, eager chunk / prefix / head latency, ratios, roofline."""
     lines = [
@@ -29,7 +35,7 @@ def results_table(rows: list[dict[str, Any]]) -> list[str]:
     ]
     for r in rows:
         lines.append(
-            f"| {r['family']} / {r['size']} | {r['variant']} | {r['parameters_m']:.0f} "
+            f"| {r['family']} / {r['size']} | {label(r)} | {r['parameters_m']:.0f} "
             f"| {r['weight_mb']:.0f} | {_num(r.get('bytes_x_fp32'), 3)} | {r['load_s']:.1f} "
             f"| {r['quantize_s']:.1f} | {r['rss_loaded_mb']:.0f} | {r['peak_rss_mb']:.0f} "
             f"| {r['chunk_ms_p50']:.1f} | {r['chunk_ms_p95']:.1f} | {r['prefix_ms_p50']:.1f} "
@@ -53,7 +59,7 @@ def kernels_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         groups = r.get("kernels") or {}
         lines.append(
-            f"| {r['family']} / {r['size']} | {r['variant']} "
+            f"| {r['family']} / {r['size']} | {label(r)} "
             f"| {_counts(groups.get('prefix'))} | {_counts(groups.get('head'))} "
             f"| {r['chunk_ms_p50']:.1f} | {r['chunk_ms_p95']:.1f} "
             f"| {_num(r.get('chunk_x_bf16'), 2)} | {_num(r.get('bytes_x_fp32'), 3)} "
@@ -100,7 +106,7 @@ def plot_latency_vs_bytes(rows: list[dict[str, Any]], path: Path) -> Path:
         )
         for r in mine:
             axes.annotate(
-                r["variant"],
+                label(r),
                 (r["weight_mb"], r["chunk_ms_p50"]),
                 fontsize=7,
                 xytext=(3, 3),

@@ -328,20 +328,25 @@ class OpenVinoPolicy(VlaPolicy):
         """A stand-in holding the config (the adapter reads shapes from it)."""
         return self.loaded.model
 
-    def predict(
-        self, image: np.ndarray, instruction: str, state: np.ndarray, seed: int | None = None
-    ) -> ActionChunk:
-        batch = self.preprocess(image, instruction, state)
+    def sample(self, batch: Any, seed: int) -> np.ndarray:
+        """Normalised actions [chunk, action_dim] of one preprocessed observation."""
         adapter, config = self.loaded.adapter, self.loaded.model.config
         inputs = adapter._inputs(self.loaded.model, batch)
-        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        generator = torch.Generator().manual_seed(seed)
         shape = (1, config.chunk_size, config.max_action_dim)
         inputs["noise"] = torch.randn(shape, generator=generator)
         feed = {name: inputs[name].numpy() for name in INPUT_NAMES}
         actions = self.request.infer(feed)[0][0, :, : adapter._action_dim(self.loaded.model)]
+        return np.asarray(actions, np.float32)
+
+    def predict(
+        self, image: np.ndarray, instruction: str, state: np.ndarray, seed: int | None = None
+    ) -> ActionChunk:
+        batch = self.preprocess(image, instruction, state)
+        actions = self.sample(batch, self.seed if seed is None else seed)
         meta = self.loaded.meta
         return ActionChunk(
-            meta.normalizer.unnormalize_actions(np.asarray(actions, np.float32)),
+            meta.normalizer.unnormalize_actions(actions),
             meta.dt,
             meta.action_space,
             meta.action_names,
