@@ -57,6 +57,7 @@ def test_the_node_runs_and_swaps_exported_openvino_models(tmp_path):
     from trajectory_msgs.msg import JointTrajectory
 
     from daptq_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
+    from daptq_ros.policy.runtime_openvino import weight_files
 
     *steps, launch_line = readme_commands(*README_LINES)
     save_tiny_pi0(tmp_path / "my_pi0", chunk_size=16, layers=2, widths=(64, 32), view=32, dims=8)
@@ -64,8 +65,8 @@ def test_the_node_runs_and_swaps_exported_openvino_models(tmp_path):
         daptq(*words[1:], cwd=tmp_path)
     evaluated = json.loads((tmp_path / "runs/my_pi0_ov/eval.json").read_text())
     assert evaluated["overall"]["episodes"] == 10 and not evaluated["failed_runs"]
-    exported = tmp_path / "models/my_pi0_ov/openvino/model.bin"
-    assert evaluated["weight_bytes"] == exported.stat().st_size
+    exported = weight_files(tmp_path / "models/my_pi0_ov")
+    assert evaluated["weight_bytes"] == sum(f.stat().st_size for f in exported)
     # A second export (W8A8) to swap to, and a quantized directory without an exported model.
     calib = ["--calib", "my_sim_demos", "--method", "rtn", "--bins", "1"]
     daptq("quantize", "--model", "models/my_pi0_sim", *calib, "--config", "w8a8",

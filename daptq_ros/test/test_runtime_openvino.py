@@ -23,7 +23,7 @@ from pi0_checkpoint import save_tiny_pi0
 
 from daptq_ros.cli import main
 from daptq_ros.errors import ConfigError
-from daptq_ros.policy import runtime_openvino
+from daptq_ros.policy import openvino_export, runtime_openvino
 from daptq_ros.policy.quantize import load_policy_with_bits
 from daptq_ros.quant.layers import QuantLinear
 
@@ -60,7 +60,7 @@ def observations(policy, count: int = 3):
 def exported(model_dir: Path, bits: str, out: Path):
     """The simulated policy (set to the runtime's arithmetic) and its exported twin."""
     simulated, _ = load_policy_with_bits(model_dir, bits, deployed=False)
-    runtime = runtime_openvino.export_openvino(simulated, out)
+    runtime = openvino_export.export_openvino(simulated, out)
     for name in ("config.json", "daptq.json", "tokenizer.json", "model.safetensors"):
         (out / name).write_bytes((model_dir / name).read_bytes())
     return simulated, runtime_openvino.load_openvino_policy(out, threads=1), runtime
@@ -82,11 +82,12 @@ def test_float_activation_configs_give_the_simulated_chunk(model_dir, tmp_path, 
         assert relative(got, want) < 1e-5
 
 
-def test_int8_activations_compute_the_simulated_arithmetic(model_dir, tmp_path):
-    simulated, deployed, runtime = exported(model_dir, "w4a8", tmp_path)
+@pytest.mark.parametrize("bits", ["w4a8", "w8a8"])
+def test_int8_activations_compute_the_simulated_arithmetic(model_dir, tmp_path, bits):
+    simulated, deployed, runtime = exported(model_dir, bits, tmp_path)
     group = runtime["dynamic_quantization_group"]
-    assert group in runtime_openvino.DYNAMIC_GROUPS
-    layers = runtime_openvino.quantized_layers(simulated.model)
+    assert group in openvino_export.DYNAMIC_GROUPS
+    layers = openvino_export.quantized_layers(simulated.model)
     inputs: dict[str, torch.Tensor] = {}
 
     def keep_first_input(name: str):
@@ -116,7 +117,7 @@ def run_one_layer(name: str, layer: QuantLinear, x: torch.Tensor, group: int) ->
     from openvino import opset13 as ops
 
     source = ops.parameter(list(x.shape), openvino.Type.f32)
-    y = ops.matmul(source, runtime_openvino._integer_weight(name, layer), False, True)
+    y = ops.matmul(source, openvino_export._integer_weight(name, layer), False, True)
     if layer.bias is not None:
         y = ops.add(y, ops.constant(layer.bias.detach().numpy()))
     properties = {
@@ -130,48 +131,47 @@ def run_one_layer(name: str, layer: QuantLinear, x: torch.Tensor, group: int) ->
 
 def test_configs_the_runtime_cannot_run_as_simulated_are_refused(model_dir):
     simulated, _ = load_policy_with_bits(model_dir, "w4a8", deployed=False)
-    layers = list(runtime_openvino.quantized_layers(simulated.model).values())
+    layers = list(openvino_export.quantized_layers(simulated.model).values())
     layers[0].activation_bits = None  # int8 activations on some layers only
     with pytest.raises(ConfigError, match="every integer layer or of none"):
-        runtime_openvino.match_runtime_arithmetic(simulated.model)
+        openvino_export.match_runtime_arithmetic(simulated.model)
     layers[0].activation_bits = 4
     with pytest.raises(ConfigError, match="no 4-bit activations"):
-        runtime_openvino.match_runtime_arithmetic(simulated.model)
+        openvino_export.match_runtime_arithmetic(simulated.model)
 
 
-def test_quantize_exports_and_eval_runs_the_artefact(model_dir, tmp_path, capsys, sim_renders):
-    out = tmp_path / "quantized"
-    calib = tmp_path / "demos"
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory, sim_renders) -> Path:
+    calib = tmp_path_factory.mktemp("demos") / "reach"
     args = ["collect", "--tasks", "reach", "--episodes", "2", "--image-size", "32"]
     assert main([*args, "--control", "joint_position", "--out", str(calib)]) == 0
-    assert (
-        main(
-            [
-                "quantize",
-                "--model",
-                str(model_dir),
-                "--calib",
-                str(calib),
-                "--method",
-                "rtn",
-                "--config",
-                "w4a8",
-                "--bins",
-                "1",
-                "--batches",
-                "1",
-                "--batch-size",
-                "2",
-                "--threads",
-                "1",
-                "--runtime",
-                "openvino",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    return calib
+
+
+QUANTIZE_SMALL = ["--bins", "1", "--batches", "1", "--batch-size", "2", "--threads", "1"]
+
+
+def test_a_daptq_map_runs_as_simulated(model_dir, demos, tmp_path):
+    """DA-PTQ's mixed map (4-bit, 8-bit and kept layers, W4A8) from `daptq quantize`."""
+    out = tmp_path / "daptq"
+    args = ["quantize", "--model", str(model_dir), "--calib", str(demos), "--method", "daptq"]
+    assert main([*args, *QUANTIZE_SMALL, "--runtime", "openvino", "--out", str(out)]) == 0
+    runtime = json.loads((out / "openvino" / "runtime.json").read_text())
+    assert runtime["dynamic_quantization_group"] > 0
+    simulated, _ = load_policy_with_bits(out, "fp32", deployed=False, runtime="openvino")
+    deployed, label = load_policy_with_bits(out, "fp32", runtime="openvino")
+    assert label == simulated.bit_config and label.startswith("daptq")
+    for image, instruction, state in observations(simulated):
+        want = simulated.predict(image, instruction, state, seed=2).actions
+        got = deployed.predict(image, instruction, state, seed=2).actions
+        assert relative(got, want) < 2e-2
+
+
+def test_quantize_exports_and_eval_runs_the_artefact(model_dir, demos, tmp_path, capsys):
+    out = tmp_path / "quantized"
+    args = ["quantize", "--model", str(model_dir), "--calib", str(demos), "--method", "rtn"]
+    args += ["--config", "w4a8", *QUANTIZE_SMALL, "--runtime", "openvino"]
+    assert main([*args, "--out", str(out)]) == 0
     assert "openvino:" in capsys.readouterr().out
     assert json.loads((out / "openvino" / "runtime.json").read_text())["layers"]
     run = ["eval", "--model", str(out), "--tasks", "reach", "--episodes", "1", "--workers", "0"]
@@ -179,7 +179,8 @@ def test_quantize_exports_and_eval_runs_the_artefact(model_dir, tmp_path, capsys
     assert main([*run, "--out", str(tmp_path / "ev")]) == 0
     summary = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert summary["overall"]["episodes"] == 1
-    assert summary["weight_bytes"] == (out / "openvino" / "model.bin").stat().st_size
+    files = runtime_openvino.weight_files(out)
+    assert summary["weight_bytes"] == sum(f.stat().st_size for f in files)
 
 
 @pytest.mark.sim
@@ -199,3 +200,16 @@ def test_the_demo_times_the_daptq_model_on_openvino(tmp_path, capsys, sim_render
     assert exported["average_bits"] == rows["daptq"]["average_bits"]
     assert exported["weight_mb"] < rows["fp32"]["weight_mb"]
     assert "| daptq_openvino | not rolled out |" in (tmp_path / "demo" / "demo.md").read_text()
+
+
+def test_what_the_export_cannot_carry_is_refused_before_calibration(model_dir, tmp_path, capsys):
+    from daptq_ros.policy.model_dir import default_model_dir
+
+    args = ["quantize", "--calib", str(tmp_path / "none"), "--method", "rtn", "--runtime"]
+    cogact = ["--model", str(default_model_dir("cogact"))]
+    assert main([*args, "openvino", *cogact, "--out", str(tmp_path / "q")]) == 2
+    assert "exports pi0 models; this one is cogact" in capsys.readouterr().err
+    w4a4 = ["--model", str(model_dir), "--config", "w4a4"]
+    assert main([*args, "openvino", *w4a4, "--out", str(tmp_path / "q")]) == 2
+    assert "no 4-bit activations" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()

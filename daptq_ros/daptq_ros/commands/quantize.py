@@ -171,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
     check_deployable(load_config(args.config))  # a model no kernel runs is refused first
     model_dir = Path(args.model) if args.model else default_model_dir("pi0")
     loaded = load_model_dir(model_dir)
+    if args.runtime == "openvino":
+        from daptq_ros.policy.openvino_export import check_exportable
+
+        check_exportable(loaded.meta.family, load_config(args.config).activation_bits)
     bags = _checked_bags(args.calib, args.bins, loaded.meta, args.image_topic)
     episodes, batches, bins = _calibration(loaded, bags, args)
     start = time.perf_counter()
@@ -446,7 +450,7 @@ def _export_openvino(loaded: Any, out: Path) -> dict:
     The simulated layers are set to the runtime's activation arithmetic first, so the saved
     model and the artefact compute the same chunk."""
     from daptq_ros.policy.inference import VlaPolicy
-    from daptq_ros.policy.runtime_openvino import export_openvino
+    from daptq_ros.policy.openvino_export import export_openvino
 
     runtime = export_openvino(VlaPolicy(loaded), out)
     return {k: v for k, v in runtime.items() if k != "layers"}

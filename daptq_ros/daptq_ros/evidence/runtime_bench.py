@@ -20,8 +20,8 @@ import numpy as np
 def prepare(family: str, size: str, variant: str, path: Path) -> dict[str, float]:
     """Write, quantize (simulated) and export one variant into the folder `path`."""
     from daptq_ros.evidence.deploy_bench import write_scaled_model_dir
+    from daptq_ros.policy.openvino_export import export_openvino, quantized_layers
     from daptq_ros.policy.quantize import load_policy_with_bits
-    from daptq_ros.policy.runtime_openvino import export_openvino, quantized_layers
 
     start = time.perf_counter()
     write_scaled_model_dir(family, size, path, variant)
@@ -44,7 +44,7 @@ def measure(
     import torch
 
     from daptq_ros.evidence.deploy_bench import _latencies, _peak_rss_mb, _rss_mb
-    from daptq_ros.policy.runtime_openvino import MODEL_FILE, RUNTIME_DIR, load_openvino_policy
+    from daptq_ros.policy.runtime_openvino import load_openvino_policy
 
     start = time.perf_counter()
     policy = load_openvino_policy(path, threads=torch.get_num_threads())
@@ -60,11 +60,10 @@ def measure(
         started = time.perf_counter()
         policy.sample(batch, run)
         totals.append(1e3 * (time.perf_counter() - started))
-    weights = (path / RUNTIME_DIR / MODEL_FILE).with_suffix(".bin")
     result = {
         "load_s": load_s,
         "compile_s": policy.compile_s,
-        "weight_mb": weights.stat().st_size / 1e6,
+        "weight_mb": policy.weight_bytes / 1e6,
         "kernels": {},
         **_latencies(totals, [float("nan")] * runs, ""),
         "rss_loaded_mb": _rss_mb(),

@@ -110,7 +110,7 @@ def load_policy_with_bits(
     --runtime openvino`) when deployed; simulated, such a directory computes the activation
     arithmetic of that runtime (policy.runtime_openvino).
     """
-    from daptq_ros.policy import runtime_openvino
+    from daptq_ros.policy import openvino_export, runtime_openvino
     from daptq_ros.policy.inference import load_policy
 
     check_device(device)
@@ -142,7 +142,7 @@ def load_policy_with_bits(
         if deployed:
             deploy_policy(policy, kernel_choice, whole_model_bf16, kernels_by_layer)
         elif runtime == "openvino":
-            runtime_openvino.match_runtime_arithmetic(policy.model)
+            openvino_export.match_runtime_arithmetic(policy.model)
         policy.bit_config = name
         return policy, name
     if bits == FULL_PRECISION:
@@ -153,7 +153,7 @@ def load_policy_with_bits(
     if deployed:
         deploy_policy(policy, kernel_choice, whole_model_bf16, kernels_by_layer)
     elif runtime == "openvino":
-        runtime_openvino.match_runtime_arithmetic(policy.model)
+        openvino_export.match_runtime_arithmetic(policy.model)
     policy.bit_config = config.name
     return policy, config.name
 
