@@ -14,6 +14,8 @@
 # $OUT/gpu_420m.json and $OUT/gpu_3b.json (the `daptq bench --deploy --json` report); render
 # them here into docs/performance_gpu.md with `bash bench/gpu_check.sh render DIR`.
 # Budget: about 3 min at 420 M and 4 min at 3 B on an H100 (fewer variants and runs at 3 B).
+# The OpenVINO runtime (`daptq bench --deploy --runtimes openvino`) is not measured here: its GPU
+# plugin drives Intel GPUs only, and the lent machines are NVIDIA (docs/performance_findings.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.gpu_wheels

@@ -12,7 +12,7 @@ PLOT_SUFFIX = "_latency_vs_bytes.png"  # beside the report: performance.md -> pe
 
 
 def _num(value: Any, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    return "-" if value is None or value != value else f"{value:.{digits}f}"  # None or NaN
 
 
 def _share(value: float | None) -> str:
@@ -38,8 +38,8 @@ def results_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {r['family']} / {r['size']} | {label(r)} | {r['parameters_m']:.0f} "
             f"| {r['weight_mb']:.0f} | {_num(r.get('bytes_x_fp32'), 3)} | {r['load_s']:.1f} "
             f"| {r['quantize_s']:.1f} | {r['rss_loaded_mb']:.0f} | {r['peak_rss_mb']:.0f} "
-            f"| {r['chunk_ms_p50']:.1f} | {r['chunk_ms_p95']:.1f} | {r['prefix_ms_p50']:.1f} "
-            f"| {r['head_ms_p50']:.1f} | {_num(r.get('chunk_x_fp32'), 2)} "
+            f"| {r['chunk_ms_p50']:.1f} | {r['chunk_ms_p95']:.1f} | {_num(r['prefix_ms_p50'])} "
+            f"| {_num(r['head_ms_p50'])} | {_num(r.get('chunk_x_fp32'), 2)} "
             f"| {_num(r.get('chunk_x_bf16'), 2)} | {_num(r.get('gemv_gbs'))} "
             f"| {_share(r.get('gemv_roofline_share'))} | {_num(r.get('int4_gemv_gbs'))} "
             f"| {_share(r.get('int4_gemv_roofline_share'))} |"
@@ -92,6 +92,20 @@ def compiled_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {r['head_ms_p50']:.1f} | {r['compiled_head_ms_p50']:.1f} |"
         )
     return lines
+
+
+def _runtime_note(rows: list[dict[str, Any]]) -> list[str]:
+    """What the rows of another runtime are, when there are any."""
+    if all(r.get("runtime", "torch") == "torch" for r in rows):
+        return []
+    return [
+        "",
+        "Rows marked *(openvino)* run the model that `daptq quantize --runtime openvino` "
+        "exports (its exact integer weights; float32 activations, int8 dynamic quantization "
+        "of the integer layers' inputs) on OpenVINO's CPU plugin, loaded without the torch "
+        "model; their weights are the exported files, their prefix / head split is not timed, "
+        "and their ratios are against torch's FP32 and BF16 rows.",
+    ]
 
 
 def plot_latency_vs_bytes(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -155,6 +169,7 @@ def write_performance_doc(
         "initialising it, so skeleton pages that the weights never overwrite stay unmapped; "
         "file pages of the memory-mapped weights count while they are read, and so does the "
         "roofline's read buffer of up to 2 GiB).",
+        *_runtime_note(report["results"]),
         "",
         "## Kernels chosen and the targets' ratios",
         "",
