@@ -292,6 +292,8 @@ def test_hot_swap_keeps_serving_the_old_model_until_the_new_one_is_ready(rig):
     assert_within_limits(r.core, positions)
     status = r.core.status_fields(r.t)
     assert status["bit_config"] == "w8a8" and not status["swap_in_progress"]
+    values = {v.key: v.value for v in r.core.diagnostics_msg(r.t).status[0].values}
+    assert float(values["last_swap_s"]) >= 0.4  # the build's wall time, slept 0.4 s
 
 
 def test_a_failed_swap_keeps_the_old_model(rig):

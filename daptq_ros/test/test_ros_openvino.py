@@ -99,6 +99,12 @@ def test_the_node_runs_and_swaps_exported_openvino_models(tmp_path):
             patience(60, status),
             "the swap to the W8A8 export\n" + launch.tail(),
         )
+
+        def swap_time() -> float:  # the swap's build time, measured by the node
+            found = diagnostic(diagnostics, "daptq policy_node")
+            return float(diagnostic_values(found).get("last_swap_s", 0.0))
+
+        wait_for(lambda: swap_time() > 0, patience(10, status), "the swap time on /diagnostics")
         unexported = str(tmp_path / "models/my_pi0_torch")
         assert ros2("param", "set", "/policy_node", "bit_config", unexported).returncode == 0
 

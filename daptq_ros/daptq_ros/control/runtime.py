@@ -79,6 +79,7 @@ class InferenceWorker:
         self.swap_state = SwapState.IDLE
         self.swap_label = ""
         self.swap_error = ""
+        self.last_swap_s = float("nan")  # wall time the last successful swap took to build
         self._clock = clock
         self._policy = policy
         self._pending: Observation | None = None
@@ -158,6 +159,7 @@ class InferenceWorker:
         self._thread.join(timeout)
 
     def _build(self, build: Callable[[], ChunkPolicy]) -> None:
+        started = time.monotonic()  # wall time, whatever clock the node follows
         try:
             policy = build()
         except Exception as error:  # any failure must leave the old policy serving
@@ -166,6 +168,7 @@ class InferenceWorker:
             return
         with self._lock:
             self._ready_policy, self.swap_state = policy, SwapState.READY
+            self.last_swap_s = time.monotonic() - started
 
     def _serve(self) -> None:
         while True:

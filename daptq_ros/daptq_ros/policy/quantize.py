@@ -108,7 +108,7 @@ def load_policy_with_bits(
     (quant.kernel_choice: auto, packed or fastest), unless `kernels_by_layer` names them.
     `runtime` "openvino" runs the directory's exported OpenVINO model (`daptq quantize
     --runtime openvino`) when deployed; simulated, such a directory computes the activation
-    arithmetic of that runtime (policy.runtime_openvino).
+    arithmetic of that runtime (policy.openvino_export).
     """
     from daptq_ros.policy import openvino_export, runtime_openvino
     from daptq_ros.policy.inference import load_policy

@@ -65,6 +65,7 @@ def diagnostics(core: Any, now: float, node: str) -> Any:
     values["watchdog"] = "; ".join(status_fields["hold_reasons"]) or "ok"
     values["runtime"] = str(getattr(core.worker.policy, "runtime", "torch"))
     values["runtime_warning"] = runtime_warning
+    values["last_swap_s"] = round(_nan_to_zero(core.worker.last_swap_s), 3)
     status = (f"daptq {node}", level, message, values)
     return diagnostic_array_msg(core.types, sec_to_ns(now), [status], core.robot.name)
 
