@@ -74,6 +74,12 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
 def test_float_activation_configs_give_the_simulated_chunk(model_dir, tmp_path, bits):
     simulated, deployed, runtime = exported(model_dir, bits, tmp_path)
     assert runtime["dynamic_quantization_group"] == 0
+    # Every quantized layer is in a graph but the last backbone layer's query, output and MLP
+    # (only its keys and values are read).
+    assert {n.split(".layers.2.")[1] for n in runtime["layers_not_computed"]} == {
+        "self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
+    }  # fmt: skip
+    assert all(".language_model.layers.2." in n for n in runtime["layers_not_computed"])
     containers = {description.split()[0] for description in runtime["layers"].values()}
     assert containers == {"u4" if bits == "w4a16" else "u8"}
     for image, instruction, state in observations(simulated):

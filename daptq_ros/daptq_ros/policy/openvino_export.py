@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -50,8 +51,10 @@ from daptq_ros.policy.runtime_openvino import (
 from daptq_ros.quant.layers import QuantLinear
 
 DYNAMIC_GROUPS = (128, 64, 32, 16)  # activation groups tried, per token row
-WEIGHT_BUFFER = "dequantized"  # an exported weight's buffer; the converter names it
-TRACED_PREFIX = "self.model."  # self.model.<layer>.dequantized (the graph modules hold `model`)
+WEIGHT_BUFFER = "placeholder"  # ExportLinear's one-element stand-in for its weight
+# The converter names ExportLinear's weight after its module (the graph modules hold `model`);
+# one per use of the layer in a graph: ..._1, _2.
+PLACEHOLDER_NAME = re.compile(r"^__module\.model\.(?P<layer>.+)/aten::add/Add(_\d+)?$")
 
 
 def weight_group(layer: QuantLinear) -> int:
@@ -109,19 +112,28 @@ def _dynamic_group(layers: list[QuantLinear]) -> int:
 
 
 class ExportLinear(nn.Module):
-    """A QuantLinear for tracing: its dequantized weight as a named buffer, replaced after
-    conversion by the integer chain (the buffer's name locates it in the converted graph)."""
+    """A QuantLinear for tracing: a one-element placeholder broadcast to the weight's shape;
+    after conversion that weight (found by its module's name) is replaced by the integer chain.
+    No float copy of the weights is made, so a 3 G model exports in the memory of its
+    integers; the traced values are meaningless, the shapes are the layer's."""
 
-    def __init__(self, layer: QuantLinear) -> None:
+    def __init__(self, layer: QuantLinear, index: int) -> None:
         super().__init__()
-        self.register_buffer(WEIGHT_BUFFER, layer.dequantized_weight().float())
+        # A value of its own per layer: layers reading the same input (q/k/v, gate/up) would
+        # otherwise give identical subgraphs, which the converter merges into one.
+        self.register_buffer(WEIGHT_BUFFER, torch.full((1, 1), 1e-6 * (index + 1)))
         self.register_buffer("input_scale", layer.input_scale)
         self.bias = layer.bias
+        self.shape = (layer.out_features, layer.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale is not None:
             x = x / self.input_scale
-        return F.linear(x, getattr(self, WEIGHT_BUFFER), self.bias)
+        # + 0 x (one input element): the weight depends on an input, so the converter keeps
+        # Broadcast -> Add instead of folding them into a dense float constant.
+        anchor = x.flatten()[:1].sum() * 0.0
+        weight = getattr(self, WEIGHT_BUFFER).expand(self.shape) + anchor
+        return F.linear(x, weight, self.bias)
 
 
 class PrefixCache(nn.Module):
@@ -179,8 +191,8 @@ class DenoiseStep(nn.Module):
 def _swapped_for_export(model: nn.Module) -> Iterator[dict[str, QuantLinear]]:
     """QuantLinears replaced by ExportLinears while inside; the originals are put back after."""
     layers = quantized_layers(model)
-    for name, layer in layers.items():
-        model.set_submodule(name, ExportLinear(layer))
+    for index, (name, layer) in enumerate(layers.items()):
+        model.set_submodule(name, ExportLinear(layer, index))
     try:
         yield layers
     finally:
@@ -238,16 +250,15 @@ def _integer_weight(name: str, layer: QuantLinear) -> Any:
 
 
 def _insert_integer_weights(ov_model: Any, layers: dict[str, QuantLinear]) -> set[str]:
-    """Replace each exported float weight of one graph by its integer chain; the layers found.
-    A layer whose output no graph reads is dropped by the converter, rightly."""
+    """Replace each exported placeholder weight of one graph (the Add of ExportLinear.forward,
+    named after its module) by the layer's integer chain; the layers found. A layer whose
+    output no graph reads is dropped by the converter, rightly."""
     found = set()
     for op in ov_model.get_ordered_ops():
-        name = op.get_friendly_name()
-        if op.get_type_name() != "Constant" or not name.endswith("." + WEIGHT_BUFFER):
-            continue
-        layer_name = name.removeprefix(TRACED_PREFIX).removesuffix("." + WEIGHT_BUFFER)
-        if layer_name not in layers:
-            raise ModelError(f"OpenVINO export: weight {name} matches no quantized layer")
+        match = PLACEHOLDER_NAME.match(op.get_friendly_name())
+        layer_name = match["layer"] if match else ""
+        if op.get_type_name() != "Add" or layer_name not in layers:
+            continue  # an addition of another module
         op.output(0).replace(_integer_weight(layer_name, layers[layer_name]))
         found.add(layer_name)
     return found
