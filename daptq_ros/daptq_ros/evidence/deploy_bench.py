@@ -130,6 +130,8 @@ def write_scaled_model_dir(family: str, size: str, directory: Path, variant: str
 
     template = load_model_dir(default_model_dir("pi0"))
     adapter = get_family(family)
+    # A preset with its own input (SigLIP's 224 px) gets it; the others the template's.
+    image_size, views = PRESET_INPUTS.get(size, (template.meta.image_size, template.meta.num_views))
     config = adapter.default_config(
         size=size,
         vocab_size=template.tokenizer.vocab_size,
@@ -137,13 +139,14 @@ def write_scaled_model_dir(family: str, size: str, directory: Path, variant: str
         state_dim=template.meta.normalizer.state_dim,
         action_dim=template.meta.normalizer.action_dim,
         horizon=template.meta.horizon,
-        image_size=template.meta.image_size,
-        num_views=template.meta.num_views,
+        image_size=image_size,
+        num_views=views,
     )
     torch.manual_seed(0)
     model = adapter.build(config).eval()
     provenance = {"random_weights": f"{family}/{size}: speed and memory only (daptq bench)"}
     meta = replace(template.meta, family=family, provenance=provenance)
+    meta = replace(meta, image_size=image_size, num_views=views)  # (H, views x W), as config
     quant_config = variant_config(adapter, model, variant)
     if quant_config is None:
         return save_model_dir(directory, model, config, template.tokenizer, meta)

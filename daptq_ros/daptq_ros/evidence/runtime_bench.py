@@ -52,7 +52,9 @@ def measure(
     meta = policy.loaded.meta
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (*meta.image_size, 3), np.uint8)
-    batch = policy.preprocess(image, "pick up the cube", np.zeros(policy.state_dim))
+    # 12 prompt tokens with the embedded tokenizer, as the torch rows' TEXT_TOKENS
+    instruction = "pick up the red cube and put it on the plate now"
+    batch = policy.preprocess(image, instruction, np.zeros(policy.state_dim))
     for _ in range(2):  # warm-up
         policy.sample(batch, 0)
     totals = []
