@@ -22,7 +22,7 @@ import torch
 from pi0_checkpoint import save_tiny_pi0
 
 from daptq_ros.cli import main
-from daptq_ros.errors import ConfigError
+from daptq_ros.errors import ConfigError, ModelError
 from daptq_ros.policy import openvino_export, runtime_openvino
 from daptq_ros.policy.quantize import load_policy_with_bits
 from daptq_ros.quant.layers import QuantLinear
@@ -219,3 +219,16 @@ def test_what_the_export_cannot_carry_is_refused_before_calibration(model_dir, t
     assert main([*args, "openvino", *w4a4, "--out", str(tmp_path / "q")]) == 2
     assert "no 4-bit activations" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def test_an_export_that_cannot_find_a_layers_weight_fails_instead_of_running_garbage(
+    model_dir, tmp_path, monkeypatch
+):
+    """Were a converter to name a layer's weight otherwise, its placeholder would stay in the
+    graph and the layer would compute nonsense: the export refuses instead."""
+    import re
+
+    simulated, _ = load_policy_with_bits(model_dir, "w4a16", deployed=False)
+    monkeypatch.setattr(openvino_export, "PLACEHOLDER_NAME", re.compile(r"^no such name$"))
+    with pytest.raises(ModelError, match="weight placeholders were not replaced"):
+        openvino_export.export_openvino(simulated, tmp_path)

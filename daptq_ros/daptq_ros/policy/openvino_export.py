@@ -54,7 +54,7 @@ DYNAMIC_GROUPS = (128, 64, 32, 16)  # activation groups tried, per token row
 WEIGHT_BUFFER = "placeholder"  # ExportLinear's one-element stand-in for its weight
 # The converter names ExportLinear's weight after its module (the graph modules hold `model`);
 # one per use of the layer in a graph: ..._1, _2.
-PLACEHOLDER_NAME = re.compile(r"^__module\.model\.(?P<layer>.+)/aten::add/Add(_\d+)?$")
+PLACEHOLDER_NAME = re.compile(r"^__module\.model\.(?P<layer>.+)/aten::expand/Broadcast(_\d+)?$")
 
 
 def weight_group(layer: QuantLinear) -> int:
@@ -129,10 +129,10 @@ class ExportLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale is not None:
             x = x / self.input_scale
-        # + 0 x (one input element): the weight depends on an input, so the converter keeps
-        # Broadcast -> Add instead of folding them into a dense float constant.
+        # + 0 x (one input element) before the broadcast: the weight depends on an input, so
+        # the converter keeps Add -> Broadcast instead of folding a dense float constant.
         anchor = x.flatten()[:1].sum() * 0.0
-        weight = getattr(self, WEIGHT_BUFFER).expand(self.shape) + anchor
+        weight = (getattr(self, WEIGHT_BUFFER) + anchor).expand(self.shape)
         return F.linear(x, weight, self.bias)
 
 
@@ -250,17 +250,27 @@ def _integer_weight(name: str, layer: QuantLinear) -> Any:
 
 
 def _insert_integer_weights(ov_model: Any, layers: dict[str, QuantLinear]) -> set[str]:
-    """Replace each exported placeholder weight of one graph (the Add of ExportLinear.forward,
-    named after its module) by the layer's integer chain; the layers found. A layer whose
-    output no graph reads is dropped by the converter, rightly."""
+    """Replace each exported placeholder weight of one graph (the Broadcast of
+    ExportLinear.forward, named after its module) by the layer's integer chain; the layers
+    found. A layer whose output no graph reads is dropped by the converter, rightly."""
     found = set()
     for op in ov_model.get_ordered_ops():
         match = PLACEHOLDER_NAME.match(op.get_friendly_name())
         layer_name = match["layer"] if match else ""
-        if op.get_type_name() != "Add" or layer_name not in layers:
-            continue  # an addition of another module
+        if op.get_type_name() != "Broadcast" or layer_name not in layers:
+            continue  # a broadcast of another module
         op.output(0).replace(_integer_weight(layer_name, layers[layer_name]))
         found.add(layer_name)
+    left = [
+        op.get_friendly_name()
+        for op in ov_model.get_ordered_ops()
+        if op.get_friendly_name().endswith("." + WEIGHT_BUFFER)
+    ]
+    if left:  # a placeholder still feeds the graph: its layer would compute garbage
+        raise ModelError(
+            f"OpenVINO export: {len(left)} weight placeholders were not replaced ({left[0]}); "
+            "this OpenVINO version names converted layers differently"
+        )
     return found
 
 
@@ -317,7 +327,8 @@ def export_openvino(policy: VlaPolicy, directory: str | Path) -> dict[str, Any]:
     with _traceable_cache(), _swapped_for_export(model) as layers:
         prefix = PrefixCache(model)
         prefix_inputs = tuple(example[name] for name in PREFIX_INPUTS)
-        cache = prefix(*prefix_inputs)
+        with torch.no_grad():
+            cache = prefix(*prefix_inputs)  # the step graph's example keys and values
         prefix_graph = _convert(prefix, prefix_inputs, list(PREFIX_INPUTS))
         noise = torch.zeros(1, config.chunk_size, config.max_action_dim)
         step_inputs = (example["state"], noise, torch.ones(1), example["attention_mask"], *cache)
