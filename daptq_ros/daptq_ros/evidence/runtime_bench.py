@@ -9,7 +9,6 @@ processes of their own, like the torch rows, so that resident memory is the vari
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,7 @@ def measure(
         started = time.perf_counter()
         policy.sample(batch, run)
         totals.append(1e3 * (time.perf_counter() - started))
-    result = {
+    return {
         "load_s": load_s,
         "compile_s": policy.compile_s,
         "weight_mb": policy.weight_bytes / 1e6,
@@ -72,5 +71,3 @@ def measure(
         "peak_rss_mb": _peak_rss_mb(),
         "dynamic_quantization_group": policy.settings["dynamic_quantization_group"],
     }
-    result["chunk_ms_p50"] = statistics.median(totals)
-    return result
