@@ -25,7 +25,7 @@ from daptq_ros.policy.images import ImageResize, model_image, resize_image
 from daptq_ros.policy.importer import image_resize_from_processor
 from daptq_ros.policy.inference import load_policy
 from daptq_ros.policy.lerobot import LEROBOT_RESIZE
-from daptq_ros.policy.model_dir import ModelMeta
+from daptq_ros.policy.model_meta import ModelMeta
 
 pytestmark = [pytest.mark.slow]
 VIEW_PX, CHUNK, DIMS = 64, 20, 7

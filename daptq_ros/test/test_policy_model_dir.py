@@ -10,12 +10,8 @@ from policy_data import HORIZON, IMAGE_SIZE, synthetic_episodes
 
 from daptq_ros.errors import ModelError, PolicyError
 from daptq_ros.policy import ActionChunk, Policy, TrainConfig, VlaPolicy, load_policy, train
-from daptq_ros.policy.model_dir import (
-    REQUIRED_FILES,
-    WEIGHTS_FILE,
-    load_model_dir,
-    save_model_dir,
-)
+from daptq_ros.policy.model_dir import load_model_dir, save_model_dir
+from daptq_ros.policy.model_meta import REQUIRED_FILES, WEIGHTS_FILE
 
 CONFIG = TrainConfig(
     family="cogact",

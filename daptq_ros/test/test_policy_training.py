@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from daptq_ros.errors import ModelError, PolicyError
 from daptq_ros.policy import TrainConfig, load_model_dir, train
-from daptq_ros.policy.model_dir import WEIGHTS_FILE
+from daptq_ros.policy.model_meta import WEIGHTS_FILE
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.tokenizer import InstructionTokenizer
 from daptq_ros.policy.training import ChunkSampler, learning_rate

@@ -14,6 +14,8 @@ simulated policy on the same observation and noise:
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,8 @@ def test_float_activation_configs_give_the_simulated_chunk(model_dir, tmp_path, 
     assert all(".language_model.layers.2." in n for n in runtime["layers_not_computed"])
     containers = {description.split()[0] for description in runtime["layers"].values()}
     assert containers == {"u4" if bits == "w4a16" else "u8"}
+    # Loading ran one chunk and released the weight files' pages; chunks are unchanged.
+    assert deployed.released_mb > 0
     for image, instruction, state in observations(simulated):
         want = simulated.predict(image, instruction, state, seed=5).actions
         got = deployed.predict(image, instruction, state, seed=5).actions
@@ -187,6 +191,21 @@ def test_quantize_exports_and_eval_runs_the_artefact(model_dir, demos, tmp_path,
     assert summary["overall"]["episodes"] == 1
     files = runtime_openvino.weight_files(out)
     assert summary["weight_bytes"] == sum(f.stat().st_size for f in files)
+
+
+def test_the_runtime_loads_without_the_torch_model_code(model_dir, tmp_path):
+    """A deployed process holds the runtime, not transformers' modeling code or torchao."""
+    out = tmp_path / "w8a8"
+    exported(model_dir, "w8a8", out)
+    heavy = ["torchao", "transformers.models.pi0.modeling_pi0", "daptq_ros.policy.families"]
+    script = (
+        "import sys; from daptq_ros.policy.runtime_openvino import load_openvino_policy; "
+        f"load_openvino_policy({str(out)!r}, threads=1); "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.sim

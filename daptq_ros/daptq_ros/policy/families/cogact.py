@@ -29,13 +29,13 @@ from torch import nn
 from transformers import LlamaConfig, LlamaModel, SiglipVisionConfig, SiglipVisionModel
 
 from daptq_ros.errors import ModelError
+from daptq_ros.policy.batch import trim_padding
 from daptq_ros.policy.families.base import (
     Batch,
     FamilyAdapter,
     compute_dtype,
     linear_names,
     preset,
-    trim_padding,
     weighted_mse,
 )
 from daptq_ros.policy.families.vision import KeypointStem

@@ -38,10 +38,10 @@ from daptq_ros.policy.families.base import (
     compute_dtype,
     linear_names,
     preset,
-    trim_padding,
     weighted_mse,
 )
 from daptq_ros.policy.families.vision import KeypointStem
+from daptq_ros.policy.pi0_inputs import pi0_action_dim, pi0_inputs
 
 # The Gemma-2B backbone and 1024-wide action expert of pi0 (PaliGemma 3B geometry).
 PI0_BACKBONE: dict[str, Any] = {
@@ -254,35 +254,11 @@ class Pi0Adapter(FamilyAdapter):
     @staticmethod
     def _action_dim(model: nn.Module) -> int:
         """The real action width inside max_action_dim (all of it for a plain checkpoint)."""
-        return getattr(model.config, "daptq_action_dim", model.config.max_action_dim)
+        return pi0_action_dim(model.config)
 
     def _inputs(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        """PI0 keyword inputs: per-camera pixels, image placeholders + text ids, padded state."""
-        config = model.config
-        input_ids, text_mask = trim_padding(batch.input_ids, batch.attention_mask)
-        views = getattr(config, "daptq_num_views", 1)
-        size = batch.images.shape[0]
-        pixels = batch.images.unflatten(-1, (views, -1)).permute(0, 3, 1, 2, 4) * 2.0 - 1.0
-        stem = getattr(config, "daptq_vision_stem", None)
-        vision = config.vlm_config.vision_config
-        per_view = (
-            stem["tokens_per_view"] if stem else (vision.image_size // vision.patch_size) ** 2
-        )
-        image_ids = torch.full(
-            (size, views * per_view),
-            config.vlm_config.image_token_id,
-            dtype=input_ids.dtype,
-            device=input_ids.device,
-        )
-        ones = torch.ones_like(image_ids, dtype=text_mask.dtype)
-        state = F.pad(batch.state, (0, config.max_state_dim - batch.state.shape[-1]))
-        return {
-            "state": state,
-            "input_ids": torch.cat([image_ids, input_ids], dim=1),
-            "attention_mask": torch.cat([ones, text_mask], dim=1),
-            "pixel_values": pixels.contiguous(),
-            "pixel_attention_mask": torch.ones(size, views, dtype=torch.bool, device=pixels.device),
-        }
+        """PI0 keyword inputs (policy/pi0_inputs.py)."""
+        return pi0_inputs(model.config, batch)
 
     def loss(
         self,
