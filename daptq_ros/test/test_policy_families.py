@@ -6,9 +6,9 @@ from policy_data import ACTION_DIM, HORIZON, IMAGE_SIZE, STATE_DIM, synthetic_ba
 from torch import nn
 
 from daptq_ros.errors import ModelError
+from daptq_ros.policy.ddim import squared_cosine_alphas_cumprod
 from daptq_ros.policy.families import FAMILIES, get_family
 from daptq_ros.policy.families.base import weighted_mse
-from daptq_ros.policy.families.cogact import squared_cosine_alphas_cumprod
 
 FAMILY_NAMES = sorted(FAMILIES)
 

@@ -228,12 +228,7 @@ def test_the_demo_times_the_daptq_model_on_openvino(tmp_path, capsys, sim_render
 
 
 def test_what_the_export_cannot_carry_is_refused_before_calibration(model_dir, tmp_path, capsys):
-    from daptq_ros.policy.model_dir import default_model_dir
-
     args = ["quantize", "--calib", str(tmp_path / "none"), "--method", "rtn", "--runtime"]
-    cogact = ["--model", str(default_model_dir("cogact"))]
-    assert main([*args, "openvino", *cogact, "--out", str(tmp_path / "q")]) == 2
-    assert "exports pi0 models; this one is cogact" in capsys.readouterr().err
     w4a4 = ["--model", str(model_dir), "--config", "w4a4"]
     assert main([*args, "openvino", *w4a4, "--out", str(tmp_path / "q")]) == 2
     assert "no 4-bit activations" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=["torch"],
         choices=["torch", "openvino"],
         help="runtimes to measure each variant on: torch (this package's kernels) and openvino "
-        "(the exported model, pi0 only; ratios against torch's FP32 / BF16) (default: torch)",
+        "(the exported model; ratios against torch's FP32 / BF16) (default: torch)",
     )
     deploy.add_argument(
         "--no-compile",

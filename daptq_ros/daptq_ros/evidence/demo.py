@@ -9,7 +9,7 @@ Steps, each timed:
    seeds, quantized models on the deployed low-bit kernels;
 4. latency: p50 per action chunk, round-robin over every config on the same observation (one
    chunk each per round, so whatever else the machine does hits all of them alike), BF16
-   included as the speed reference, and a pi0's DA-PTQ model exported to OpenVINO (`daptq
+   included as the speed reference, and the DA-PTQ model exported to OpenVINO (`daptq
    quantize --runtime openvino`) as the deployment runtime's row (neither rolled out).
 Then each quantized rollout's end-effector deviation from the FP32 rollout of the same seed is
 scored (drift analysis), and DEMO_DIR gets demo.json, demo.md, deviation.png and the drift
@@ -40,7 +40,6 @@ from daptq_ros.evidence.drift_report import write_report
 from daptq_ros.policy.daptq import linear_layer_names
 from daptq_ros.policy.model_dir import load_model_dir
 from daptq_ros.policy.quantize import FULL_PRECISION, load_policy_with_bits
-from daptq_ros.policy.runtime_openvino import has_openvino_artefact
 from daptq_ros.quant import QuantConfig, load_config, weight_bytes
 from daptq_ros.quant.allocation import weighted_bits
 from daptq_ros.quant.kernel_choice import cpu_model
@@ -102,16 +101,15 @@ def run_demo(config: DemoConfig, daptq: Runner) -> dict[str, Any]:
             calib = config.calib or collect_calibration(config, loaded.meta.image_size[0], daptq)
         rtn_bits = rtn_bits_of(loaded.model, RTN_W4)
         with _timed(timings, "quantize_s"):
-            qdir = quantize_daptq(config, calib, rtn_bits, daptq, loaded.meta.family == "pi0")
+            qdir = quantize_daptq(config, calib, rtn_bits, daptq)
         methods = demo_methods(config, qdir)
         with _timed(timings, "rollouts_s"):
             summaries = {m.name: run_method(m, config) for m in methods}
         reference = Method(SPEED_REFERENCE, config.model, SPEED_REFERENCE)
-        exported = [Method(DAPTQ_OPENVINO, qdir, FULL_PRECISION, "openvino")]
-        exported = exported if has_openvino_artefact(qdir) else []
+        exported = Method(DAPTQ_OPENVINO, qdir, FULL_PRECISION, "openvino")
         with _timed(timings, "latency_s"):
             speed = measure_latency(
-                [methods[0], reference, *methods[1:], *exported], config.kernel_choice
+                [methods[0], reference, *methods[1:], exported], config.kernel_choice
             )
         bits = _average_bits(loaded.model, methods, qdir)
         with _timed(timings, "drift_s"):
@@ -173,18 +171,16 @@ def collect_calibration(config: DemoConfig, image_size: int, daptq: Runner) -> P
     return out
 
 
-def quantize_daptq(
-    config: DemoConfig, calib: Path, average_bits: float, daptq: Runner, export: bool
-) -> Path:
-    """DA-PTQ at `average_bits` average weight bits, written to DEMO_DIR/daptq (and exported
-    to OpenVINO beside it when `export`)."""
+def quantize_daptq(config: DemoConfig, calib: Path, average_bits: float, daptq: Runner) -> Path:
+    """DA-PTQ at `average_bits` average weight bits, written to DEMO_DIR/daptq and exported
+    to OpenVINO beside it."""
     out = config.out / DAPTQ
     bags = len(find_bag_dirs(calib))
     bins = next((b for b in (6, 3) if bags >= b), 1)  # stratification bins the set can fill
     command = ["quantize", "--model", str(config.model), "--calib", str(calib), *DAPTQ_ARGS]
     command += ["--average-bits", repr(average_bits), "--bins", str(bins)]
     command += ["--threads", str(torch.get_num_threads()), "--out", str(out)]
-    command += ["--runtime", "openvino"] if export else []
+    command += ["--runtime", "openvino"]
     if daptq(command) != 0:
         raise DaptqError(f"daptq quantize (DA-PTQ) failed on {config.model}")
     return out

@@ -1,10 +1,11 @@
-"""Export a quantized pi0 to OpenVINO with its exact integer weights (`--runtime openvino`).
+"""Export a quantized pi0 or cogact to OpenVINO with its exact integer weights (`--runtime
+openvino`).
 
-Two graphs, converted by OpenVINO's PyTorch frontend, and the flow loop kept in Python (as
-pi0's own `sample_actions` runs it): `prefix.xml` (images + prompt -> the backbone's keys and
-values per layer) and `step.xml` (state, noisy actions, time, the cached keys and values ->
-velocity). Each flow step runs the same compiled step graph, so the action expert's weights
-are held once. Each quantized Linear enters a graph as the chain OpenVINO's CPU plugin fuses
+Two graphs per model, converted by OpenVINO's PyTorch frontend, the sampling loop kept in Python
+(policy/openvino_graphs.py): `prefix.xml` (once per chunk: images + prompt -> what the action
+head reads) and `step.xml` (one denoising step). Every step runs the same compiled step graph,
+so the action head's weights are held once. Inputs are static (batch 1) but for the prompt's
+length. Each quantized Linear enters a graph as the chain OpenVINO's CPU plugin fuses
 into one compressed fully-connected layer:
 
     Constant(u4 | u8 codes [out, groups, group]) -> Convert -> Subtract(Constant(u4 | u8 zero))
@@ -39,17 +40,10 @@ from torch import nn
 
 from daptq_ros.errors import ConfigError, ModelError
 from daptq_ros.policy.inference import VlaPolicy
-from daptq_ros.policy.runtime_openvino import (
-    PREFIX_FILE,
-    PREFIX_INPUTS,
-    RUNTIME_DIR,
-    RUNTIME_FILE,
-    STEP_FILE,
-    STEP_INPUTS,
-    cache_names,
-)
+from daptq_ros.policy.runtime_openvino import PREFIX_FILE, RUNTIME_DIR, RUNTIME_FILE, STEP_FILE
 from daptq_ros.quant.layers import QuantLinear
 
+EXPORTABLE_FAMILIES = ("pi0", "cogact")
 DYNAMIC_GROUPS = (128, 64, 32, 16)  # activation groups tried, per token row
 WEIGHT_BUFFER = "placeholder"  # ExportLinear's one-element stand-in for its weight
 # The converter names ExportLinear's weight after its module (the graph modules hold `model`);
@@ -77,7 +71,7 @@ def match_runtime_arithmetic(model: nn.Module) -> dict[str, Any]:
     layers = quantized_layers(model)
     bits = {layer.activation_bits for layer in layers.values()}
     if 4 in bits:
-        check_exportable("pi0", 4)
+        check_exportable(EXPORTABLE_FAMILIES[0], 4)
     if len(bits) > 1:
         raise ConfigError(
             "OpenVINO quantizes the activations of every integer layer or of none; this bit "
@@ -124,6 +118,7 @@ class ExportLinear(nn.Module):
         self.register_buffer(WEIGHT_BUFFER, torch.full((1, 1), 1e-6 * (index + 1)))
         self.register_buffer("input_scale", layer.input_scale)
         self.bias = layer.bias
+        self.in_features, self.out_features = layer.in_features, layer.out_features
         self.shape = (layer.out_features, layer.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,57 +129,6 @@ class ExportLinear(nn.Module):
         anchor = x.flatten()[:1].sum() * 0.0
         weight = (getattr(self, WEIGHT_BUFFER) + anchor).expand(self.shape)
         return F.linear(x, weight, self.bias)
-
-
-class PrefixCache(nn.Module):
-    """Images and prompt -> the backbone's keys and values of every layer (pi0's step 2)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        inner = self.model.model
-        views = torch.ones(pixel_values.shape[:2], dtype=torch.bool)
-        embeds = inner.embed_prefix(input_ids, pixel_values, views)
-        cache = inner.vlm(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=attention_mask.cumsum(-1) - 1,
-            token_type_ids=torch.zeros_like(embeds)[:, :, 0],
-            use_cache=True,
-        ).cache
-        return tuple(t for layer in cache.layers for t in (layer.keys, layer.values))
-
-
-class DenoiseStep(nn.Module):
-    """One flow step: state, noisy actions, time and the prefix's keys and values -> velocity
-    (pi0's step 3 without the update, which the runtime does as sample_actions does)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        state: torch.Tensor,
-        noise: torch.Tensor,
-        timestep: torch.Tensor,
-        attention_mask: torch.Tensor,
-        *cache: torch.Tensor,
-    ) -> torch.Tensor:
-        from transformers import DynamicCache
-
-        prefix = DynamicCache(ddp_cache_data=list(zip(cache[0::2], cache[1::2], strict=True)))
-        return self.model(
-            state=state,
-            noise=noise,
-            timestep=timestep,
-            attention_mask=attention_mask,
-            cache=prefix,
-        ).logits
 
 
 @contextlib.contextmanager
@@ -198,29 +142,6 @@ def _swapped_for_export(model: nn.Module) -> Iterator[dict[str, QuantLinear]]:
     finally:
         for name, layer in layers.items():
             model.set_submodule(name, layer)
-
-
-@contextlib.contextmanager
-def _traceable_cache() -> Iterator[None]:
-    """transformers' DynamicLayer starts its cache as a rank-1 empty tensor and concatenates
-    keys to it along dim -2: eager skips the empty tensor, a traced graph does not. Inside,
-    the cache starts from an empty slice of the first keys instead (same values)."""
-    from transformers import cache_utils
-
-    original = cache_utils.DynamicLayer.lazy_initialization
-
-    def lazy_initialization(
-        self: Any, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> None:
-        original(self, key_states, value_states, *args, **kwargs)
-        self.keys = key_states[..., :0, :]
-        self.values = value_states[..., :0, :]
-
-    cache_utils.DynamicLayer.lazy_initialization = lazy_initialization
-    try:
-        yield
-    finally:
-        cache_utils.DynamicLayer.lazy_initialization = original
 
 
 def _integer_weight(name: str, layer: QuantLinear) -> Any:
@@ -274,15 +195,6 @@ def _insert_integer_weights(ov_model: Any, layers: dict[str, QuantLinear]) -> se
     return found
 
 
-def _example_inputs(policy: VlaPolicy) -> dict[str, torch.Tensor]:
-    """A probe observation as the prefix graph's inputs (the shapes the converter traces)."""
-    meta = policy.loaded.meta
-    blank = np.zeros((*meta.image_size, 3), np.uint8)
-    batch = policy.preprocess(blank, "probe", np.zeros(policy.state_dim))
-    inputs = policy.loaded.adapter._inputs(policy.model, batch)
-    return {name: inputs[name] for name in PREFIX_INPUTS} | {"state": inputs["state"]}
-
-
 def _convert(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str]) -> Any:
     """One graph converted, its inputs named (the tracer's notes on shape-dependent Python
     branches are silenced: the exported graphs are checked against torch by the tests)."""
@@ -296,31 +208,29 @@ def _convert(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[s
     return converted
 
 
-def _fix_batch_one(graph: Any, example: tuple[torch.Tensor, ...]) -> None:
-    """Make every input's shape static (batch 1, as the robot runs) except the prompt's length:
-    the token and mask columns and the cache's sequence axis. Static shapes let the CPU plugin
-    choose its kernels at compile time (a flow step 10-15 % faster than fully dynamic)."""
+def _fix_shapes(graph: Any, example: tuple[torch.Tensor, ...], prompt_axes: dict[str, int]) -> None:
+    """Make every input's shape static, as traced (batch 1, as the robot runs), except its axis
+    of prompt length. Static shapes let the CPU plugin choose its kernels at compile time (a
+    pi0 flow step 10-15 % faster than fully dynamic)."""
     import openvino as ov
 
     shapes = {}
     for port, tensor in zip(graph.inputs, example, strict=True):
-        name = port.get_any_name()
         shape = list(tensor.shape)
-        if name in ("input_ids", "attention_mask"):
-            shape[1] = -1
-        elif name.startswith(("key_", "value_")):
-            shape[2] = -1
-        shapes[name] = ov.PartialShape(shape)
+        axis = prompt_axes.get(port.get_any_name())
+        if axis is not None:
+            shape[axis] = -1
+        shapes[port.get_any_name()] = ov.PartialShape(shape)
     graph.reshape(shapes)
 
 
 def check_exportable(family: str, activation_bits: int | None) -> None:
-    """Refuse, before any calibration, what the export cannot carry: a family other than pi0
-    or 4-bit activations."""
-    if family != "pi0":
+    """Refuse, before any calibration, what the export cannot carry: a family without graphs
+    (openvino_graphs.py) or 4-bit activations."""
+    if family not in EXPORTABLE_FAMILIES:
         raise ConfigError(
-            f"the OpenVINO runtime exports pi0 models; this one is {family}: run it with "
-            "--runtime torch"
+            f"the OpenVINO runtime exports {' and '.join(EXPORTABLE_FAMILIES)} models; this one "
+            f"is {family}: run it with --runtime torch"
         )
     if activation_bits == 4:
         raise ConfigError(
@@ -329,46 +239,43 @@ def check_exportable(family: str, activation_bits: int | None) -> None:
 
 
 def export_openvino(policy: VlaPolicy, directory: str | Path) -> dict[str, Any]:
-    """Convert a quantized (simulated) pi0 policy to `directory`/openvino; returns runtime.json.
+    """Convert a quantized (simulated) policy to `directory`/openvino; returns runtime.json.
 
     The policy's QuantLinears are set to the runtime's activation arithmetic first (see
     match_runtime_arithmetic), so the simulated policy and the artefact compute the same chunk.
     """
     import openvino as ov
 
-    check_exportable(policy.loaded.meta.family, None)
+    from daptq_ros.policy.openvino_graphs import family_graphs, traceable_cache
+
+    family = policy.loaded.meta.family
+    check_exportable(family, None)
     model = policy.model.float().eval()
     settings = match_runtime_arithmetic(model)
-    config = model.config
-    example = _example_inputs(policy)
     started = time.perf_counter()
-    with _traceable_cache(), _swapped_for_export(model) as layers:
-        prefix = PrefixCache(model)
-        prefix_inputs = tuple(example[name] for name in PREFIX_INPUTS)
-        with torch.no_grad():
-            cache = prefix(*prefix_inputs)  # the step graph's example keys and values
-        prefix_graph = _convert(prefix, prefix_inputs, list(PREFIX_INPUTS))
-        noise = torch.zeros(1, config.chunk_size, config.max_action_dim)
-        step_inputs = (example["state"], noise, torch.ones(1), example["attention_mask"], *cache)
-        names = [*STEP_INPUTS, *cache_names(len(cache) // 2)]
-        step_graph = _convert(DenoiseStep(model), step_inputs, names)
-    _fix_batch_one(prefix_graph, prefix_inputs)
-    _fix_batch_one(step_graph, step_inputs)
-    found = _insert_integer_weights(prefix_graph, layers) | _insert_integer_weights(
-        step_graph, layers
-    )
+    with traceable_cache(), _swapped_for_export(model) as layers:
+        graphs = family_graphs(policy)
+        converted = []
+        for module, example, names in (
+            (graphs.prefix, graphs.prefix_example, graphs.prefix_names),
+            (graphs.step, graphs.step_example, graphs.step_names),
+        ):
+            graph = _convert(module, example, names)
+            _fix_shapes(graph, example, graphs.prompt_axes)
+            converted.append(graph)
+    found = set().union(*(_insert_integer_weights(graph, layers) for graph in converted))
     out = Path(directory) / RUNTIME_DIR
     out.mkdir(parents=True, exist_ok=True)
-    ov.save_model(prefix_graph, out / PREFIX_FILE, compress_to_fp16=False)
-    ov.save_model(step_graph, out / STEP_FILE, compress_to_fp16=False)
+    for graph, name in zip(converted, (PREFIX_FILE, STEP_FILE), strict=True):
+        ov.save_model(graph, out / name, compress_to_fp16=False)
     runtime = {
         "runtime": "openvino",
         "openvino": ov.__version__,
-        "num_steps": policy.num_steps or config.num_inference_steps,
-        "cache_layers": len(cache) // 2,
+        "family": family,
+        **graphs.settings,
         **settings,
         "layers": {name: describe(layer) for name, layer in layers.items() if name in found},
-        # The backbone's last attention output and MLP: only its keys and values are read.
+        # pi0: the backbone's last attention output and MLP (only its keys and values are read).
         "layers_not_computed": sorted(set(layers) - found),
         "export_s": round(time.perf_counter() - started, 1),
     }

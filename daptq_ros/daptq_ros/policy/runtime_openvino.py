@@ -1,11 +1,13 @@
-"""The OpenVINO runtime: run a pi0 that `daptq quantize --runtime openvino` exported.
+"""The OpenVINO runtime: run a pi0 or cogact model that `daptq quantize --runtime openvino`
+exported.
 
-The model directory's `openvino/` holds `prefix.xml` (images + prompt -> keys and values of the
-backbone's layers), `step.xml` (one flow step -> velocity), their `.bin` weights and
-`runtime.json` (activation group, flow steps, how each layer is held; policy/openvino_export.py
-writes them). `OpenVinoPolicy` runs the prefix once per chunk and the step graph `num_steps`
-times, with Euler updates in float32 exactly as transformers' `PI0ForConditionalGeneration
-.sample_actions` does; the keys and values pass from one graph to the other without a copy.
+The model directory's `openvino/` holds two graphs (policy/openvino_graphs.py), their `.bin`
+weights and `runtime.json` (activation group, sampler settings, how each layer is held;
+policy/openvino_export.py writes them). `OpenVinoPolicy` runs the prefix graph once per chunk
+and the step graph once per denoising step, in the family's own loop:
+- pi0: Euler updates in float32 exactly as transformers' `PI0ForConditionalGeneration
+  .sample_actions` does; the keys and values pass from one graph to the other without a copy;
+- cogact: the family's DDIM loop (policy/ddim.py), the step graph as its noise head.
 The torch model is never built, and neither transformers' modeling code nor torchao is
 imported: only the directory's config, tokenizer and normalisation (policy/model_meta.py).
 """
@@ -22,8 +24,9 @@ import numpy as np
 import torch
 
 from daptq_ros.errors import ModelError
-from daptq_ros.policy.batch import Batch
+from daptq_ros.policy.batch import Batch, trim_padding
 from daptq_ros.policy.contract import ActionChunk
+from daptq_ros.policy.ddim import ddim_sample, squared_cosine_alphas_cumprod
 from daptq_ros.policy.file_pages import release_file_pages
 from daptq_ros.policy.model_meta import ModelMeta, read_model_files
 from daptq_ros.policy.pi0_inputs import pi0_action_dim, pi0_inputs
@@ -34,13 +37,24 @@ RUNTIME_DIR = "openvino"
 PREFIX_FILE = "prefix.xml"
 STEP_FILE = "step.xml"
 RUNTIME_FILE = "runtime.json"
-PREFIX_INPUTS = ("pixel_values", "input_ids", "attention_mask")
-STEP_INPUTS = ("state", "noise", "timestep", "attention_mask")  # then the cache's tensors
+PI0_PREFIX = ("pixel_values", "input_ids", "attention_mask")
+PI0_STEP = ("state", "noise", "timestep", "attention_mask")  # then the cache's tensors
+COGACT_PREFIX = ("images", "input_ids", "attention_mask", "state")
+COGACT_STEP = ("noisy", "timestep", "z")
 
 
 def cache_names(layers: int) -> list[str]:
     """The step graph's cache inputs: key_0, value_0, key_1, ... (the prefix's outputs)."""
     return [f"{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+
+
+def cogact_inputs(batch: Batch) -> dict[str, torch.Tensor]:
+    """The cogact prefix graph's inputs: the batch with the prompt's padding columns trimmed
+    (CogactModel.encode trims them the same way)."""
+    input_ids, text_mask = trim_padding(batch.input_ids, batch.attention_mask)
+    return {"images": batch.images, "input_ids": input_ids, "attention_mask": text_mask} | {
+        "state": batch.state
+    }
 
 
 def has_openvino_artefact(directory: str | Path) -> bool:
@@ -59,7 +73,7 @@ class ExportedModel:
     """What the runtime reads besides the graphs: daptq.json, the PI0 config, the tokenizer."""
 
     meta: ModelMeta
-    config: Any  # transformers' PI0Config
+    config: Any  # transformers' PI0Config for pi0; None for cogact (runtime.json has its sampler)
     tokenizer: InstructionTokenizer
 
 
@@ -94,7 +108,8 @@ class OpenVinoPolicy:
         prefix = core.compile_model(str(directory / PREFIX_FILE), "CPU", properties)
         step = core.compile_model(str(directory / STEP_FILE), "CPU", properties)
         self.prefix, self.step = prefix.create_infer_request(), step.create_infer_request()
-        self.cache_inputs = cache_names(int(self.settings["cache_layers"]))
+        self.cache_inputs = cache_names(int(self.settings.get("cache_layers", 0)))
+        self.alphas = squared_cosine_alphas_cumprod(int(self.settings.get("train_timesteps", 1)))
         files = weight_files(directory.parent)
         self.weight_bytes = sum(f.stat().st_size for f in files)
         blank = np.zeros((*loaded.meta.image_size, 3), np.uint8)
@@ -114,12 +129,17 @@ class OpenVinoPolicy:
 
     def sample(self, batch: Batch, seed: int) -> np.ndarray:
         """Normalised actions [chunk, action_dim] of one preprocessed observation."""
+        generator = torch.Generator().manual_seed(seed)
+        if self.loaded.meta.family == "cogact":
+            return self._sample_cogact(batch, generator)
+        return self._sample_pi0(batch, generator)
+
+    def _sample_pi0(self, batch: Batch, generator: torch.Generator) -> np.ndarray:
         config = self.loaded.config
         inputs = {k: v.numpy() for k, v in pi0_inputs(config, batch).items()}
-        generator = torch.Generator().manual_seed(seed)
         shape = (1, config.chunk_size, config.max_action_dim)
         actions = torch.randn(shape, generator=generator).numpy()
-        self.prefix.infer({name: inputs[name] for name in PREFIX_INPUTS})
+        self.prefix.infer({name: inputs[name] for name in PI0_PREFIX})
         for index, name in enumerate(self.cache_inputs):
             self.step.set_tensor(name, self.prefix.get_output_tensor(index))
         dt = -1.0 / self.num_steps
@@ -129,6 +149,20 @@ class OpenVinoPolicy:
             velocity = self.step.infer({**feed, "attention_mask": inputs["attention_mask"]})[0]
             actions = actions + dt * velocity  # float32, as sample_actions updates its noise
         return np.asarray(actions[0, :, : pi0_action_dim(config)], np.float32)
+
+    def _sample_cogact(self, batch: Batch, generator: torch.Generator) -> np.ndarray:
+        settings = self.settings
+        inputs = cogact_inputs(batch)
+        z = torch.from_numpy(self.prefix.infer({k: v.numpy() for k, v in inputs.items()})[0])
+        x = torch.randn((1, settings["horizon"], settings["action_dim"]), generator=generator)
+
+        def head(noisy: torch.Tensor, timestep: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+            feed = {"noisy": noisy.numpy(), "timestep": timestep.numpy(), "z": latent.numpy()}
+            return torch.from_numpy(self.step.infer(feed)[0].copy())
+
+        guidance = float(settings["guidance_scale"])
+        actions = ddim_sample(head, z, x, self.alphas, self.num_steps, guidance)
+        return actions[0].float().numpy()
 
     def predict(
         self, image: np.ndarray, instruction: str, state: np.ndarray, seed: int | None = None
@@ -149,8 +183,6 @@ def load_openvino_policy(
     directory: str | Path, threads: int | None = None, seed: int = 0
 ) -> OpenVinoPolicy:
     """The OpenVinoPolicy of a model directory that `daptq quantize --runtime openvino` wrote."""
-    from transformers.models.pi0.configuration_pi0 import PI0Config
-
     directory = Path(directory)
     if not has_openvino_artefact(directory):
         raise ModelError(
@@ -158,5 +190,10 @@ def load_openvino_policy(
             "`daptq quantize --runtime openvino`, or run it with --runtime torch"
         )
     meta, config, tokenizer = read_model_files(directory)
-    loaded = ExportedModel(meta, PI0Config.from_dict(config), tokenizer)
+    if meta.family == "pi0":
+        from transformers.models.pi0.configuration_pi0 import PI0Config
+
+        loaded = ExportedModel(meta, PI0Config.from_dict(config), tokenizer)
+    else:
+        loaded = ExportedModel(meta, None, tokenizer)
     return OpenVinoPolicy(loaded, directory / RUNTIME_DIR, threads, seed)

@@ -30,6 +30,7 @@ from transformers import LlamaConfig, LlamaModel, SiglipVisionConfig, SiglipVisi
 
 from daptq_ros.errors import ModelError
 from daptq_ros.policy.batch import trim_padding
+from daptq_ros.policy.ddim import ddim_sample, squared_cosine_alphas_cumprod
 from daptq_ros.policy.families.base import (
     Batch,
     FamilyAdapter,
@@ -163,19 +164,6 @@ class CogactConfig:
         return {"family": "cogact", "model_type": "daptq_cogact", **asdict(self)}
 
 
-def squared_cosine_alphas_cumprod(timesteps: int) -> torch.Tensor:
-    """alpha-bar_t of the squared-cosine schedule (Nichol & Dhariwal 2021, eq. 17)."""
-
-    def alpha_bar(t: float) -> float:
-        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-    betas = [
-        min(1.0 - alpha_bar((i + 1) / timesteps) / alpha_bar(i / timesteps), 0.999)
-        for i in range(timesteps)
-    ]
-    return torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float64), dim=0).float()
-
-
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding [B, dim] of (possibly fractional) timesteps t [B]."""
     half = dim // 2
@@ -306,9 +294,19 @@ class CogactModel(nn.Module):
     def encode(self, batch: Batch) -> torch.Tensor:
         """The conditioning latent z [B, C, head_hidden] (output of the interface layer)."""
         input_ids, text_mask = trim_padding(batch.input_ids, batch.attention_mask)
-        visual = self.visual_tokens(batch.images)
+        return self.encode_tokens(batch.images, input_ids, text_mask, batch.state)
+
+    def encode_tokens(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+        state: torch.Tensor,
+    ) -> torch.Tensor:
+        """z of images, prompt tokens without trailing padding columns, and state."""
+        visual = self.visual_tokens(images)
         text = self.language_model.embed_tokens(input_ids)
-        state = self.state_proj(batch.state)[:, None, :]
+        state = self.state_proj(state)[:, None, :]
         cognition = self.cognition_token.expand(visual.shape[0], -1, -1)
         embeds = torch.cat([visual, text, state, cognition], dim=1)
         # Only instruction padding is masked: visual, state and cognition tokens all attend.
@@ -413,30 +411,7 @@ class CogactAdapter(FamilyAdapter):
         shape = (z.shape[0], config.horizon, config.action_dim)
         x = torch.randn(shape, generator=generator).to(z)
         alphas = model.alphas_cumprod
-        timesteps = torch.linspace(config.train_timesteps - 1, 0, steps).round().long().tolist()
-        for index, t in enumerate(timesteps):
-            alpha_t = alphas[t]
-            alpha_prev = alphas[timesteps[index + 1]] if index + 1 < steps else alphas.new_ones(())
-            eps = self._guided_noise(model, x, t, z)
-            clean = ((x - (1 - alpha_t).sqrt() * eps) / alpha_t.sqrt()).clamp(-1.0, 1.0)
-            # Re-derive the noise from the clipped estimate so both stay consistent (as DDIM does).
-            eps = (x - alpha_t.sqrt() * clean) / (1 - alpha_t).sqrt()
-            x = alpha_prev.sqrt() * clean + (1 - alpha_prev).sqrt() * eps
-        return x.float()
-
-    @staticmethod
-    def _guided_noise(model: nn.Module, x: torch.Tensor, t: int, z: torch.Tensor) -> torch.Tensor:
-        """The head's noise prediction at timestep t, guided by config.guidance_scale."""
-        scale = model.config.guidance_scale
-        if scale == 1.0:
-            return model.action_head(x, torch.full((x.shape[0],), t, device=z.device), z)
-        both = model.action_head(
-            torch.cat([x, x]),
-            torch.full((2 * x.shape[0],), t, device=z.device),
-            torch.cat([z, torch.zeros_like(z)]),
-        )
-        conditional, unconditional = both.chunk(2)
-        return unconditional + scale * (conditional - unconditional)
+        return ddim_sample(model.action_head, z, x, alphas, steps, config.guidance_scale).float()
 
     def interface_layers(self, model: nn.Module) -> list[str]:
         """cognition_proj: its output z is the action head's only view of the backbone."""
