@@ -145,3 +145,28 @@ def test_cuda_bench_without_a_gpu_is_refused_before_any_work(capsys):
     assert main(["bench", "--deploy", "--device", "cuda", "--families", "pi0"]) == 2
     err = capsys.readouterr().err
     assert "device 'cuda'" in err and "use device 'cpu'" in err and len(err.splitlines()) == 1
+
+
+def test_a_row_whose_process_fails_is_listed_and_the_others_are_kept(monkeypatch):
+    from daptq_ros.evidence import deploy_bench
+    from daptq_ros.evidence.deploy_report import failed_rows
+
+    def measured_row(scratch, common, runtime, timing, options):
+        if common["variant"] == "w8a8":
+            raise DaptqError(
+                "deploy bench: prepare of w8a8 failed (exit -9 (killed: out of memory?)): "
+            )
+        return {**common, "runtime": runtime, "chunk_ms_p50": 4.0, "weight_mb": 2.0} | {
+            "rss_loaded_mb": 8.0
+        }
+
+    monkeypatch.setattr(deploy_bench, "_measured_row", measured_row)
+    messages = []
+    report = run_deploy_bench(
+        ["pi0"], ["fp32", "w8a8", "bf16"], 1, 1, False, progress=messages.append
+    )
+    assert [row["variant"] for row in report["results"]] == ["fp32", "bf16"]
+    assert [row["variant"] for row in report["failed"]] == ["w8a8"]
+    assert any("did not run" in message and "out of memory" in message for message in messages)
+    listed = "\n".join(failed_rows(report["failed"]))
+    assert "## Rows that did not run" in listed and "w8a8 (torch): deploy bench" in listed

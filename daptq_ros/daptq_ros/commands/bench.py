@@ -146,7 +146,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     import sys
 
     from daptq_ros.evidence.deploy_bench import VARIANTS, run_deploy_bench
-    from daptq_ros.evidence.deploy_report import kernels_table, write_performance_doc
+    from daptq_ros.evidence.deploy_report import failed_rows, kernels_table, write_performance_doc
 
     sizes = {}
     for item in args.size:
@@ -172,9 +172,8 @@ def run_deploy(args: argparse.Namespace) -> int:
         text = findings.read_text() if findings.is_file() else ""
         write_performance_doc(report, args.out, _deploy_command(args), text)
         log(f"report written to {args.out}")
-    print(
-        json.dumps(report, indent=2) if args.json else "\n".join(kernels_table(report["results"]))
-    )
+    table = [*kernels_table(report["results"]), "", *failed_rows(report["failed"])]
+    print(json.dumps(report, indent=2) if args.json else "\n".join(table).rstrip())
     return 0
 
 

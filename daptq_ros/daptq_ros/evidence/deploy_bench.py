@@ -387,9 +387,10 @@ def _child(stage: str, **kwargs: Any) -> dict[str, Any]:
     command = [sys.executable, "-m", "daptq_ros.evidence.deploy_bench", stage, json.dumps(kwargs)]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
+        killed = " (killed: out of memory?)" if done.returncode == -9 else ""
         raise DaptqError(
             f"deploy bench: {stage} of {kwargs.get('variant')} failed "
-            f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}"
+            f"(exit {done.returncode}{killed}): {done.stderr.strip()[-2000:]}"
         )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -420,6 +421,7 @@ def run_deploy_bench(
     sizes = {**SCALE_SIZES, **(sizes or {})}
     os.environ["DAPTQ_BENCH_THREADS"] = str(threads)
     rows: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []  # rows whose child process failed (e.g. out of memory)
     with tempfile.TemporaryDirectory(prefix="daptq_deploy_bench_") as scratch:
         for family in families:
             size = sizes[family]
@@ -428,15 +430,20 @@ def run_deploy_bench(
                     if runtime == "openvino" and variant == "bf16":
                         continue  # the export runs in float32 (bf16 is torch's row)
                     progress(f"{family}/{size}: {variant} ({runtime})")
-                    rows.append(
-                        _measured_row(
+                    common = {"family": family, "size": size, "variant": variant}
+                    try:
+                        row = _measured_row(
                             Path(scratch) / f"{family}_{variant}_{runtime}",
-                            {"family": family, "size": size, "variant": variant},
+                            common,
                             runtime,
                             {"runs": runs, "with_compile": with_compile},
                             {"kernel_choice": kernel_choice, "device": device},
                         )
-                    )
+                    except DaptqError as error:
+                        progress(f"  did not run: {str(error).splitlines()[0]}")
+                        failed.append({**common, "runtime": runtime, "reason": str(error)})
+                        continue
+                    rows.append(row)
     _add_ratios(rows)
     from daptq_ros.evidence.kernel_bench import copy_bandwidth_gbs
 
@@ -450,6 +457,7 @@ def run_deploy_bench(
         "device": device if device == "cpu" else torch.cuda.get_device_name(device),
         "dram_copy_bandwidth_gbs": copy_bandwidth_gbs(),
         "results": rows,
+        "failed": failed,
     }
 
 

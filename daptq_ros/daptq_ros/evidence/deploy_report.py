@@ -137,6 +137,19 @@ def plot_latency_vs_bytes(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def failed_rows(failed: list[dict[str, str]]) -> list[str]:
+    """The rows whose process failed, each with the first line of its error."""
+    if not failed:
+        return []
+    lines = ["## Rows that did not run", ""]
+    for row in failed:
+        reason = row["reason"].splitlines()[0]
+        lines.append(
+            f"- {row['family']} / {row['size']}, {row['variant']} ({row['runtime']}): {reason}"
+        )
+    return [*lines, ""]
+
+
 def write_performance_doc(
     report: dict[str, Any], path: Path, command: str, findings: str = ""
 ) -> Path:
@@ -188,6 +201,7 @@ def write_performance_doc(
             "",
         ]
     lines += [f"![latency vs weight bytes]({plot.name})", ""]
+    lines += failed_rows(report.get("failed", []))
     if findings:
         lines += [findings.strip(), ""]
     path.write_text("\n".join(lines))
