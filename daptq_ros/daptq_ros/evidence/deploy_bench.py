@@ -49,6 +49,11 @@ IMAGE_SIZE = (96, 192)  # two 96 px views, as the embedded models
 # 224 px views; one view keeps the 3.5 G model's bench within this machine's time and memory.
 PRESET_INPUTS = {"pi0_siglip": ((224, 224), 1)}
 TEXT_TOKENS = 12
+# The module whose `prepare` and `measure` stages measure each runtime's rows.
+RUNTIME_MODULES = {
+    "torch": "daptq_ros.evidence.deploy_bench",
+    "openvino": "daptq_ros.evidence.runtime_bench",
+}
 
 
 def build_scaled(family: str, size: str, initialise: bool = True) -> tuple[Any, nn.Module, Any]:
@@ -382,9 +387,10 @@ def _latencies(totals: list[float], prefixes: list[float], prefix: str) -> dict[
     }
 
 
-def _child(stage: str, **kwargs: Any) -> dict[str, Any]:
-    """Run `stage` of this module in a fresh Python process; its JSON result."""
-    command = [sys.executable, "-m", "daptq_ros.evidence.deploy_bench", stage, json.dumps(kwargs)]
+def _child(module: str, stage: str, **kwargs: Any) -> dict[str, Any]:
+    """Run `stage` of `module` (this one, or evidence.runtime_bench) in a fresh Python
+    process; its JSON result."""
+    command = [sys.executable, "-m", module, stage, json.dumps(kwargs)]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
         killed = " (killed: out of memory?)" if done.returncode == -9 else ""
@@ -472,12 +478,10 @@ def _measured_row(
     import shutil
 
     path = str(scratch) if runtime == "openvino" else f"{scratch}.safetensors"
-    stages = (
-        ("prepare", "measure") if runtime == "torch" else ("prepare_openvino", "measure_openvino")
-    )
+    module = RUNTIME_MODULES[runtime]
     options = torch_options if runtime == "torch" else {}
-    row = {**common, "runtime": runtime, **_child(stages[0], path=path, **common)}
-    row.update(_child(stages[1], path=path, **timing, **options, **common))
+    row = {**common, "runtime": runtime, **_child(module, "prepare", path=path, **common)}
+    row.update(_child(module, "measure", path=path, **timing, **options, **common))
     shutil.rmtree(path) if runtime == "openvino" else Path(path).unlink()
     return row
 
@@ -520,22 +524,14 @@ def machine_description(threads: int) -> dict[str, str]:
     }
 
 
-def _main(argv: list[str]) -> None:
-    """Child-process entry: `prepare` or `measure` with JSON keyword arguments."""
+def run_stage(argv: list[str], stages: dict[str, Callable[..., dict[str, Any]]]) -> None:
+    """Child-process entry: run `argv[0]` of `stages` with the JSON keyword arguments
+    `argv[1]`; print its JSON result."""
     stage, kwargs = argv[0], json.loads(argv[1])
     torch.set_num_threads(int(os.environ.get("DAPTQ_BENCH_THREADS", "2")))
     kwargs["path"] = Path(kwargs["path"])
-    from daptq_ros.evidence import runtime_bench
-
-    stages = {
-        "prepare": prepare,
-        "measure": measure,
-        "prepare_openvino": runtime_bench.prepare,
-        "measure_openvino": runtime_bench.measure,
-    }
-    result = stages[stage](**kwargs)
-    print(json.dumps(result))
+    print(json.dumps(stages[stage](**kwargs)))
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1:])
+    run_stage(sys.argv[1:], {"prepare": prepare, "measure": measure})

@@ -71,3 +71,11 @@ def measure(
         "peak_rss_mb": _peak_rss_mb(),
         "dynamic_quantization_group": policy.settings["dynamic_quantization_group"],
     }
+
+
+if __name__ == "__main__":
+    import sys
+
+    from daptq_ros.evidence.deploy_bench import run_stage
+
+    run_stage(sys.argv[1:], {"prepare": prepare, "measure": measure})
