@@ -215,8 +215,10 @@ def test_demo_writes_the_table_and_report(
     args += ["--kernel-choice", "packed"]
     assert main([*args, "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [row["method"] for row in report["rows"]] == ["fp32", "bf16", "w4a16", "daptq"]
-    fp32, bf16, w4, daptq = report["rows"]
+    methods = ["fp32", "bf16", "w4a16", "daptq", "daptq_openvino"]  # every family exports
+    assert [row["method"] for row in report["rows"]] == methods
+    fp32, bf16, w4, daptq, exported = report["rows"]
+    assert not exported["rolled_out"] and exported["latency_p50_ms"] > 0
     assert fp32["ee_rmse_vs_fp32_mm"] is None and w4["ee_rmse_vs_fp32_mm"] >= 0.0
     assert not bf16["rolled_out"] and bf16["successes"] is None  # the speed reference only
     assert daptq["rolled_out"] and daptq["bit_config"].startswith("daptq_budget")

@@ -49,12 +49,16 @@ class FamilyGraphs:
     settings: dict[str, Any]
 
 
-class PrefixCache(nn.Module):
-    """Images and prompt -> the backbone's keys and values of every layer (pi0's step 2)."""
+class GraphModule(nn.Module):
+    """A graph to convert: holds the model as `model` (the converted layers' name prefix)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+
+
+class PrefixCache(GraphModule):
+    """Images and prompt -> the backbone's keys and values of every layer (pi0's step 2)."""
 
     def forward(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -72,13 +76,9 @@ class PrefixCache(nn.Module):
         return tuple(t for layer in cache.layers for t in (layer.keys, layer.values))
 
 
-class DenoiseStep(nn.Module):
+class DenoiseStep(GraphModule):
     """One flow step: state, noisy actions, time and the prefix's keys and values -> velocity
     (pi0's step 3 without the update, which the runtime does as sample_actions does)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(
         self,
@@ -100,12 +100,8 @@ class DenoiseStep(nn.Module):
         ).logits
 
 
-class CognitionLatent(nn.Module):
+class CognitionLatent(GraphModule):
     """Images, prompt (its padding columns trimmed) and state -> z (CogactModel.encode)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(
         self,
@@ -117,12 +113,8 @@ class CognitionLatent(nn.Module):
         return self.model.encode_tokens(images, input_ids, attention_mask, state)
 
 
-class NoisePrediction(nn.Module):
+class NoisePrediction(GraphModule):
     """Noisy chunk, integer timestep and z -> the DiT head's predicted noise."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, noisy: torch.Tensor, timestep: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.model.action_head(noisy, timestep, z)
