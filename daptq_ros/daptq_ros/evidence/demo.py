@@ -354,9 +354,9 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"chunk, measured round-robin in one process on {report['cpu']}, {report['threads']} "
         "threads; BF16 is the speed reference and daptq_openvino the DA-PTQ model exported to "
         "the OpenVINO runtime (neither rolled out). Weight memory is what the "
-        "chosen kernels hold: a layer whose packed kernel is slower than the faster of FP32 "
-        "and BF16 on this CPU is held unpacked under `auto` (`--kernel-choice packed` holds "
-        "every layer at its bit width).",
+        "chosen kernels hold: a layer whose packed kernel is slower than BF16 on this CPU is "
+        "held unpacked under `auto` (`--kernel-choice packed` holds every layer at its bit "
+        "width).",
         "",
         "| method | success | 95 % CI | EE deviation from FP32 (mm) [95 % CI] | avg. W bits "
         "| weight memory (MB) | ms/chunk | x BF16 | kernels |",

@@ -12,11 +12,9 @@ several times slower at 64 (docs/performance.md). So deployment:
    model, torch version and thread count (`KernelTimingCache`), so the next start reads them;
 3. picks per layer by the mode (`choose_kernels`):
    - `auto` (default): the kernel holding the least memory among those at least 10 % faster
-     than the same layer unquantized, in bf16 or fp32 whichever is faster on this CPU (packed
-     first, then dequantized once as bf16 or fp32), else the fastest. So no quantized layer
-     runs slower than the faster of its FP32 and BF16 deployments (on a CPU without native
-     bf16 that is FP32), and weights stay packed wherever that costs no speed against them.
-     Kept (16-bit) layers stay bf16 unless fp32 is at least 10 % faster;
+     than the same layer in bf16 (packed first, then dequantized once as bf16 or fp32), else
+     the fastest. So no quantized layer runs slower than its BF16 deployment, and weights stay
+     packed wherever that costs no speed against BF16. Kept (16-bit) layers stay bf16;
    - `packed`: the fastest packed kernel (least memory, whatever the speed);
    - `fastest`: the fastest kernel (memory grows where a dense kernel wins).
 
@@ -58,9 +56,9 @@ from daptq_ros.quant.deploy import (
 from daptq_ros.quant.layers import QuantLinear
 
 MODES = ("auto", "packed", "fastest")
-REFERENCE_KERNELS = ("bf16", "fp32")  # `auto` never runs a layer slower than the faster one
-# `auto` keeps a kernel that saves memory only when it beats that reference by this share: at
-# small shapes two kernels' timings differ by a few percent from run to run (measured here).
+REFERENCE_KERNEL = "bf16"  # `auto` never runs a layer slower than this
+# `auto` keeps a kernel that saves memory only when it beats bf16 by this share: at small
+# shapes two kernels' timings differ by a few percent from run to run (measured here).
 AUTO_MARGIN = 0.1
 # Fused (compiled) activation quantization is tried from this many values per call: eager took
 # 34 vs 49 us at 9 x 128, 79 vs 63 at 9 x 2048, 2.7 vs 0.6 ms at 300 x 2048 (float32, here).
@@ -81,6 +79,11 @@ class LayerChoice:
     rows: dict[int, int]  # rows per call -> calls in one recorded run
     timings_us: dict[str, float]  # kernel -> microseconds per recorded run (all calls)
     kernel: str
+
+    @property
+    def speedup_vs_bf16(self) -> float:
+        """bf16 time over the chosen kernel's time on this layer (> 1: faster than BF16)."""
+        return self.timings_us[REFERENCE_KERNEL] / self.timings_us[self.kernel]
 
 
 def check_mode(mode: str) -> None:
@@ -255,9 +258,8 @@ def pick(layer: QuantLinear | nn.Linear, timings: dict[str, float], mode: str) -
     fastest = min(timings, key=timings.__getitem__)
     if mode == "fastest":
         return fastest
-    if not isinstance(layer, QuantLinear):  # kept: bf16 unless fp32 is clearly faster (auto)
-        bf16, fp32 = (timings.get(k, float("inf")) for k in REFERENCE_KERNELS)
-        return "fp32" if mode == "auto" and fp32 <= (1 - AUTO_MARGIN) * bf16 else "bf16"
+    if not isinstance(layer, QuantLinear):
+        return REFERENCE_KERNEL  # a kept layer is the BF16 deployment itself
     packed = [k for k in timings if split_kernel(k)[0] in packed_kernels(layer)]
     if mode == "packed":
         if not packed:
@@ -266,10 +268,8 @@ def pick(layer: QuantLinear | nn.Linear, timings: dict[str, float], mode: str) -
                 "choice auto or fastest"
             )
         return min(packed, key=timings.__getitem__)
-    # auto: the least memory that is clearly faster than the faster of bf16 and fp32, else the
-    # fastest
-    reference = min((timings[k] for k in REFERENCE_KERNELS if k in timings), default=float("inf"))
-    limit = (1 - AUTO_MARGIN) * reference
+    # auto: the least memory that is clearly faster than bf16, else the fastest
+    limit = (1 - AUTO_MARGIN) * timings.get(REFERENCE_KERNEL, float("inf"))
     by_memory = sorted(timings, key=lambda k: (KERNEL_WEIGHT_BYTES[split_kernel(k)[0]], timings[k]))
     return next((k for k in by_memory if timings[k] <= limit), fastest)
 
