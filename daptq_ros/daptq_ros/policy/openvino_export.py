@@ -44,6 +44,7 @@ from daptq_ros.policy.runtime_openvino import PREFIX_FILE, RUNTIME_DIR, RUNTIME_
 from daptq_ros.quant.layers import QuantLinear
 
 EXPORTABLE_FAMILIES = ("pi0", "cogact")
+NO_4BIT_ACTIVATIONS = "OpenVINO has no 4-bit activations: quantize with activation_bits 8 or null"
 DYNAMIC_GROUPS = (128, 64, 32, 16)  # activation groups tried, per token row
 WEIGHT_BUFFER = "placeholder"  # ExportLinear's one-element stand-in for its weight
 # The converter names ExportLinear's weight after its module (the graph modules hold `model`);
@@ -71,7 +72,7 @@ def match_runtime_arithmetic(model: nn.Module) -> dict[str, Any]:
     layers = quantized_layers(model)
     bits = {layer.activation_bits for layer in layers.values()}
     if 4 in bits:
-        check_exportable(EXPORTABLE_FAMILIES[0], 4)
+        raise ConfigError(NO_4BIT_ACTIVATIONS)
     if len(bits) > 1:
         raise ConfigError(
             "OpenVINO quantizes the activations of every integer layer or of none; this bit "
@@ -233,9 +234,7 @@ def check_exportable(family: str, activation_bits: int | None) -> None:
             f"is {family}: run it with --runtime torch"
         )
     if activation_bits == 4:
-        raise ConfigError(
-            "OpenVINO has no 4-bit activations: quantize with activation_bits 8 or null"
-        )
+        raise ConfigError(NO_4BIT_ACTIVATIONS)
 
 
 def export_openvino(policy: VlaPolicy, directory: str | Path) -> dict[str, Any]:

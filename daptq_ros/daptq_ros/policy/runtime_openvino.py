@@ -108,13 +108,15 @@ class OpenVinoPolicy:
         prefix = core.compile_model(str(directory / PREFIX_FILE), "CPU", properties)
         step = core.compile_model(str(directory / STEP_FILE), "CPU", properties)
         self.prefix, self.step = prefix.create_infer_request(), step.create_infer_request()
-        self.cache_inputs = cache_names(int(self.settings.get("cache_layers", 0)))
-        self.alphas = squared_cosine_alphas_cumprod(int(self.settings.get("train_timesteps", 1)))
+        if loaded.meta.family == "cogact":  # the DDIM schedule the head was trained on
+            self.alphas = squared_cosine_alphas_cumprod(int(self.settings["train_timesteps"]))
+        else:  # pi0: the step graph's inputs for the prefix's keys and values
+            self.cache_inputs = cache_names(int(self.settings["cache_layers"]))
         files = weight_files(directory.parent)
         self.weight_bytes = sum(f.stat().st_size for f in files)
         blank = np.zeros((*loaded.meta.image_size, 3), np.uint8)
         self.sample(self.preprocess(blank, "probe", np.zeros(self.state_dim)), seed)
-        self.compile_s = time.perf_counter() - started
+        self.compile_s = time.perf_counter() - started  # compiling and the warm-up chunk
         self.released_mb = release_file_pages(files) / 1e6
 
     @property
