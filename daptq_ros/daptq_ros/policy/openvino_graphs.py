@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from daptq_ros.policy.batch import Batch
 from daptq_ros.policy.inference import VlaPolicy
+from daptq_ros.policy.preprocess import blank_observation_batch
 from daptq_ros.policy.runtime_openvino import (
     COGACT_PREFIX,
     COGACT_STEP,
@@ -143,11 +144,9 @@ def traceable_cache() -> Iterator[None]:
         cache_utils.DynamicLayer.lazy_initialization = original
 
 
-def _probe_batch(policy: VlaPolicy) -> Any:
+def _probe_batch(policy: VlaPolicy) -> Batch:
     """A blank observation as a model batch (the shapes the converter traces)."""
-    meta = policy.loaded.meta
-    blank = np.zeros((*meta.image_size, 3), np.uint8)
-    return policy.preprocess(blank, "probe", np.zeros(policy.state_dim))
+    return blank_observation_batch(policy.loaded.meta, policy.loaded.tokenizer)
 
 
 def pi0_graphs(policy: VlaPolicy) -> FamilyGraphs:

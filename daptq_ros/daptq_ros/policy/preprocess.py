@@ -55,3 +55,10 @@ def observation_batch(
         tokenizer,
         meta.normalizer,
     )
+
+
+def blank_observation_batch(meta: ModelMeta, tokenizer: InstructionTokenizer) -> Batch:
+    """A black image, the prompt "probe" and a zero state: a batch of the model's own shapes
+    (the OpenVINO export traces one, its runtime warms up on one)."""
+    blank = np.zeros((*meta.image_size, 3), np.uint8)
+    return observation_batch(meta, tokenizer, blank, "probe", np.zeros(meta.normalizer.state_dim))

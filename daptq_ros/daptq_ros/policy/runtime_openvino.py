@@ -30,7 +30,7 @@ from daptq_ros.policy.ddim import ddim_sample, squared_cosine_alphas_cumprod
 from daptq_ros.policy.file_pages import release_file_pages
 from daptq_ros.policy.model_meta import ModelMeta, read_model_files
 from daptq_ros.policy.pi0_inputs import pi0_action_dim, pi0_inputs
-from daptq_ros.policy.preprocess import observation_batch
+from daptq_ros.policy.preprocess import blank_observation_batch, observation_batch
 from daptq_ros.policy.tokenizer import InstructionTokenizer
 
 RUNTIME_DIR = "openvino"
@@ -52,8 +52,11 @@ def cogact_inputs(batch: Batch) -> dict[str, torch.Tensor]:
     """The cogact prefix graph's inputs: the batch with the prompt's padding columns trimmed
     (CogactModel.encode trims them the same way)."""
     input_ids, text_mask = trim_padding(batch.input_ids, batch.attention_mask)
-    return {"images": batch.images, "input_ids": input_ids, "attention_mask": text_mask} | {
-        "state": batch.state
+    return {
+        "images": batch.images,
+        "input_ids": input_ids,
+        "attention_mask": text_mask,
+        "state": batch.state,
     }
 
 
@@ -114,8 +117,7 @@ class OpenVinoPolicy:
             self.cache_inputs = cache_names(int(self.settings["cache_layers"]))
         files = weight_files(directory.parent)
         self.weight_bytes = sum(f.stat().st_size for f in files)
-        blank = np.zeros((*loaded.meta.image_size, 3), np.uint8)
-        self.sample(self.preprocess(blank, "probe", np.zeros(self.state_dim)), seed)
+        self.sample(blank_observation_batch(loaded.meta, loaded.tokenizer), seed)
         self.compile_s = time.perf_counter() - started  # compiling and the warm-up chunk
         self.released_mb = release_file_pages(files) / 1e6
 
