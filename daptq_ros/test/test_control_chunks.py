@@ -62,7 +62,6 @@ def test_out_of_order_chunk_is_dropped() -> None:
         "dropped_stale": 1,
         "samples": 0,
         "empty_samples": 0,
-        "delayed": 0,
     }
     np.testing.assert_array_equal(scheduler.sample(2.1), [101.0, 101.0])
 
@@ -136,7 +135,6 @@ def test_counters_count_samples_and_empty_samples() -> None:
         "dropped_stale": 0,
         "samples": 2,
         "empty_samples": 1,
-        "delayed": 0,
     }
 
 
@@ -223,30 +221,23 @@ def test_sample_stays_within_the_rows_of_the_chunks_covering_t(
     assert (action <= rows.max(axis=0) + slack).all()
 
 
-def test_a_late_chunk_is_delayed_to_cover_until_the_next_is_due_not_dropped() -> None:
-    # 8 rows of 12.5 ms (0.1 s) computed from an observation 0.09 s old: only 10 ms left, but
-    # the next chunk is due in 50 ms. The chunk is delayed by 40 ms: row 3 plays at `now`.
-    dt = 0.0125
+def test_planned_gives_the_held_rows_on_a_new_chunks_grid_until_they_run_out() -> None:
     scheduler = ChunkScheduler()
-    assert scheduler.add(ramp(8), stamp=10.0, dt=dt, now=10.09, cover_until=10.14)
-    assert scheduler.last_delay == pytest.approx(0.04)
-    assert scheduler.counters["delayed"] == 1 and scheduler.counters["dropped_stale"] == 0
-    np.testing.assert_array_equal(scheduler.sample(10.09), [4.0, 4.0])
-    assert scheduler.state(10.139) is ChunkState.ACTIVE
+    assert scheduler.planned(0.0, DT) is None and scheduler.newest_dt is None
+    scheduler.add(ramp(5), stamp=1.0, dt=DT, now=1.0)
+    # A chunk stamped 1.2 (row 2 of the held one) with rows half as long: 6 rows are covered,
+    # of which a chunk of the held one's length (5 rows) takes 5.
+    rows = scheduler.planned(1.2, DT / 2)
+    np.testing.assert_array_equal(rows[:, 0], [2, 2, 3, 3, 4])
+    assert scheduler.newest_dt == DT
+    assert scheduler.planned(1.5, DT) is None  # past the held chunk's end
+    assert scheduler.counters["samples"] == 0  # planning is not execution
 
 
-def test_a_chunk_that_ended_before_it_arrived_starts_at_row_0_on_arrival() -> None:
+def test_a_chunk_that_ended_before_it_arrived_is_dropped() -> None:
     scheduler = ChunkScheduler()
-    # Rows 0-3 end at 1.4; covering until 2.5 would need 1.1 s, more than the 0.7 s of age.
-    assert scheduler.add(ramp(4), stamp=1.0, dt=DT, now=1.7, cover_until=2.5)
-    assert scheduler.last_delay == pytest.approx(0.7)
-    np.testing.assert_array_equal(scheduler.sample(1.7), [0.0, 0.0])
-
-
-def test_a_chunk_in_time_is_not_delayed() -> None:
-    scheduler = ChunkScheduler()
-    assert scheduler.add(ramp(10), stamp=1.0, dt=DT, now=1.05, cover_until=1.5)
-    assert scheduler.last_delay == 0.0 and scheduler.counters["delayed"] == 0
+    assert not scheduler.add(ramp(4), stamp=1.0, dt=DT, now=1.4)
+    assert scheduler.counters["dropped_stale"] == 1
 
 
 def test_crossfade_blends_from_the_old_chunk_into_the_new_one() -> None:

@@ -47,6 +47,8 @@ MUTABLE = {
         "dry_run",
         "velocity_scale",
         "acceleration_scale",
+        "inject_latency_s",
+        "inject_latency_jitter_s",
     },
     "drift_monitor": {"estop_on_error"},
     "sim_bridge": {"task", "seed"},

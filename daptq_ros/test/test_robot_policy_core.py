@@ -485,7 +485,7 @@ def test_latency_is_wall_time_even_when_the_node_clock_stands_still():
     frozen.close()
 
 
-def test_a_late_chunk_is_delayed_and_used_not_dropped(rig):
+def test_a_late_chunk_is_used_and_the_timeline_slows_until_the_next_is_due(rig):
     rig = rig()
     rig.run(16, control=False)  # t = 0.2 s: the frame below is stamped 0.11 s
     rig.enable()
@@ -495,8 +495,12 @@ def test_a_late_chunk_is_delayed_and_used_not_dropped(rig):
     assert rig.core.control_tick(t)
     wait_idle(rig.core)
     rig.core.command_tick(t)
+    rig.t += PERIOD
     assert rig.core.scheduler.counters["dropped_stale"] == 0
-    assert rig.core.scheduler.counters["delayed"] >= 1 and not rig.core.hold_reasons(t)
+    rig.run(3, control=False)
+    assert rig.core.replanner.timeline.rate < 1.0  # overrun "slow": the chunk is stretched
+    assert "outlasts the chunk held" in rig.core.replanner.overrun_reason
+    assert not rig.core.hold_reasons(rig.t)
 
 
 def test_a_clock_that_jumps_back_disables_the_arm_until_enabled_again(rig):

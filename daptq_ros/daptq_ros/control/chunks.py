@@ -5,12 +5,11 @@ the chunk was computed from. Sampling by time rather than by count pays for infe
 automatically: when a chunk arrives, its first rows are already in the past and are skipped.
 
 Inference overlaps execution (LeRobot's asynchronous inference): the robot follows the current
-chunk while the next one is computed. A chunk that arrives so late that its remaining rows
-would end before the next chunk is due (`cover_until`) is not thrown away: it is delayed just
-enough to cover that time, never beyond starting its row 0 on arrival, and the delay is
-counted. At the switch from one chunk to the next, `crossfade` seconds blend the old chunk's
-rows into the new one's, so the commanded action has no jump at the chunk boundary (the
-smoothing real-time chunking and ACT's temporal ensembling aim at, without changing the model).
+chunk while the next one is computed. Times here are the replanner's timeline (control/replan.py),
+which slows or stops when inference outlasts a chunk. At the switch from one chunk to the next,
+`crossfade` seconds blend the old chunk's rows into the new one's, so the commanded action has
+no jump at the chunk boundary without changing the model; real-time chunking (policy/rtc.py)
+instead makes the new chunk continue the old one, using `planned`.
 """
 
 from __future__ import annotations
@@ -120,24 +119,11 @@ class ChunkScheduler:
         self._newest: float = -math.inf  # newest stamp accepted since clear()
         # Lifetime totals for diagnostics; clear() keeps them.
         self.counters: dict[str, int] = dict.fromkeys(
-            ("added", "dropped_stale", "samples", "empty_samples", "delayed"), 0
+            ("added", "dropped_stale", "samples", "empty_samples"), 0
         )
-        self.last_delay = 0.0  # s the newest chunk was delayed by (see add)
 
-    def add(
-        self,
-        actions: ArrayLike,
-        stamp: float,
-        dt: float,
-        now: float,
-        cover_until: float | None = None,
-    ) -> bool:
-        """Hold a new chunk; False (counted as dropped_stale) if it is out of order.
-
-        Without `cover_until`, a chunk that already ended at `now` is dropped too. With it, a
-        chunk whose rows end before `cover_until` (when the next chunk is due) is delayed until
-        they reach it or its row 0 starts at `now`, whichever is less (counted as delayed).
-        """
+    def add(self, actions: ArrayLike, stamp: float, dt: float, now: float) -> bool:
+        """Hold a new chunk; False (counted as dropped_stale) if it is out of order or ended."""
         chunk = TimedChunk(actions, stamp, dt)
         require_time("now", now)
         dim = chunk.actions.shape[1]
@@ -148,18 +134,10 @@ class ChunkScheduler:
             )
         # A chunk from an older observation than one already held arrived late (out of order):
         # it is staler than what the robot already follows.
-        ended = cover_until is None and chunk.end() <= now
-        if ended or chunk.stamp < self._newest:
+        if chunk.end() <= now or chunk.stamp < self._newest:
             self.counters["dropped_stale"] += 1
             return False
         self._dim, self._newest = dim, chunk.stamp
-        self.last_delay = 0.0
-        if cover_until is not None:
-            require_time("cover_until", cover_until)
-            self.last_delay = min(max(cover_until - chunk.end(), 0.0), max(now - chunk.stamp, 0.0))
-            if self.last_delay > 0:
-                self.counters["delayed"] += 1
-                chunk = TimedChunk(chunk.actions, chunk.stamp + self.last_delay, chunk.dt)
         kept = [i for i, held in enumerate(self._chunks) if held.end() > now]
         self._chunks = [self._chunks[i] for i in kept] + [chunk]
         self._arrivals = [self._arrivals[i] for i in kept] + [float(now)]
@@ -188,6 +166,10 @@ class ChunkScheduler:
             self.counters["empty_samples"] += 1
             return None
         self.counters["samples"] += 1
+        return self._merged(live, t)
+
+    def _merged(self, live: list[int], t: float) -> NDArray[np.float64]:
+        """The action for t from the live chunks (indices into _chunks), as merge says."""
         if self._merge == "latest":
             return self._latest(live, t)
         # Temporal ensembling of ACT (Zhao et al. 2023, "Learning Fine-Grained Bimanual
@@ -197,6 +179,27 @@ class ChunkScheduler:
         weights = np.exp(-self._decay * np.arange(len(live)))
         rows = np.stack([self._row(self._chunks[i], t) for i in live])
         return np.asarray(weights @ rows / weights.sum())
+
+    @property
+    def newest_dt(self) -> float | None:
+        """Row time (s) of the newest chunk held, None when none is."""
+        return self._chunks[-1].dt if self._chunks else None
+
+    def planned(self, start: float, dt: float) -> NDArray[np.float64] | None:
+        """The actions [P, D] planned for start + i * dt, while a chunk covers them (P at most
+        the newest chunk's rows).
+
+        What a new chunk stamped `start` with rows `dt` apart must continue (real-time
+        chunking); None when no chunk covers `start`. Counters are not touched.
+        """
+        rows = []
+        for i in range(len(self._chunks[-1].actions) if self._chunks else 0):
+            t = start + i * dt
+            live = [k for k, chunk in enumerate(self._chunks) if _covers(chunk, t)]
+            if not live:
+                break
+            rows.append(self._merged(live, t))
+        return np.stack(rows) if rows else None
 
     def remaining(self, t: float) -> float:
         """Seconds from t until the last chunk held ends (0 when none is held or all ended)."""

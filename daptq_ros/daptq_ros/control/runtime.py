@@ -29,18 +29,27 @@ class ChunkPolicy(Protocol):
     """The Policy contract: one observation in, an action chunk out."""
 
     def predict(self, image: NDArray[np.uint8], instruction: str, state: NDArray) -> Any:
-        """An object with actions [H, D], dt, space and names."""
+        """An object with actions [H, D], dt, space and names.
+
+        A policy whose `chunk_guidance` is "rtc" also takes `prefix=` (policy.contract's
+        ChunkPrefix) and names the method that ran in its chunk's `guidance`.
+        """
         ...
 
 
 @dataclass(frozen=True)
 class Observation:
-    """What the policy sees at one control step; `stamp` is the camera frame's time (s)."""
+    """What the policy sees at one control step; `stamp` is the camera frame's time (s).
+
+    `prefix` (a ChunkPrefix, or None) is what the new chunk must continue under real-time
+    chunking.
+    """
 
     image: NDArray[np.uint8]
     instruction: str
     state: NDArray[np.float64]
     stamp: float
+    prefix: Any = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class InferenceResult:
     dt: float = 0.0
     space: str = ""
     names: tuple[str, ...] = ()
+    guidance: str = ""
     error: str = ""
 
 
@@ -105,6 +115,12 @@ class InferenceWorker:
         """Whether an inference is running or an observation waits for one."""
         with self._lock:
             return self._busy or self._pending is not None
+
+    @property
+    def has_results(self) -> bool:
+        """Whether results wait for take_results()."""
+        with self._lock:
+            return bool(self._results)
 
     @property
     def policy(self) -> ChunkPolicy:
@@ -200,7 +216,10 @@ def _run(
 ) -> InferenceResult:
     """One predict call as a result; an exception becomes an error result, never a dead thread."""
     try:
-        chunk = policy.predict(observation.image, observation.instruction, observation.state)
+        prefix = {} if observation.prefix is None else {"prefix": observation.prefix}
+        chunk = policy.predict(
+            observation.image, observation.instruction, observation.state, **prefix
+        )
         return InferenceResult(
             stamp=observation.stamp,
             generation=generation,
@@ -209,6 +228,7 @@ def _run(
             dt=float(chunk.dt),
             space=str(chunk.space),
             names=tuple(chunk.names),
+            guidance=str(getattr(chunk, "guidance", "")),
         )
     except Exception as error:
         return InferenceResult(

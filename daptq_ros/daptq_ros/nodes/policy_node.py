@@ -141,7 +141,8 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/estop", self._estop, callback_group=timers)
         self.create_service(Trigger, "~/reset_estop", self._reset_estop, callback_group=timers)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.create_timer(core.control_period, self._control_tick, callback_group=timers)
+        # The core decides when a chunk is due (control/replan.py); it is asked every command tick.
+        self.create_timer(1.0 / params["command_hz"], self._control_tick, callback_group=timers)
         self.create_timer(1.0 / params["command_hz"], self._command_tick, callback_group=timers)
         # Status and the clock watchdog run on the wall clock: they must go on when /clock stops.
         steady = Clock(clock_type=ClockType.STEADY_TIME)

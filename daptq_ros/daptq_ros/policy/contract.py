@@ -24,6 +24,7 @@ class ActionChunk:
     dt: float
     space: str
     names: tuple[str, ...]
+    guidance: str = ""  # how the chunk was fitted to the one before it ("" = not fitted)
 
     def __post_init__(self) -> None:
         actions = np.asarray(self.actions)
@@ -58,6 +59,31 @@ class ActionChunk:
     def horizon(self) -> int:
         """Number of actions in the chunk (H)."""
         return int(self.actions.shape[0])
+
+
+@dataclass(frozen=True)
+class ChunkPrefix:
+    """The actions a new chunk must continue (real-time chunking, policy/rtc.py).
+
+    Row i of `actions` [P, D] (data units) is what the robot executes at the new chunk's row i;
+    the first `delay` rows execute before the chunk can arrive. `jacobian` picks the guidance's
+    Jacobian: "identity" or "vjp".
+    """
+
+    actions: np.ndarray
+    delay: int
+    jacobian: str = "identity"
+
+    def __post_init__(self) -> None:
+        actions = np.asarray(self.actions, dtype=np.float64)
+        if actions.ndim != 2 or actions.shape[0] < 1 or not np.isfinite(actions).all():
+            raise PolicyError(
+                f"ChunkPrefix.actions must be a finite [P, D] array, got shape {actions.shape}"
+            )
+        if not 0 <= int(self.delay) <= actions.shape[0]:
+            raise PolicyError(f"ChunkPrefix.delay {self.delay} must lie in [0, {actions.shape[0]}]")
+        object.__setattr__(self, "actions", actions)
+        object.__setattr__(self, "delay", int(self.delay))
 
 
 @runtime_checkable

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daptq_ros.policy.contract import ActionChunk
+from daptq_ros.policy.contract import ActionChunk, ChunkPrefix
 from daptq_ros.policy.families import Batch
 from daptq_ros.policy.model_dir import LoadedModel, load_model_dir
 from daptq_ros.policy.preprocess import observation_batch
+from daptq_ros.policy.rtc import rtc_guide
 
 
 class VlaPolicy:
@@ -45,19 +46,38 @@ class VlaPolicy:
         batch = observation_batch(loaded.meta, loaded.tokenizer, image, instruction, state)
         return batch.to(self.device)
 
+    @property
+    def chunk_guidance(self) -> str:
+        """ "rtc" when predict() can fit a chunk to a ChunkPrefix (flow matching), else ""."""
+        return "rtc" if hasattr(self.loaded.adapter, "sample_guided") else ""
+
     def predict(
-        self, image: np.ndarray, instruction: str, state: np.ndarray, seed: int | None = None
+        self,
+        image: np.ndarray,
+        instruction: str,
+        state: np.ndarray,
+        seed: int | None = None,
+        prefix: ChunkPrefix | None = None,
     ) -> ActionChunk:
-        """The next action chunk; the same inputs and seed always give the same chunk."""
+        """The next action chunk; the same inputs and seed always give the same chunk.
+
+        With a `prefix` (and a flow-matching family), the chunk is RTC-guided to continue it.
+        """
         batch = self.preprocess(image, instruction, state)
         generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        with torch.inference_mode():
-            normalised = self.loaded.adapter.sample(
-                self.loaded.model, batch, self.num_steps, generator
+        adapter, meta, method = self.loaded.adapter, self.loaded.meta, ""
+        if prefix is not None and self.chunk_guidance:
+            guide = rtc_guide(
+                prefix.actions, prefix.delay, meta.normalizer.normalize_actions, prefix.jacobian
             )
-        meta = self.loaded.meta
+            normalised, method = adapter.sample_guided(
+                self.loaded.model, batch, guide, self.num_steps, generator
+            )
+        else:
+            with torch.inference_mode():
+                normalised = adapter.sample(self.loaded.model, batch, self.num_steps, generator)
         actions = meta.normalizer.unnormalize_actions(normalised[0].float().cpu().numpy())
-        return ActionChunk(actions, meta.dt, meta.action_space, meta.action_names)
+        return ActionChunk(actions, meta.dt, meta.action_space, meta.action_names, method)
 
 
 def load_policy(

@@ -25,12 +25,13 @@ import torch
 
 from daptq_ros.errors import ModelError
 from daptq_ros.policy.batch import Batch, trim_padding
-from daptq_ros.policy.contract import ActionChunk
+from daptq_ros.policy.contract import ActionChunk, ChunkPrefix
 from daptq_ros.policy.ddim import ddim_sample, squared_cosine_alphas_cumprod
 from daptq_ros.policy.file_pages import release_file_pages
 from daptq_ros.policy.model_meta import ModelMeta, read_model_files
 from daptq_ros.policy.pi0_inputs import pi0_action_dim, pi0_inputs
 from daptq_ros.policy.preprocess import blank_observation_batch, observation_batch
+from daptq_ros.policy.rtc import RtcGuide, euler_flow, rtc_guide
 from daptq_ros.policy.tokenizer import InstructionTokenizer
 
 RUNTIME_DIR = "openvino"
@@ -131,28 +132,44 @@ class OpenVinoPolicy:
         loaded = self.loaded
         return observation_batch(loaded.meta, loaded.tokenizer, image, instruction, state)
 
-    def sample(self, batch: Batch, seed: int) -> np.ndarray:
-        """Normalised actions [chunk, action_dim] of one preprocessed observation."""
+    @property
+    def chunk_guidance(self) -> str:
+        """ "rtc" when predict() can fit a chunk to a ChunkPrefix (pi0), else ""."""
+        return "rtc" if self.loaded.meta.family == "pi0" else ""
+
+    def sample(
+        self, batch: Batch, seed: int, guide: RtcGuide | None = None
+    ) -> tuple[np.ndarray, str]:
+        """Normalised actions [chunk, action_dim] of one preprocessed observation, and the RTC
+        method that fitted them to `guide` ("" without one)."""
         generator = torch.Generator().manual_seed(seed)
         if self.loaded.meta.family == "cogact":
-            return self._sample_cogact(batch, generator)
-        return self._sample_pi0(batch, generator)
+            return self._sample_cogact(batch, generator), ""
+        return self._sample_pi0(batch, generator, guide)
 
-    def _sample_pi0(self, batch: Batch, generator: torch.Generator) -> np.ndarray:
+    def _sample_pi0(
+        self, batch: Batch, generator: torch.Generator, guide: RtcGuide | None
+    ) -> tuple[np.ndarray, str]:
         config = self.loaded.config
         inputs = {k: v.numpy() for k, v in pi0_inputs(config, batch).items()}
         shape = (1, config.chunk_size, config.max_action_dim)
-        actions = torch.randn(shape, generator=generator).numpy()
+        noise = torch.randn(shape, generator=generator)
         self.prefix.infer({name: inputs[name] for name in PI0_PREFIX})
         for index, name in enumerate(self.cache_inputs):
             self.step.set_tensor(name, self.prefix.get_output_tensor(index))
-        dt = -1.0 / self.num_steps
-        for step in range(self.num_steps):
-            time_now = np.full((1,), 1.0 + step * dt, np.float32)
-            feed = {"state": inputs["state"], "noise": actions, "timestep": time_now}
-            velocity = self.step.infer({**feed, "attention_mask": inputs["attention_mask"]})[0]
-            actions = actions + dt * velocity  # float32, as sample_actions updates its noise
-        return np.asarray(actions[0, :, : pi0_action_dim(config)], np.float32)
+
+        def velocity_at(x: torch.Tensor, t: float) -> torch.Tensor:
+            feed = {
+                "state": inputs["state"],
+                "noise": x.numpy(),
+                "timestep": np.full((1,), t, np.float32),
+                "attention_mask": inputs["attention_mask"],
+            }
+            return torch.from_numpy(self.step.infer(feed)[0].copy())
+
+        # No backward pass through a compiled graph: a "vjp" guide runs with J = I (reported).
+        actions, method = euler_flow(velocity_at, noise, self.num_steps, guide)
+        return actions[0, :, : pi0_action_dim(config)].numpy(), method
 
     def _sample_cogact(self, batch: Batch, generator: torch.Generator) -> np.ndarray:
         settings = self.settings
@@ -169,17 +186,30 @@ class OpenVinoPolicy:
         return actions[0].float().numpy()
 
     def predict(
-        self, image: np.ndarray, instruction: str, state: np.ndarray, seed: int | None = None
+        self,
+        image: np.ndarray,
+        instruction: str,
+        state: np.ndarray,
+        seed: int | None = None,
+        prefix: ChunkPrefix | None = None,
     ) -> ActionChunk:
-        """The next action chunk; the same inputs and seed always give the same chunk."""
+        """The next action chunk; the same inputs and seed always give the same chunk.
+
+        With a `prefix` (pi0), the chunk is RTC-guided to continue it (policy/rtc.py).
+        """
         batch = self.preprocess(image, instruction, state)
-        actions = self.sample(batch, self.seed if seed is None else seed)
         meta = self.loaded.meta
+        guide = None
+        if prefix is not None and self.chunk_guidance:
+            normalize = meta.normalizer.normalize_actions
+            guide = rtc_guide(prefix.actions, prefix.delay, normalize, prefix.jacobian)
+        actions, method = self.sample(batch, self.seed if seed is None else seed, guide)
         return ActionChunk(
             meta.normalizer.unnormalize_actions(actions),
             meta.dt,
             meta.action_space,
             meta.action_names,
+            method,
         )
 
 

@@ -3,7 +3,8 @@
 Messages go between the two cores exactly as the topics of sim.launch.py carry them, one sim
 step at a time, and every message can be written to a rosbag2 under its topic name, so the
 bag looks like `ros2 bag record` of the launched graph and `daptq drift` reads it unchanged.
-Lockstep (the worker's inference is awaited at each control tick) makes runs reproducible.
+Lockstep (the worker's inference is awaited at each control tick) makes runs reproducible; the
+latency the node sees is then its injected latency (inject_latency_s), in sim time.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def run_lockstep(
             f"{bridge.interface}; give both the same command_interface"
         )
     command_topic = node.command_topic
-    control_every = max(1, round(float(node.params["command_hz"]) * node.control_period))
+    status_every = max(1, round(float(node.params["command_hz"]) * node.control_period))
     commands = chunks = 0
 
     def deliver(messages: list[tuple[str, Any]], now: float) -> None:
@@ -111,7 +112,7 @@ def run_lockstep(
             raise ControlError(f"lockstep: the policy node refused to enable: {reason}")
     for step in range(steps):
         now = bridge.time
-        if step % control_every == 0 and node.control_tick(now):
+        if node.control_tick(now):  # the node decides when a chunk is due
             _await_inference(node)
         for key, msg in node.command_tick(now):
             if key == policy_core.COMMAND:
@@ -124,7 +125,7 @@ def run_lockstep(
             if recorder is not None:
                 topic = command_topic if key == policy_core.COMMAND else POLICY_TOPICS[key]
                 recorder.write(topic, msg, now)
-        if recorder is not None and step % control_every == 0:
+        if recorder is not None and step % status_every == 0:
             recorder.write(STATUS_TOPIC, node.status_msg(now), now)
         if on_step is not None:
             on_step(step, now)

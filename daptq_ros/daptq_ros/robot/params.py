@@ -227,6 +227,52 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         high=1.0,
     ),
     ParamSpec(
+        "chunk_method",
+        "auto",
+        "how a new chunk joins the one executing: rtc (real-time chunking: the policy continues "
+        "the actions that run while it computes; flow-matching families), crossfade, or auto "
+        "(rtc where the family allows it, else crossfade)",
+        choices=("auto", "rtc", "crossfade"),
+    ),
+    ParamSpec(
+        "rtc_jacobian",
+        "identity",
+        "RTC guidance Jacobian: identity (no backward pass; any runtime) or vjp (the paper's "
+        "backward pass through the model; torch only, twice the cost)",
+        choices=("identity", "vjp"),
+    ),
+    ParamSpec(
+        "overrun",
+        "slow",
+        "when inference outlasts the chunk held: slow the timeline so the chunk lasts until the "
+        "next arrives (time scaling), or hold at its end",
+        choices=("slow", "hold"),
+    ),
+    ParamSpec(
+        "min_timeline_rate",
+        0.2,
+        "slowest timeline rate of overrun slow (below it the arm holds at the chunk's end)",
+        low=0.0,
+        high=1.0,
+    ),
+    ParamSpec(
+        "inject_latency_s",
+        0.0,
+        "test axis: hold each chunk until this long (node time) after its observation was "
+        "submitted, s",
+        read_only=False,
+        low=0.0,
+        high=10.0,
+    ),
+    ParamSpec(
+        "inject_latency_jitter_s",
+        0.0,
+        "test axis: add a uniform random delay of up to this long to inject_latency_s, s",
+        read_only=False,
+        low=0.0,
+        high=10.0,
+    ),
+    ParamSpec(
         "chunk_merge",
         "latest",
         "how overlapping action chunks combine: the latest wins, or an exponential ensemble",

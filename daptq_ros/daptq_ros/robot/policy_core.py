@@ -42,6 +42,7 @@ from daptq_ros.bags.state import EE_STATE
 from daptq_ros.control.chunks import ChunkScheduler
 from daptq_ros.control.commands import TargetBuilder
 from daptq_ros.control.limits import AxisLimits
+from daptq_ros.control.replan import Replanner
 from daptq_ros.control.runtime import (
     ChunkPolicy,
     InferenceResult,
@@ -53,6 +54,7 @@ from daptq_ros.control.safety import SafetyConfig, SafetyFilter, Status
 from daptq_ros.control.timing import ChunkTiming, control_period
 from daptq_ros.control.watchdog import Watchdog
 from daptq_ros.errors import ControlError, DaptqError
+from daptq_ros.policy.contract import ChunkPrefix
 from daptq_ros.policy.images import tile_views
 from daptq_ros.robot import policy_status
 from daptq_ros.robot.arm import ArmModel, arm_model
@@ -112,6 +114,7 @@ class PolicyNodeCore:
         self.bit_config = str(p["bit_config"])
         self._build = build_policy or default_policy_builder(p)
         self.last_error = ""
+        self.last_guidance = ""  # the RTC method that fitted the newest chunk ("" = none)
         self._probes: dict[str, ChunkTiming] = {}
         first = self._build_and_probe(self.bit_config)
         self.timing = self._probes[self.bit_config]
@@ -129,11 +132,20 @@ class PolicyNodeCore:
             getattr(meta, "state_spec", EE_STATE),
             float(p["joint_states_timeout_s"]),
         )
+        self.chunk_method = chunk_method(p, first)
         self.scheduler = ChunkScheduler(
             str(p["chunk_merge"]),
             float(p["ensemble_decay"]),
-            crossfade=float(p["chunk_crossfade_s"]),
+            crossfade=float(p["chunk_crossfade_s"]) if self.chunk_method == "crossfade" else 0.0,
         )
+        self.replanner = Replanner(
+            self.scheduler,
+            self.chunk_method == "rtc",
+            str(p["overrun"]),
+            float(p["min_timeline_rate"]),
+            self.timing.latency,
+        )
+        self._set_injection()
         self.safety = SafetyFilter(self._limits(), self._safety_config())
         self.cameras = tuple(p["image_topics"])
         self._camera_streams = camera_streams(self.cameras)
@@ -210,7 +222,14 @@ class PolicyNodeCore:
 
     # ----- timers -----
     def control_tick(self, now: float) -> bool:
-        """Submit the newest observation for inference; True if one was submitted."""
+        """Submit the newest observation for inference when one is due; True if submitted.
+
+        Due: no chunk in flight and a control period since the last submission (control/replan).
+        """
+        period = 1.0 / float(self.params["command_hz"])
+        in_flight = self.worker.busy or self.worker.has_results
+        if not self.replanner.due(now, in_flight, self.control_period, period):
+            return False
         if self.inputs.stale(now) or len(self._frames) < len(self.cameras):
             return False
         frames = [self._frames[camera] for camera in range(len(self.cameras))]
@@ -223,7 +242,11 @@ class PolicyNodeCore:
             return False
         image = tile_views([rgb for rgb, _ in frames])
         # The chunk is timed from the oldest frame it saw: its rows are never early.
-        self.worker.submit(Observation(image, self.instruction, state, min(stamps)))
+        plan = self.replanner.submit(now, min(stamps))
+        prefix = None
+        if plan is not None:
+            prefix = ChunkPrefix(plan.actions, plan.delay, str(self.params["rtc_jacobian"]))
+        self.worker.submit(Observation(image, self.instruction, state, min(stamps), prefix))
         self._submitted = stamps
         return True
 
@@ -234,6 +257,8 @@ class PolicyNodeCore:
         self._apply_pending()
         self._advance_swap()
         for result in self.worker.take_results():
+            self.replanner.hold(result, now)
+        for result in self.replanner.released(now):
             self._accept(result, now, out)
         reasons = self.hold_reasons(now)
         if reasons:
@@ -241,8 +266,10 @@ class PolicyNodeCore:
         else:
             self.safety.resume()
         period = 1.0 / float(self.params["command_hz"])
+        gained = self.replanner.tick(now, period)
         measured = self.arm_state.measured()
-        target, gripper = self._target(now, period, self.safety)
+        tau = self.replanner.chunk_time(now)
+        target, gripper = self._target(tau, gained, self.safety)
         command = self.safety.step(target, measured, now, period)
         self.command_times.append(now)
         if command.position is None:
@@ -297,7 +324,7 @@ class PolicyNodeCore:
     def estop(self) -> tuple[bool, str]:
         """~/estop: latch a hold; only reset_estop followed by enable moves the arm again."""
         self.safety.estop("e-stop service")
-        self.scheduler.clear()
+        self.replanner.forget()
         return True, "e-stop latched: the arm holds; call ~/reset_estop, then ~/enable"
 
     def reset_estop(self) -> tuple[bool, str]:
@@ -405,6 +432,7 @@ class PolicyNodeCore:
                 "(the clock source restarted)"
             )
             self.safety.release()  # the old stream's braking must not reach the new arm
+            self.replanner.forget()
             # Ages measured on the old clock mean nothing now: every stream must arrive again
             # (the instruction excepted, which only has to have arrived once).
             self.inputs.reset()
@@ -417,7 +445,7 @@ class PolicyNodeCore:
         """Stop commanding (a held arm) until ~/enable; the reason shows on status/diagnostics."""
         if self.safety.enabled:
             self.safety.disable()
-            self.scheduler.clear()
+            self.replanner.forget()
             self.fault = f"{reason}; disabled, call ~/enable once the inputs are back"
 
     def _store_image(self, rgb: NDArray[np.uint8], msg: Any, now: float, camera: int) -> None:
@@ -445,6 +473,11 @@ class PolicyNodeCore:
             deviation_threshold=float(self.params["deviation_threshold"]),
             blend_time=max(float(self.params["blend_time_s"]), 1e-3),
         )
+
+    def _set_injection(self) -> None:
+        """The injected-latency test axis, from the parameters."""
+        self.replanner.inject_s = float(self.params["inject_latency_s"])
+        self.replanner.jitter_s = float(self.params["inject_latency_jitter_s"])
 
     def _check_swap(self, bits: str, enabled: bool) -> str | None:
         from daptq_ros.policy.quantize import FULL_PRECISION, check_runtime_bit_config
@@ -475,6 +508,8 @@ class PolicyNodeCore:
                 bits = str(value)
                 self.swap_error = ""
                 self.worker.request_swap(bits, lambda bits=bits: self._build_and_probe(bits))
+            elif name in ("inject_latency_s", "inject_latency_jitter_s"):
+                self._set_injection()
             elif name in ("velocity_scale", "acceleration_scale") and not self.safety.enabled:
                 self.safety = SafetyFilter(self._limits(), self._safety_config())
 
@@ -485,7 +520,7 @@ class PolicyNodeCore:
             self.timing = self._probes.get(self.bit_config, self.timing)
             self.params["bit_config"] = self.bit_config
             # The old model's chunks are not mixed with the new one's: hold until it answers.
-            self.scheduler.clear()
+            self.replanner.forget()
             self.outputs.reset()
             self._submitted = ()
         elif self.worker.swap_state is SwapState.FAILED:
@@ -493,10 +528,13 @@ class PolicyNodeCore:
             self.params["bit_config"] = self.bit_config
 
     def _accept(self, result: InferenceResult, now: float, out: list[tuple[str, Any]]) -> None:
-        if result.generation != self.worker.generation:
+        failed = result.error or result.actions is None
+        stale = result.generation != self.worker.generation
+        tau = self.replanner.arrived(now, None if failed or stale else result.stamp)
+        if stale:
             self.counters["stale_results"] += 1  # computed by the model before a swap
             return
-        if result.error or result.actions is None:
+        if failed:
             self.counters["failed_inferences"] += 1
             self.last_error = f"inference failed: {result.error}"
             return
@@ -506,14 +544,14 @@ class PolicyNodeCore:
         try:
             if self._builder is None:
                 self._builder = self._target_builder(result)
-            # The next chunk is due one control period (and a command period) from now.
-            cover_until = now + self.control_period + 1.0 / float(self.params["command_hz"])
-            added = self.scheduler.add(actions, result.stamp, result.dt, now, cover_until)
+            now_tau = self.replanner.chunk_time(now)
+            added = self.scheduler.add(actions, tau, result.dt, now_tau)
         except ControlError as error:
             self.counters["rejected_actions"] += 1
             self.last_error = str(error)
             return
         self.last_error = ""
+        self.last_guidance = result.guidance
         self._chunk_dt = result.dt
         self.chunk_times.append(now)
         if added:
@@ -565,14 +603,15 @@ class PolicyNodeCore:
         )
 
     def _target(
-        self, t: float, period: float, safety: SafetyFilter
+        self, tau: float, gained: float, safety: SafetyFilter
     ) -> tuple[NDArray[np.float64] | None, float | None]:
-        """The target for time t from the scheduled chunk (None when there is no action)."""
-        action = self.scheduler.sample(t)
+        """The target at timeline time tau, `gained` timeline seconds after the last command
+        (None when there is no action)."""
+        action = self.scheduler.sample(tau)
         reference = safety.last_command
         if action is None or self._builder is None or reference is None:
             return None, None
-        target = self._builder.target(action, reference, period, self._chunk_dt)
+        target = self._builder.target(action, reference, gained, self._chunk_dt)
         return target.position, target.gripper
 
     def _command_msg(self, command: Any, now: float, period: float) -> Any:
@@ -596,10 +635,11 @@ class PolicyNodeCore:
         points = [command.position]
         if command.status in MOVING:
             preview = copy.deepcopy(self.safety)
-            horizon = min(self.scheduler.remaining(now), TRAJECTORY_PREVIEW_S)
+            tau, rate = self.replanner.chunk_time(now), self.replanner.timeline.rate
+            horizon = min(self.scheduler.remaining(tau), TRAJECTORY_PREVIEW_S)
             for k in range(1, int(horizon / period)):
                 t = now + k * period
-                target, _ = self._target(t, period, preview)
+                target, _ = self._target(tau + k * period * rate, period * rate, preview)
                 step = preview.step(target, None, t, period)
                 if step.position is None or step.status not in MOVING:
                     break
@@ -611,3 +651,13 @@ class PolicyNodeCore:
 def camera_streams(topics: tuple[str, ...]) -> tuple[str, ...]:
     """Watchdog stream names of the cameras: "image", or "image <topic>" for each of several."""
     return ("image",) if len(topics) == 1 else tuple(f"image {topic}" for topic in topics)
+
+
+def chunk_method(params: Mapping[str, Any], policy: ChunkPolicy) -> str:
+    """How chunks join: "rtc" where asked (or auto) and the policy can, else the merge's way."""
+    if str(params["chunk_merge"]) == "ensemble":
+        return "ensemble"
+    wanted = str(params["chunk_method"])
+    if wanted != "crossfade" and getattr(policy, "chunk_guidance", "") == "rtc":
+        return "rtc"
+    return "crossfade"

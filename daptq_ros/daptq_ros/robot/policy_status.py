@@ -42,6 +42,8 @@ def fields(core: Any, now: float) -> dict[str, Any]:
         "swap_in_progress": building,
         "pending_bit_config": core.worker.swap_label if building else "",
         "fault": core.fault,
+        "chunk_method": core.last_guidance or core.chunk_method,
+        "timeline_rate": float(core.replanner.timeline.rate),
     }
 
 
@@ -58,9 +60,16 @@ def diagnostics(core: Any, now: float, node: str) -> Any:
         level, message = "WARN", "holding: " + "; ".join(status_fields["hold_reasons"])
     elif runtime_warning:
         level, message = "WARN", runtime_warning
+    elif core.replanner.overrun_reason and status_fields["enabled"]:
+        level, message = "WARN", core.replanner.overrun_reason
     values = {k: v for k, v in status_fields.items() if k != "hold_reasons"}
     values.update(core.counters)
-    values["delayed_chunks"] = core.scheduler.counters["delayed"]
+    replanner = core.replanner
+    values["overrun"] = replanner.overrun_reason or "no: each chunk lasts until the next arrives"
+    values["overrun_policy"] = replanner.overrun
+    values["latency_estimate_s"] = round(replanner.latency(), 4)
+    values["delay_estimate_s"] = round(replanner.delay(), 4)
+    values["injected_latency_s"] = replanner.inject_s
     values["chunk_timing"] = core.timing.describe()
     values["watchdog"] = "; ".join(status_fields["hold_reasons"]) or "ok"
     values["runtime"] = str(getattr(core.worker.policy, "runtime", "torch"))

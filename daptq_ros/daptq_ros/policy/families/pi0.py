@@ -22,6 +22,7 @@ transformers implements them; this module only builds configs, assembles inputs 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from daptq_ros.policy.families.base import (
 )
 from daptq_ros.policy.families.vision import KeypointStem
 from daptq_ros.policy.pi0_inputs import pi0_action_dim, pi0_inputs
+from daptq_ros.policy.rtc import RtcGuide, euler_flow
 
 # The Gemma-2B backbone and 1024-wide action expert of pi0 (PaliGemma 3B geometry).
 PI0_BACKBONE: dict[str, Any] = {
@@ -290,7 +292,6 @@ class Pi0Adapter(FamilyAdapter):
             velocity[..., :action_dim], target[..., :action_dim], batch.action_mask, dim_weights
         )
 
-    @torch.no_grad()
     def sample(
         self,
         model: nn.Module,
@@ -298,15 +299,27 @@ class Pi0Adapter(FamilyAdapter):
         num_steps: int | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """PI0's own Euler sampler from seeded noise; the first action_dim dims of each step."""
+        """PI0's Euler sampler from seeded noise; the first action_dim dims of each step."""
+        return self.sample_guided(model, batch, None, num_steps, generator)[0]
+
+    def sample_guided(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        guide: RtcGuide | None,
+        num_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, str]:
+        """The sampler, RTC-guided toward `guide` (policy/rtc.py), and the method that ran."""
         config = model.config
         inputs = self._inputs(model, batch.to_dtype(compute_dtype(model)))
         shape = (batch.state.shape[0], config.chunk_size, config.max_action_dim)
         noise = torch.randn(shape, generator=generator).to(inputs["pixel_values"])
-        actions = model.sample_actions(
-            **inputs, noise=noise, num_steps=num_steps or config.num_inference_steps
-        )
-        return actions[..., : self._action_dim(model)].float()
+        with torch.no_grad():
+            velocity_at = _flow_velocity(model, inputs)
+            steps = num_steps or config.num_inference_steps
+            actions, method = euler_flow(velocity_at, noise, steps, guide)
+        return actions[..., : self._action_dim(model)].float(), method
 
     def interface_layers(self, model: nn.Module) -> list[str]:
         """Backbone k/v_proj (the prefix KV cache) + embed_action_time and action_out_proj."""
@@ -332,3 +345,41 @@ class Pi0Adapter(FamilyAdapter):
             + linear_names(model, "model.dit")
             + ["action_out_proj"]
         )
+
+
+def _flow_velocity(
+    model: nn.Module, inputs: dict[str, torch.Tensor]
+) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """v(x, t) of PI0 over one observation: the prefix KV cache is computed once, here.
+
+    The same calls as transformers' PI0ForConditionalGeneration.sample_actions: positions from
+    the attention mask, one VLM pass with use_cache, then per step the action expert over the
+    cache, cropped back to the prefix afterwards.
+    """
+    mask = inputs["attention_mask"]
+    embeds = model.model.embed_prefix(
+        inputs["input_ids"], inputs["pixel_values"], inputs["pixel_attention_mask"]
+    )
+    cache = model.model.vlm(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        position_ids=mask.cumsum(-1) - 1,
+        token_type_ids=torch.zeros_like(embeds)[:, :, 0],
+        use_cache=True,
+    ).cache
+    prefix_length = cache.get_seq_length()
+
+    def velocity_at(x: torch.Tensor, t: float) -> torch.Tensor:
+        time = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
+        output = model(
+            state=inputs["state"],
+            noise=x,
+            timestep=time,
+            pixel_attention_mask=inputs["pixel_attention_mask"],
+            attention_mask=mask,
+            cache=cache,
+        )
+        cache.crop(prefix_length - cache.get_seq_length())
+        return output.logits
+
+    return velocity_at
