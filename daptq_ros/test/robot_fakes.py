@@ -25,6 +25,7 @@ class Chunk:
     dt: float
     space: str
     names: tuple[str, ...]
+    guidance: str = ""
 
 
 class ConstantPolicy:

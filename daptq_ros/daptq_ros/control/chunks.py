@@ -185,6 +185,11 @@ class ChunkScheduler:
         """Row time (s) of the newest chunk held, None when none is."""
         return self._chunks[-1].dt if self._chunks else None
 
+    @property
+    def newest_span(self) -> float:
+        """Seconds the newest chunk held covers (0 when none is)."""
+        return self._chunks[-1].end() - self._chunks[-1].stamp if self._chunks else 0.0
+
     def planned(self, start: float, dt: float) -> NDArray[np.float64] | None:
         """The actions [P, D] planned for start + i * dt, while a chunk covers them (P at most
         the newest chunk's rows).

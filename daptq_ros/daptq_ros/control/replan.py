@@ -4,13 +4,15 @@ Chunks are placed on a *timeline* (chunk time tau) that follows the node clock a
 [min_rate, 1]. At rate 1 it is the node clock. When inference takes longer than the chunk held
 still covers, the overrun policy decides:
 
-- "slow": the rate drops so that the chunk lasts until the next one is expected (time
-  scaling: the arm follows the same path, slower). The rate changes by at most RATE_SLEW per
-  second, so the commanded velocity never steps.
+- "slow": the rate drops to the constant rate at which each chunk lasts until the next one
+  arrives, with OVERLAP_ROWS to spare (time scaling: the arm follows the same path, slower).
+  The rate changes by at most RATE_SLEW per second, so the commanded velocity never steps.
 - "hold": the rate stays 1 and the arm holds at the chunk's end until the next one arrives.
 
-In both, the timeline never passes the end of the chunks held: with no action to follow, the
-arm holds (the safety filter brakes it), and the next chunk continues from where it stopped.
+In both, the timeline brakes (at RATE_SLEW) to stop at the end of the chunks held, never passes
+it, and waits while none is held:
+with no action to follow, the arm holds (the safety filter brakes it), and the next chunk
+continues from where it stopped.
 
 A new chunk is asked for as soon as the previous one has arrived and a control period has
 passed since it was asked for, never while one is in flight. Its delay (how much of the timeline
@@ -39,6 +41,7 @@ METHODS = ("auto", "rtc", "crossfade")
 OVERRUNS = ("slow", "hold")
 DELAY_WINDOW = 8  # delays the median is taken over
 HISTORY = 1024  # command ticks of timeline kept to place past observation stamps
+OVERLAP_ROWS = 2  # rows of the held chunk slow mode keeps for the next chunk's arrival
 RATE_SLEW = 4.0  # /s: the timeline rate goes from 1 to 0 in no less than 0.25 s
 _ROW_SLACK = 1e-6  # rows: a delay of exactly k rows is k, not k + 1
 
@@ -72,6 +75,11 @@ class Timeline:
             return self._taus[0] - (self._times[0] - t)
         return float(np.interp(t, self._times, self._taus))
 
+    @property
+    def last(self) -> float:
+        """tau at the last tick (-inf before the first)."""
+        return self._taus[-1] if self._taus else -math.inf
+
     def advance(self, now: float, target_rate: float, end: float | None) -> float:
         """Move to node time `now`, the rate toward `target_rate`, never past `end`; tau gained."""
         if not self._times:
@@ -79,12 +87,19 @@ class Timeline:
             return 0.0
         elapsed = max(now - self._times[-1], 0.0)
         step = RATE_SLEW * elapsed
-        target = min(max(target_rate, self.min_rate), 1.0)
-        self.rate = min(max(target, self.rate - step), self.rate + step)
         before = self._taus[-1]
+        target = min(max(target_rate, self.min_rate), 1.0)
+        if end is not None:
+            # Brake in time to stop at `end`: slewing down from r in ticks of `elapsed` covers
+            # r^2 / (2 a) + r * elapsed / 2 of timeline, which must fit in what is left.
+            left, slew = max(end - before, 0.0), step
+            target = min(target, (math.sqrt(slew**2 + 8 * RATE_SLEW * left) - slew) / 2)
+        self.rate = min(max(target, self.rate - step), self.rate + step)
         tau = before + self.rate * elapsed
         if end is not None and tau > end:
             tau = max(end, before)
+            # Stopped at `end`: the rate is what was achieved, so it ramps up again from there.
+            self.rate = (tau - before) / elapsed if elapsed > 0 else 0.0
         self._times.append(float(now))
         self._taus.append(tau)
         return tau - before
@@ -197,16 +212,38 @@ class Replanner:
     # ----- the timeline -----
     def tick(self, now: float, period: float) -> float:
         """Advance the timeline for the command tick at `now`; the timeline seconds gained."""
-        tau = self.timeline.at(now)
-        if self.scheduler.state(tau) in (ChunkState.EMPTY, ChunkState.BEFORE_START):
-            self.overrun_reason = ""
-            return self.timeline.advance(now, 1.0, None)
+        # Where the last tick left the timeline: a tick that would reach a chunk's end must
+        # see it coming, not find itself past it.
+        last = self.timeline.last
+        tau = last if math.isfinite(last) else now
+        state = self.scheduler.state(tau)
+        if state is not ChunkState.ACTIVE:
+            self.overrun_reason = self._holding() if state is ChunkState.PAST_END else ""
+            # Nothing plays before the first chunk (or after the last): the timeline waits, so
+            # a chunk computed meanwhile starts at its row 0 on arrival, as the arm stood still.
+            wait = None if state is ChunkState.BEFORE_START else self.timeline.last
+            return self.timeline.advance(now, 1.0, wait)
         left = self.scheduler.remaining(tau)
         wait = self._expected_wait(now, period)
-        target = left / wait if self.overrun == "slow" and wait > left else 1.0
+        target = self.sustainable_rate(period) if self.overrun == "slow" else 1.0
         gained = self.timeline.advance(now, target, tau + left)
         self._describe_overrun(wait, left, gained, period)
         return gained
+
+    def sustainable_rate(self, period: float) -> float:
+        """The constant rate at which each chunk lasts until the next arrives, OVERLAP_ROWS to
+        spare (1 when inference is fast enough).
+
+        In a steady state a chunk's observation is taken on the previous chunk's arrival, so
+        the chunk must cover two latencies and a command period: rate * (2 L + period) =
+        span - overlap. A constant rate keeps the command smooth; a rate chasing what is left
+        of each chunk would change at every switch.
+        """
+        dt = self.scheduler.newest_dt
+        if dt is None:
+            return 1.0
+        usable = self.scheduler.newest_span - OVERLAP_ROWS * dt
+        return min(1.0, max(usable, 0.0) / (2 * self.latency() + period))
 
     def chunk_time(self, now: float) -> float:
         """tau at node time `now`."""
@@ -222,12 +259,15 @@ class Replanner:
         if wait <= left:
             self.overrun_reason = ""
         elif gained <= 0:
-            self.overrun_reason = (
-                f"inference ({self.latency():.3f} s) outlasts the chunk held: holding at its end "
-                "until the next chunk arrives"
-            )
+            self.overrun_reason = self._holding()
         else:
             self.overrun_reason = (
                 f"inference ({self.latency():.3f} s) outlasts the chunk held ({left:.3f} s "
                 f"left): {self.overrun} mode, timeline at {gained / period:.2f}x"
             )
+
+    def _holding(self) -> str:
+        return (
+            f"inference ({self.latency():.3f} s) outlasts the chunks held: holding at their end "
+            "until the next chunk arrives"
+        )

@@ -228,10 +228,10 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "chunk_method",
-        "auto",
-        "how a new chunk joins the one executing: rtc (real-time chunking: the policy continues "
-        "the actions that run while it computes; flow-matching families), crossfade, or auto "
-        "(rtc where the family allows it, else crossfade)",
+        "crossfade",
+        "how a new chunk joins the one executing: crossfade, or rtc (real-time chunking: the "
+        "policy continues the actions that run while it computes, then the crossfade; "
+        "flow-matching families), or auto (rtc where the family allows it)",
         choices=("auto", "rtc", "crossfade"),
     ),
     ParamSpec(

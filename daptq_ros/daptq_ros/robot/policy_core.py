@@ -132,11 +132,11 @@ class PolicyNodeCore:
             getattr(meta, "state_spec", EE_STATE),
             float(p["joint_states_timeout_s"]),
         )
-        self.chunk_method = chunk_method(p, first)
+        self.chunk_method, self.chunk_method_note = chunk_method(p, first)
         self.scheduler = ChunkScheduler(
             str(p["chunk_merge"]),
             float(p["ensemble_decay"]),
-            crossfade=float(p["chunk_crossfade_s"]) if self.chunk_method == "crossfade" else 0.0,
+            crossfade=float(p["chunk_crossfade_s"]),
         )
         self.replanner = Replanner(
             self.scheduler,
@@ -653,11 +653,14 @@ def camera_streams(topics: tuple[str, ...]) -> tuple[str, ...]:
     return ("image",) if len(topics) == 1 else tuple(f"image {topic}" for topic in topics)
 
 
-def chunk_method(params: Mapping[str, Any], policy: ChunkPolicy) -> str:
-    """How chunks join: "rtc" where asked (or auto) and the policy can, else the merge's way."""
+def chunk_method(params: Mapping[str, Any], policy: ChunkPolicy) -> tuple[str, str]:
+    """How chunks join ("rtc" where asked, or auto, and the policy can; else the merge's way)
+    and, when "rtc" was asked and cannot run, why."""
     if str(params["chunk_merge"]) == "ensemble":
-        return "ensemble"
+        return "ensemble", ""
     wanted = str(params["chunk_method"])
     if wanted != "crossfade" and getattr(policy, "chunk_guidance", "") == "rtc":
-        return "rtc"
-    return "crossfade"
+        return "rtc", ""
+    if wanted == "rtc":
+        return "crossfade", "chunk_method rtc needs a flow-matching policy (pi0); crossfade runs"
+    return "crossfade", ""

@@ -54,6 +54,7 @@ def diagnostics(core: Any, now: float, node: str) -> Any:
     estop = "e-stop latched" if status_fields["estopped"] else ""
     errors = [e for e in (estop, core.fault, core.last_error, core.swap_error) if e]
     runtime_warning = str(getattr(core.worker.policy, "runtime_warning", ""))
+    runtime_warning = "; ".join(w for w in (runtime_warning, core.chunk_method_note) if w)
     if errors:
         level, message = "ERROR", "; ".join(errors)
     elif status_fields["hold_reasons"] and status_fields["enabled"]:
