@@ -79,5 +79,7 @@ def test_rtc_pulls_the_frozen_rows_onto_the_old_chunk(policy, jacobian) -> None:
         before.append(np.abs(free.actions[:3] - target[:3]).mean())
         after.append(np.abs(guided.actions[:3] - target[:3]).mean())
     assert np.mean(after) < np.mean(before)
+    stages = policy.last_timing  # the node's inference breakdown on /diagnostics
+    assert set(stages) == {"preprocess", "model", "postprocess"} and stages["model"] > 0
     if jacobian == "identity":
         assert all(a < 0.7 * b for a, b in zip(after, before, strict=True))

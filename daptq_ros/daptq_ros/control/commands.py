@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from daptq_ros.errors import ControlError
 
@@ -148,3 +148,29 @@ class TargetBuilder:
         if self._gripper is None:
             return action
         return np.delete(action, self._gripper)
+
+
+# An ee_delta action outside [-1, 1] is clipped (MetaWorld's convention); one beyond this bound
+# means the policy diverged and the whole chunk is rejected.
+EE_DELTA_REJECT = 1.5
+
+
+def checked_chunk(actions: ArrayLike, space: str) -> tuple[NDArray[np.float64] | None, str, int]:
+    """A policy's chunk made safe to schedule: (actions or None if rejected, why, how many
+    values were clipped). NaN/inf is rejected; ee_delta is clipped to [-1, 1], or rejected
+    beyond EE_DELTA_REJECT (a diverged policy)."""
+    rows = np.asarray(actions, dtype=np.float64)
+    if not np.isfinite(rows).all():
+        return None, "the policy returned NaN/inf actions; chunk rejected", 0
+    if space != "ee_delta":
+        return rows, "", 0
+    largest = float(np.abs(rows).max())
+    if largest > EE_DELTA_REJECT:
+        return (
+            None,
+            f"the policy returned ee_delta actions up to {largest:.2f} (valid: [-1, 1]); "
+            "chunk rejected",
+            0,
+        )
+    clipped = np.clip(rows, -1.0, 1.0)
+    return clipped, "", int(np.count_nonzero(clipped != rows))

@@ -47,6 +47,7 @@ class Trace:
     switches: list[int] = field(default_factory=list)  # steps whose command came from a new chunk
     method: str = ""
     rates: list[float] = field(default_factory=list)
+    step_limit: NDArray[np.float64] | None = None  # the safety filter's most per command, per axis
 
 
 def run_episode(
@@ -76,7 +77,7 @@ def run_episode(
         "inject_latency_s": float(delay_s),
     }
     node = PolicyNodeCore(params, types, build_policy=lambda bits: policy)
-    trace = Trace()
+    trace = Trace(step_limit=node.safety.limits.velocity * bridge.period)
     added = [0]
 
     def on_step(step: int, now: float) -> None:

@@ -81,7 +81,7 @@ class PolicyNode(Node):
         inputs = MutuallyExclusiveCallbackGroup()
         timers = MutuallyExclusiveCallbackGroup()
         decode = None if params["use_compressed"] else rgb_decoder(self.get_logger())
-        for camera, topic in enumerate(core.cameras):
+        for camera, topic in enumerate(core.cameras.topics):
             if decode is None:
                 msg_type, name = CompressedImage, f"{topic}/compressed"
                 handler = partial(core.on_compressed_image, camera=camera)

@@ -86,6 +86,16 @@ class ChunkPrefix:
         object.__setattr__(self, "delay", int(self.delay))
 
 
+def stage_times(started: float, prepared: float, sampled: float, done: float) -> dict[str, float]:
+    """A predict() call's seconds per stage from its perf_counter marks (the node's probe
+    breakdown on /diagnostics)."""
+    return {
+        "preprocess": prepared - started,
+        "model": sampled - prepared,
+        "postprocess": done - sampled,
+    }
+
+
 @runtime_checkable
 class Policy(Protocol):
     """Anything that maps one observation to an action chunk."""

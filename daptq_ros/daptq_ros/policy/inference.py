@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from daptq_ros.policy.contract import ActionChunk, ChunkPrefix
+from daptq_ros.policy.contract import ActionChunk, ChunkPrefix, stage_times
 from daptq_ros.policy.families import Batch
 from daptq_ros.policy.model_dir import LoadedModel, load_model_dir
 from daptq_ros.policy.preprocess import observation_batch
@@ -28,6 +29,7 @@ class VlaPolicy:
         self.device = torch.device(device)
         self.num_steps = num_steps
         self.seed = seed
+        self.last_timing: dict[str, float] = {}  # s per stage of the last predict()
         loaded.model.to(self.device).eval()
 
     @property
@@ -63,9 +65,11 @@ class VlaPolicy:
 
         With a `prefix` (and a flow-matching family), the chunk is RTC-guided to continue it.
         """
+        started = time.perf_counter()
         batch = self.preprocess(image, instruction, state)
         generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
         adapter, meta, method = self.loaded.adapter, self.loaded.meta, ""
+        prepared = time.perf_counter()
         if prefix is not None and self.chunk_guidance:
             guide = rtc_guide(
                 prefix.actions, prefix.delay, meta.normalizer.normalize_actions, prefix.jacobian
@@ -76,8 +80,11 @@ class VlaPolicy:
         else:
             with torch.inference_mode():
                 normalised = adapter.sample(self.loaded.model, batch, self.num_steps, generator)
+        sampled = time.perf_counter()
         actions = meta.normalizer.unnormalize_actions(normalised[0].float().cpu().numpy())
-        return ActionChunk(actions, meta.dt, meta.action_space, meta.action_names, method)
+        chunk = ActionChunk(actions, meta.dt, meta.action_space, meta.action_names, method)
+        self.last_timing = stage_times(started, prepared, sampled, time.perf_counter())
+        return chunk
 
 
 def load_policy(

@@ -25,7 +25,7 @@ import torch
 
 from daptq_ros.errors import ModelError
 from daptq_ros.policy.batch import Batch, trim_padding
-from daptq_ros.policy.contract import ActionChunk, ChunkPrefix
+from daptq_ros.policy.contract import ActionChunk, ChunkPrefix, stage_times
 from daptq_ros.policy.ddim import ddim_sample, squared_cosine_alphas_cumprod
 from daptq_ros.policy.file_pages import release_file_pages
 from daptq_ros.policy.model_meta import ModelMeta, read_model_files
@@ -98,6 +98,7 @@ class OpenVinoPolicy:
         import openvino as ov
 
         self.loaded, self.seed = loaded, seed
+        self.last_timing: dict[str, float] = {}  # s per stage of the last predict()
         self.settings = json.loads((directory / RUNTIME_FILE).read_text())
         self.num_steps = int(self.settings["num_steps"])
         properties = {
@@ -197,20 +198,25 @@ class OpenVinoPolicy:
 
         With a `prefix` (pi0), the chunk is RTC-guided to continue it (policy/rtc.py).
         """
+        started = time.perf_counter()
         batch = self.preprocess(image, instruction, state)
         meta = self.loaded.meta
         guide = None
         if prefix is not None and self.chunk_guidance:
             normalize = meta.normalizer.normalize_actions
             guide = rtc_guide(prefix.actions, prefix.delay, normalize, prefix.jacobian)
+        prepared = time.perf_counter()
         actions, method = self.sample(batch, self.seed if seed is None else seed, guide)
-        return ActionChunk(
+        sampled = time.perf_counter()
+        chunk = ActionChunk(
             meta.normalizer.unnormalize_actions(actions),
             meta.dt,
             meta.action_space,
             meta.action_names,
             method,
         )
+        self.last_timing = stage_times(started, prepared, sampled, time.perf_counter())
+        return chunk
 
 
 def load_openvino_policy(

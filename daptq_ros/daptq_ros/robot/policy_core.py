@@ -12,7 +12,6 @@ on Humble, where post-set callbacks do not exist.
 from __future__ import annotations
 
 import copy
-import math
 import threading
 import time
 from collections import deque
@@ -29,7 +28,6 @@ from daptq_ros.bags.convert import (
     image_to_numpy,
     pose_stamped_msg,
     sec_to_ns,
-    time_to_sec,
 )
 from daptq_ros.bags.robot_msgs import (
     action_chunk_msg,
@@ -40,7 +38,7 @@ from daptq_ros.bags.robot_msgs import (
 )
 from daptq_ros.bags.state import EE_STATE
 from daptq_ros.control.chunks import ChunkScheduler
-from daptq_ros.control.commands import TargetBuilder
+from daptq_ros.control.commands import TargetBuilder, checked_chunk
 from daptq_ros.control.limits import AxisLimits
 from daptq_ros.control.replan import Replanner
 from daptq_ros.control.runtime import (
@@ -51,17 +49,18 @@ from daptq_ros.control.runtime import (
     SwapState,
 )
 from daptq_ros.control.safety import SafetyConfig, SafetyFilter, Status
-from daptq_ros.control.timing import ChunkTiming, control_period
+from daptq_ros.control.timing import ChunkTiming
 from daptq_ros.control.watchdog import Watchdog
 from daptq_ros.errors import ControlError, DaptqError
 from daptq_ros.policy.contract import ChunkPrefix
-from daptq_ros.policy.images import tile_views
 from daptq_ros.robot import policy_status
 from daptq_ros.robot.arm import ArmModel, arm_model
 from daptq_ros.robot.arm_state import ArmState
+from daptq_ros.robot.cameras import CameraFrames
 from daptq_ros.robot.params import check_overrides, defaults, spec
 from daptq_ros.robot.policy_builder import default_policy_builder
 from daptq_ros.robot.presets import load_robot
+from daptq_ros.robot.probe import chunk_method, probe
 
 NODE = "policy_node"
 # Output keys; the rclpy node maps them to publishers (a leading ~ is the node's namespace).
@@ -70,9 +69,6 @@ DEBUG_COMMAND = "~/debug/command"
 GRIPPER = "~/gripper"
 DEBUG_GRIPPER = "~/debug/gripper"
 ACTION_CHUNK = "~/action_chunk"
-# An ee_delta action outside [-1, 1] is clipped (MetaWorld's convention); one beyond this bound
-# means the policy diverged and the whole chunk is rejected.
-EE_DELTA_REJECT = 1.5
 TRAJECTORY_PREVIEW_S = 0.5  # s of future points a JointTrajectory command carries
 RATE_WINDOW = 32  # events over which achieved rates are measured
 MOVING = (Status.ACTIVE, Status.BLENDING)
@@ -80,8 +76,6 @@ IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
 # A clock step backwards larger than this is a restarted clock source (a new simulator), not
 # the rounding of two stamps.
 CLOCK_JUMP_TOLERANCE_S = 1e-3
-PROBE_IMAGE_SIZE = (96, 192)  # blank frame for the start-up inference when a model has no size
-FALLBACK_PERIOD_S = 0.1  # chunk row time assumed when a model neither says nor answers
 
 
 class PolicyNodeCore:
@@ -147,11 +141,10 @@ class PolicyNodeCore:
         )
         self._set_injection()
         self.safety = SafetyFilter(self._limits(), self._safety_config())
-        self.cameras = tuple(p["image_topics"])
-        self._camera_streams = camera_streams(self.cameras)
+        self.cameras = CameraFrames(tuple(p["image_topics"]))
         self.inputs = Watchdog(
             {
-                **dict.fromkeys(self._camera_streams, float(p["image_timeout_s"])),
+                **dict.fromkeys(self.cameras.streams, float(p["image_timeout_s"])),
                 "joint_states": float(p["joint_states_timeout_s"]),
                 "instruction": float(p["instruction_timeout_s"]),
             }
@@ -167,8 +160,6 @@ class PolicyNodeCore:
         self.swap_error = ""
         self._builder: TargetBuilder | None = None
         self._chunk_dt = 0.0
-        self._frames: dict[int, tuple[NDArray[np.uint8], float]] = {}  # camera -> (rgb, stamp)
-        self._submitted: tuple[float, ...] = ()  # frame stamps of the last inference
         self.instruction = str(p["instruction"])
         self._hold_quat = IDENTITY_QUAT
         self._pending: dict[str, Any] = {}
@@ -198,11 +189,11 @@ class PolicyNodeCore:
     ) -> None:
         """A sensor_msgs/Image becomes camera `camera`'s newest frame (RGB; `decode` may be
         cv_bridge's)."""
-        self._store_image(decode(msg), msg, now, camera)
+        self.inputs.feed(self.cameras.store(decode(msg), msg, now, camera), now)
 
     def on_compressed_image(self, msg: Any, now: float, camera: int = 0) -> None:
         """A sensor_msgs/CompressedImage becomes camera `camera`'s newest frame."""
-        self._store_image(compressed_image_to_numpy(msg), msg, now, camera)
+        self.inputs.feed(self.cameras.store(compressed_image_to_numpy(msg), msg, now, camera), now)
 
     def on_instruction(self, msg: Any, now: float) -> None:
         """A std_msgs/String sets the instruction."""
@@ -230,24 +221,21 @@ class PolicyNodeCore:
         in_flight = self.worker.busy or self.worker.has_results
         if not self.replanner.due(now, in_flight, self.control_period, period):
             return False
-        if self.inputs.stale(now) or len(self._frames) < len(self.cameras):
-            return False
-        frames = [self._frames[camera] for camera in range(len(self.cameras))]
-        stamps = tuple(stamp for _, stamp in frames)
-        if stamps == self._submitted:
-            return False  # nothing new since the last inference
+        fresh = None if self.inputs.stale(now) else self.cameras.fresh()
+        if fresh is None:
+            return False  # stale inputs, a camera without a frame, or nothing new
         self.arm_state.refresh(now)
         state = self.arm_state.policy_state()
         if state is None:
             return False
-        image = tile_views([rgb for rgb, _ in frames])
         # The chunk is timed from the oldest frame it saw: its rows are never early.
-        plan = self.replanner.submit(now, min(stamps))
+        image, stamp = fresh
+        plan = self.replanner.submit(now, stamp)
         prefix = None
         if plan is not None:
             prefix = ChunkPrefix(plan.actions, plan.delay, str(self.params["rtc_jacobian"]))
-        self.worker.submit(Observation(image, self.instruction, state, min(stamps), prefix))
-        self._submitted = stamps
+        self.worker.submit(Observation(image, self.instruction, state, stamp, prefix))
+        self.cameras.use()
         return True
 
     def command_tick(self, now: float) -> list[tuple[str, Any]]:
@@ -396,31 +384,12 @@ class PolicyNodeCore:
 
     # ----- internals -----
     def _build_and_probe(self, bits: str) -> ChunkPolicy:
-        """Build the policy for `bits` and time an inference on a blank observation.
-
-        The probe learns the chunk's horizon and dt and the inference latency before the first
-        real frame, so the control rate can follow the model and a rate that cannot work is
-        reported at start. It also pays the first call's one-time costs off the control loop.
-        """
+        """Build the policy for `bits` and time it at start (robot/probe.py)."""
         policy = self._build(bits)
-        meta = getattr(getattr(policy, "loaded", None), "meta", None)
-        height, width = getattr(meta, "image_size", PROBE_IMAGE_SIZE)
-        blank = np.zeros((height, width, 3), np.uint8)
-        instruction = str(self.params["instruction"]) or "probe"
-        state = np.zeros(getattr(policy, "state_dim", 4))
-        try:
-            policy.predict(blank, instruction, state)  # the first call pays one-time costs
-            start = time.monotonic()
-            chunk = policy.predict(blank, instruction, state)
-            horizon, dt = len(chunk.actions), float(chunk.dt)
-            latency = time.monotonic() - start
-        except Exception as error:  # reported; the control loop then reports each failure too
-            self.last_error = f"the start-up inference failed: {type(error).__name__}: {error}"
-            horizon = int(getattr(meta, "horizon", 1))
-            dt = float(getattr(meta, "dt", FALLBACK_PERIOD_S))
-            latency = math.nan
-        period = control_period(float(self.params["control_hz"]), horizon, dt)
-        self._probes[bits] = ChunkTiming(horizon, dt, latency, period)
+        timing, error = probe(policy, self.params)
+        if error:
+            self.last_error = error
+        self._probes[bits] = timing
         return policy
 
     def _check_clock(self, now: float) -> None:
@@ -447,16 +416,6 @@ class PolicyNodeCore:
             self.safety.disable()
             self.replanner.forget()
             self.fault = f"{reason}; disabled, call ~/enable once the inputs are back"
-
-    def _store_image(self, rgb: NDArray[np.uint8], msg: Any, now: float, camera: int) -> None:
-        if not 0 <= camera < len(self.cameras):
-            raise ControlError(
-                f"camera {camera} is not one of the {len(self.cameras)} image_topics"
-            )
-        stamp = time_to_sec(msg.header.stamp)
-        # Some drivers leave the stamp at zero: the arrival time stands in.
-        self._frames[camera] = (rgb, stamp if stamp > 0 else now)
-        self.inputs.feed(self._camera_streams[camera], now)
 
     def _limits(self) -> AxisLimits:
         p = self.params
@@ -522,7 +481,7 @@ class PolicyNodeCore:
             # The old model's chunks are not mixed with the new one's: hold until it answers.
             self.replanner.forget()
             self.outputs.reset()
-            self._submitted = ()
+            self.cameras.forget_use()
         elif self.worker.swap_state is SwapState.FAILED:
             self.swap_error = f"bit_config swap failed: {self.worker.acknowledge_failed_swap()}"
             self.params["bit_config"] = self.bit_config
@@ -574,23 +533,12 @@ class PolicyNodeCore:
 
     def _checked_actions(self, result: InferenceResult) -> NDArray[np.float64] | None:
         """The chunk's actions, clipped to the action space's range; None if rejected."""
-        actions = np.asarray(result.actions, dtype=np.float64)
-        if not np.isfinite(actions).all():
+        actions, problem, clipped = checked_chunk(result.actions, result.space)
+        self.counters["clipped_actions"] += clipped
+        if actions is None:
             self.counters["rejected_actions"] += 1
-            self.last_error = "the policy returned NaN/inf actions; chunk rejected"
-            return None
-        if result.space != "ee_delta":
-            return actions
-        if np.abs(actions).max() > EE_DELTA_REJECT:
-            self.counters["rejected_actions"] += 1
-            self.last_error = (
-                f"the policy returned ee_delta actions up to {np.abs(actions).max():.2f} "
-                f"(valid: [-1, 1]); chunk rejected"
-            )
-            return None
-        clipped = np.clip(actions, -1.0, 1.0)
-        self.counters["clipped_actions"] += int(np.count_nonzero(clipped != actions))
-        return clipped
+            self.last_error = problem
+        return actions
 
     def _target_builder(self, result: InferenceResult) -> TargetBuilder:
         return TargetBuilder(
@@ -646,21 +594,3 @@ class PolicyNodeCore:
                 points.append(step.position)
         times = period * np.arange(1, len(points) + 1)
         return np.stack(points), times
-
-
-def camera_streams(topics: tuple[str, ...]) -> tuple[str, ...]:
-    """Watchdog stream names of the cameras: "image", or "image <topic>" for each of several."""
-    return ("image",) if len(topics) == 1 else tuple(f"image {topic}" for topic in topics)
-
-
-def chunk_method(params: Mapping[str, Any], policy: ChunkPolicy) -> tuple[str, str]:
-    """How chunks join ("rtc" where asked, or auto, and the policy can; else the merge's way)
-    and, when "rtc" was asked and cannot run, why."""
-    if str(params["chunk_merge"]) == "ensemble":
-        return "ensemble", ""
-    wanted = str(params["chunk_method"])
-    if wanted != "crossfade" and getattr(policy, "chunk_guidance", "") == "rtc":
-        return "rtc", ""
-    if wanted == "rtc":
-        return "crossfade", "chunk_method rtc needs a flow-matching policy (pi0); crossfade runs"
-    return "crossfade", ""

@@ -71,6 +71,9 @@ def diagnostics(core: Any, now: float, node: str) -> Any:
     values["latency_estimate_s"] = round(replanner.latency(), 4)
     values["delay_estimate_s"] = round(replanner.delay(), 4)
     values["injected_latency_s"] = replanner.inject_s
+    # Where an inference's time goes (wall s, the last one), to tell the model from its wrapping.
+    timing = getattr(core.worker.policy, "last_timing", {})
+    values["inference_breakdown"] = ", ".join(f"{k} {v:.4f} s" for k, v in timing.items())
     values["chunk_timing"] = core.timing.describe()
     values["watchdog"] = "; ".join(status_fields["hold_reasons"]) or "ok"
     values["runtime"] = str(getattr(core.worker.policy, "runtime", "torch"))
