@@ -53,6 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "cogact's condition_dropout=0.1 guidance_scale=1.5 (classifier-free guidance)",
     )
     parser.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        help="rows per action chunk (default: 8, or the --init model's; a pi0 fine-tuned from "
+        "--init to another horizon keeps its weights, e.g. pi0's own 50)",
+    )
+    parser.add_argument(
         "--state",
         default="ee_position_gripper",
         choices=STATE_SOURCES,
@@ -163,8 +170,11 @@ def run(args: argparse.Namespace) -> int:
     if args.only_successful:
         episodes = [e for e in episodes if e.meta.success]
     first = episodes[0]
+    if args.horizon is not None and args.horizon < 1:
+        raise ConfigError(f"--horizon {args.horizon}: a chunk needs at least 1 row")
     config = TrainConfig(
         family=args.family,
+        **({} if args.horizon is None else {"horizon": args.horizon}),
         dt=first.chunk_dt,
         action_names=first.action_names,
         action_space=first.action_space,

@@ -251,8 +251,8 @@ def _init_from_model_dir(
     """What _model_setup gives, and the weights, taken from `config.init_from` (fine-tuning).
 
     The model keeps its tokenizer and normalisation statistics, so the data must match it in
-    family, action space and names, chunk, timing and camera layout; a ModelError names each
-    difference.
+    family, action space and names, timing and camera layout; a ModelError names each
+    difference. The horizon may change where the family's weights do not depend on it (pi0).
     """
     loaded = load_model_dir(config.init_from)
     meta = loaded.meta
@@ -261,7 +261,6 @@ def _init_from_model_dir(
         "action_space": (meta.action_space, config.action_space),
         "action_names": (meta.action_names, tuple(config.action_names)),
         "state": (meta.state_spec, StateSpec(config.state_source, config.state_names)),
-        "horizon": (meta.horizon, config.horizon),
         "dt": (meta.dt, config.dt),
         "num_views": (meta.num_views, config.num_views),
         "image_size": (meta.image_size, tuple(episodes[0].images.shape[1:3])),
@@ -273,10 +272,13 @@ def _init_from_model_dir(
             f"and settings ({'; '.join(differences)}); train from scratch or pick a model "
             "made for this data"
         )
-    meta = replace(meta, provenance={})
-    if not config.model_overrides:
+    meta = replace(meta, provenance={}, horizon=config.horizon)
+    overrides = dict(config.model_overrides)
+    if config.horizon != loaded.meta.horizon:  # a new chunk length, the same weights
+        overrides.update(loaded.adapter.horizon_setting(config.horizon))
+    if not overrides:
         return loaded.adapter, loaded.config, loaded.tokenizer, meta, loaded.model
-    family_config = {**loaded.config, **config.model_overrides}
+    family_config = {**loaded.config, **overrides}
     try:
         model = loaded.adapter.build(family_config)
     except ModelError as error:
@@ -285,7 +287,7 @@ def _init_from_model_dir(
         model.load_state_dict(loaded.model.state_dict())
     except RuntimeError:
         raise ModelError(
-            f"{config.init_from}: the model settings {sorted(config.model_overrides)} change "
+            f"{config.init_from}: the model settings {sorted(overrides)} change "
             "the shapes of its weights, so it cannot be fine-tuned with them; override only "
             "settings that keep the weights (e.g. training or sampling ones) or train from "
             "scratch"

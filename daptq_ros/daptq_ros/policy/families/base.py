@@ -110,6 +110,11 @@ class FamilyAdapter(ABC):
         """Modules that run once per chunk to encode the observation (vision, language
         backbone); the rest of `sample` is the action head's denoising loop."""
 
+    def horizon_setting(self, horizon: int) -> dict[str, Any]:
+        """The config setting that gives `horizon` rows per chunk (a fine-tune to another
+        horizon checks that the weights still fit it)."""
+        return {"horizon": horizon}
+
 
 def preset(
     sizes: dict[str, dict[str, Any]], family: str, size: str, overrides: dict | None

@@ -321,6 +321,10 @@ class Pi0Adapter(FamilyAdapter):
             actions, method = euler_flow(velocity_at, noise, steps, guide)
         return actions[..., : self._action_dim(model)].float(), method
 
+    def horizon_setting(self, horizon: int) -> dict[str, Any]:
+        """PI0Config's chunk_size: no weight depends on it."""
+        return {"chunk_size": horizon}
+
     def interface_layers(self, model: nn.Module) -> list[str]:
         """Backbone k/v_proj (the prefix KV cache) + embed_action_time and action_out_proj."""
         backbone = [
