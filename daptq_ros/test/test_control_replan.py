@@ -56,12 +56,14 @@ def test_slow_mode_stretches_a_chunk_until_the_next_is_expected_without_steps() 
     plan._latencies.extend([0.5] * DELAY_WINDOW)
     plan.scheduler.add(chunk(), 0.0, DT, 0.0)
     plan.submit(0.0, 0.0)
-    gains = run(plan, TICK, 60)
+    gains, reasons = [], set()
+    for k in range(60):
+        gains.append(plan.tick(TICK + k * TICK, TICK))
+        reasons.add(plan.overrun_reason)
     rates = np.array(gains[1:]) / TICK  # the first tick starts the timeline
     assert rates.min() < 0.6  # slowed down
-    # Never a step in rate, braking to a stop at the chunk's end included (within one slew).
-    assert np.all(np.abs(np.diff(rates)) <= 2 * RATE_SLEW * TICK + 1e-9)
-    assert "slow mode" in plan.overrun_reason or "holding" in plan.overrun_reason
+    assert np.all(np.abs(np.diff(rates)) <= RATE_SLEW * TICK + 1e-9)  # never a step in rate
+    assert any("slow mode" in reason for reason in reasons)
     assert plan.chunk_time(TICK * 60) <= ROWS * DT + 1e-12  # never past the chunk's end
 
 

@@ -55,14 +55,15 @@ class Rig:
         self.sensors = {"image": True, "joints": True}
 
     def tick(self, control: bool = True) -> list[tuple[str, object]]:
-        """Sensors in, one control tick (awaited) every 8 ticks, one command tick."""
+        """Sensors in, a control tick (awaited when it submits), a command tick: as the node,
+        which asks every command period and lets the core decide when a chunk is due."""
         core, t = self.core, self.t
         if self.sensors["image"]:
             core.on_image(image(t), t)
         if self.sensors["joints"]:
             core.on_joint_states(joints(t), t)
             core.on_ee_pose(ee_pose(t, self.position), t)
-        if control and round(t / PERIOD) % 8 == 0 and core.control_tick(t):
+        if control and core.control_tick(t):
             wait_idle(core)
         out = core.command_tick(t)
         for key, msg in out:

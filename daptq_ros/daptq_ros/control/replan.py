@@ -9,9 +9,9 @@ still covers, the overrun policy decides:
   The rate changes by at most RATE_SLEW per second, so the commanded velocity never steps.
 - "hold": the rate stays 1 and the arm holds at the chunk's end until the next one arrives.
 
-In both, the timeline brakes (at RATE_SLEW) to stop at the end of the chunks held, never passes
-it, and waits while none is held:
-with no action to follow, the arm holds (the safety filter brakes it), and the next chunk
+In both, when the next chunk is not expected before the end of the chunks held, the timeline
+brakes (at RATE_SLEW) to stop there; it never passes that end and waits while no chunk is held:
+with no action to follow the arm holds (the safety filter brakes it), and the next chunk
 continues from where it stopped.
 
 A new chunk is asked for as soon as the previous one has arrived and a control period has
@@ -42,7 +42,7 @@ OVERRUNS = ("slow", "hold")
 DELAY_WINDOW = 8  # delays the median is taken over
 HISTORY = 1024  # command ticks of timeline kept to place past observation stamps
 OVERLAP_ROWS = 2  # rows of the held chunk slow mode keeps for the next chunk's arrival
-RATE_SLEW = 4.0  # /s: the timeline rate goes from 1 to 0 in no less than 0.25 s
+RATE_SLEW = 10.0  # /s: the timeline rate goes from 1 to 0 in no less than 0.1 s
 _ROW_SLACK = 1e-6  # rows: a delay of exactly k rows is k, not k + 1
 
 
@@ -80,8 +80,11 @@ class Timeline:
         """tau at the last tick (-inf before the first)."""
         return self._taus[-1] if self._taus else -math.inf
 
-    def advance(self, now: float, target_rate: float, end: float | None) -> float:
-        """Move to node time `now`, the rate toward `target_rate`, never past `end`; tau gained."""
+    def advance(
+        self, now: float, target_rate: float, end: float | None, brake: bool = True
+    ) -> float:
+        """Move to node time `now`, the rate toward `target_rate`, never past `end` (braking
+        to stop there when `brake`); the tau gained."""
         if not self._times:
             self.reset(now)
             return 0.0
@@ -89,7 +92,7 @@ class Timeline:
         step = RATE_SLEW * elapsed
         before = self._taus[-1]
         target = min(max(target_rate, self.min_rate), 1.0)
-        if end is not None:
+        if end is not None and brake:
             # Brake in time to stop at `end`: slewing down from r in ticks of `elapsed` covers
             # r^2 / (2 a) + r * elapsed / 2 of timeline, which must fit in what is left.
             left, slew = max(end - before, 0.0), step
@@ -226,7 +229,9 @@ class Replanner:
         left = self.scheduler.remaining(tau)
         wait = self._expected_wait(now, period)
         target = self.sustainable_rate(period) if self.overrun == "slow" else 1.0
-        gained = self.timeline.advance(now, target, tau + left)
+        # Brake only when the next chunk is not expected before the held ones end.
+        brake = wait >= left / max(self.timeline.rate, 1e-3) - period
+        gained = self.timeline.advance(now, target, tau + left, brake)
         self._describe_overrun(wait, left, gained, period)
         return gained
 
@@ -253,7 +258,9 @@ class Replanner:
         """Node seconds until the next chunk is expected (a command period at least)."""
         if self._submitted_at is None:
             return self.latency() + period
-        return max(self._submitted_at + self.latency() - now, period)
+        waited = now - self._submitted_at
+        # Overdue (a latency step the median has not caught up with): expect as long again.
+        return max(self.latency() - waited, waited if waited > self.latency() else 0.0, period)
 
     def _describe_overrun(self, wait: float, left: float, gained: float, period: float) -> None:
         if wait <= left:
