@@ -215,6 +215,8 @@ def test_policy_status_message_parses_with_the_documented_fields() -> None:
         "swap_in_progress",
         "pending_bit_config",
         "fault",
+        "chunk_method",
+        "timeline_rate",
     ]
 
 
@@ -246,6 +248,8 @@ def test_policy_status_round_trips_through_cdr() -> None:
         swap_in_progress=True,
         pending_bit_config="w3a16",
         fault="the node clock jumped back",
+        chunk_method="rtc (identity)",
+        timeline_rate=0.5,
     )
     typename = "daptq_ros_interfaces/msg/PolicyStatus"
     assert store.deserialize_cdr(store.serialize_cdr(message, typename), typename) == message

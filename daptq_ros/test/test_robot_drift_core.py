@@ -34,6 +34,8 @@ STATUS = {
     "swap_in_progress": False,
     "pending_bit_config": "",
     "fault": "",
+    "chunk_method": "crossfade",
+    "timeline_rate": 1.0,
 }
 T0 = 1000.0
 

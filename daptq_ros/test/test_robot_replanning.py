@@ -6,12 +6,14 @@ import math
 
 import numpy as np
 import pytest
+import test_robot_policy_core
 from robot_fakes import Chunk, ConstantPolicy
 from test_robot_policy_core import PERIOD, Rig, assert_within_limits
 
 from daptq_ros.control.replan import RATE_SLEW
 
 DT = 0.0125  # the fakes' row time
+rig = test_robot_policy_core.rig  # the node rig fixture, shared with those tests
 
 
 class GuidedPolicy(ConstantPolicy):
@@ -28,19 +30,6 @@ class GuidedPolicy(ConstantPolicy):
         chunk = super().predict(image, instruction, state)
         ramp = chunk.actions + 0.01 * np.arange(len(chunk.actions))[:, None]
         return Chunk(ramp, chunk.dt, chunk.space, chunk.names, "rtc (identity)")
-
-
-@pytest.fixture
-def rig():
-    made: list[Rig] = []
-
-    def make(**kwargs) -> Rig:
-        made.append(Rig(**kwargs))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.core.close()
 
 
 def values(rig: Rig) -> dict[str, str]:

@@ -24,6 +24,7 @@ from torch import nn
 
 from daptq_ros.policy.batch import Batch
 from daptq_ros.policy.inference import VlaPolicy
+from daptq_ros.policy.pi0_inputs import prefix_cache
 from daptq_ros.policy.preprocess import blank_observation_batch
 from daptq_ros.policy.runtime_openvino import (
     COGACT_PREFIX,
@@ -64,16 +65,8 @@ class PrefixCache(GraphModule):
     def forward(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        inner = self.model.model
         views = torch.ones(pixel_values.shape[:2], dtype=torch.bool)
-        embeds = inner.embed_prefix(input_ids, pixel_values, views)
-        cache = inner.vlm(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=attention_mask.cumsum(-1) - 1,
-            token_type_ids=torch.zeros_like(embeds)[:, :, 0],
-            use_cache=True,
-        ).cache
+        cache = prefix_cache(self.model, input_ids, pixel_values, views, attention_mask)
         return tuple(t for layer in cache.layers for t in (layer.keys, layer.values))
 
 

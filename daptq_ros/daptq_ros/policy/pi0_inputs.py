@@ -43,3 +43,23 @@ def pi0_inputs(config: Any, batch: Batch) -> dict[str, torch.Tensor]:
         "pixel_values": pixels.contiguous(),
         "pixel_attention_mask": torch.ones(size, views, dtype=torch.bool, device=pixels.device),
     }
+
+
+def prefix_cache(
+    model: Any,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor,
+    pixel_attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> Any:
+    """PI0's prefix pass over images and prompt: the backbone's KV cache (transformers' own
+    sample_actions step 2: positions from the mask, one VLM pass with use_cache)."""
+    inner = model.model
+    embeds = inner.embed_prefix(input_ids, pixel_values, pixel_attention_mask)
+    return inner.vlm(
+        inputs_embeds=embeds,
+        attention_mask=attention_mask,
+        position_ids=attention_mask.cumsum(-1) - 1,
+        token_type_ids=torch.zeros_like(embeds)[:, :, 0],
+        use_cache=True,
+    ).cache

@@ -42,7 +42,7 @@ from daptq_ros.policy.families.base import (
     weighted_mse,
 )
 from daptq_ros.policy.families.vision import KeypointStem
-from daptq_ros.policy.pi0_inputs import pi0_action_dim, pi0_inputs
+from daptq_ros.policy.pi0_inputs import pi0_action_dim, pi0_inputs, prefix_cache
 from daptq_ros.policy.rtc import RtcGuide, euler_flow
 
 # The Gemma-2B backbone and 1024-wide action expert of pi0 (PaliGemma 3B geometry).
@@ -361,16 +361,9 @@ def _flow_velocity(
     cache, cropped back to the prefix afterwards.
     """
     mask = inputs["attention_mask"]
-    embeds = model.model.embed_prefix(
-        inputs["input_ids"], inputs["pixel_values"], inputs["pixel_attention_mask"]
+    cache = prefix_cache(
+        model, inputs["input_ids"], inputs["pixel_values"], inputs["pixel_attention_mask"], mask
     )
-    cache = model.model.vlm(
-        inputs_embeds=embeds,
-        attention_mask=mask,
-        position_ids=mask.cumsum(-1) - 1,
-        token_type_ids=torch.zeros_like(embeds)[:, :, 0],
-        use_cache=True,
-    ).cache
     prefix_length = cache.get_seq_length()
 
     def velocity_at(x: torch.Tensor, t: float) -> torch.Tensor:
