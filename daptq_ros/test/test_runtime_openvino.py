@@ -26,6 +26,7 @@ from pi0_checkpoint import save_tiny_pi0
 from daptq_ros.cli import main
 from daptq_ros.errors import ConfigError, ModelError
 from daptq_ros.policy import openvino_export, runtime_openvino
+from daptq_ros.policy.contract import ChunkPrefix
 from daptq_ros.policy.quantize import load_policy_with_bits
 from daptq_ros.quant.layers import QuantLinear
 
@@ -90,6 +91,16 @@ def test_float_activation_configs_give_the_simulated_chunk(model_dir, tmp_path, 
         want = simulated.predict(image, instruction, state, seed=5).actions
         got = deployed.predict(image, instruction, state, seed=5).actions
         assert relative(got, want) < 1e-5
+    # Real-time chunking runs on the runtime too (J = I; a "vjp" guide falls back to it), and
+    # gives the simulated policy's guided chunk.
+    old = simulated.predict(image, instruction, state, seed=9).actions
+    prefix = ChunkPrefix(old[3:], delay=4, jacobian="vjp")
+    guided = deployed.predict(image, instruction, state, seed=5, prefix=prefix)
+    assert guided.guidance == "rtc (identity)"
+    identity = ChunkPrefix(old[3:], delay=4)
+    want = simulated.predict(image, instruction, state, seed=5, prefix=identity).actions
+    assert relative(guided.actions, want) < 1e-5
+    assert np.abs(guided.actions[:4] - old[3:7]).mean() < np.abs(got[:4] - old[3:7]).mean()
 
 
 @pytest.mark.parametrize("bits", ["w4a8", "w8a8"])
