@@ -3,8 +3,9 @@
 The policy node's logic drives the sim bridge without ROS (robot/lockstep.py), with inference
 latency injected in sim time at fractions of the model's chunk duration. Prints, per method and
 delay over the same (task, seed) episodes: success with its 95 % Wilson interval, active share,
-mean timeline rate, boundary jerk (at chunk switches over inside chunks) and hand deviation from
-the zero-delay path of the same seed (evidence/latency_sweep.py defines each).
+stopped share, mean timeline rate, boundary jerk (at chunk switches over inside chunks) and
+hand deviation from the zero-delay path of the same seed (evidence/latency_sweep.py defines
+each).
 
     python bench/latency_sweep.py --episodes 3 --out docs/robot_latency.png
 """
@@ -86,17 +87,18 @@ def main() -> int:
         f"{len(episodes)} episodes per cell, overrun {args.overrun}"
     )
     print(
-        "| method | delay (x chunk) | success % [95 % CI] | active | mean rate | "
+        "| method | delay (x chunk) | success % [95 % CI] | active | stopped | mean rate | "
         "boundary jerk (x in-chunk) | hand dev. (mm) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         rate = success_rate(sum(row.success), len(row.success))
         low, high = rate.ci_low or 0.0, rate.ci_high or 0.0
         print(
             f"| {row.method} | {row.delay_fraction:g} | {100 * np.mean(row.success):.0f} "
             f"[{100 * low:.0f}, {100 * high:.0f}] | {np.nanmean(row.active):.2f} | "
-            f"{np.nanmean(row.mean_rate):.2f} | {np.nanmean(row.jerk_ratio):.2f} | "
+            f"{np.nanmean(row.stopped):.2f} | {np.nanmean(row.mean_rate):.2f} | "
+            f"{np.nanmean(row.jerk_ratio):.2f} | "
             f"{1e3 * np.nanmean(row.deviation):.1f} |"
         )
     if args.out:

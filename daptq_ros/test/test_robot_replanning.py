@@ -71,11 +71,14 @@ def test_inference_longer_than_a_chunk_never_jumps_and_says_why(rig, overrun) ->
     r.enable()
     r.run(40)
     r.core.accept_parameter("inject_latency_s", 1.25 * 8 * DT)  # at run time, as `ros2 param`
-    rates, reasons = [], set()
+    rates, reasons, statuses = [], set(), []
     for _ in range(240):
         r.tick()
         rates.append(r.core.replanner.timeline.rate)
         reasons.add(values(r)["overrun"])
+        statuses.append(r.core.safety.status.value)
+    # Waiting at a chunk's end, the arm stands at its last row: it is not re-blended after.
+    assert set(statuses[-120:]) == {"active"}
     assert_within_limits(r.core, r.commands())
     assert any("outlasts" in reason for reason in reasons)
     if overrun == "slow":

@@ -180,6 +180,10 @@ class ChunkScheduler:
         rows = np.stack([self._row(self._chunks[i], t) for i in live])
         return np.asarray(weights @ rows / weights.sum())
 
+    def last_action(self) -> NDArray[np.float64] | None:
+        """The newest chunk's last row (what the arm stands at past its end), None if none."""
+        return self._chunks[-1].actions[-1].copy() if self._chunks else None
+
     @property
     def newest_dt(self) -> float | None:
         """Row time (s) of the newest chunk held, None when none is."""

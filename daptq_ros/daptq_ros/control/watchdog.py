@@ -65,6 +65,13 @@ class Watchdog:
                 reasons.append(f"{name}: {age:.2f} s old (timeout {timeout:g} s)")
         return reasons
 
+    def set_timeout(self, name: str, timeout: float) -> None:
+        """Change stream `name`'s timeout (s), e.g. to follow a measured rate."""
+        self._require_known(name)
+        if not is_number(timeout) or math.isnan(timeout):
+            raise ControlError(f"watchdog timeout of {name!r} is {timeout!r}; give seconds")
+        self._timeouts[name] = float(timeout)
+
     def reset(self) -> None:
         """Forget every message seen: all streams are stale until fed again."""
         self._last.clear()

@@ -8,6 +8,8 @@ per episode:
 - success;
 - active share: steps the safety filter passes the policy's commands (ACTIVE) over the steps
   after the arm first reached ACTIVE (the blend from the measured state after ~/enable excluded);
+- stopped share: steps, from the first chunk on, at which the timeline stood still (the arm
+  waiting at a chunk's end for the next one, still ACTIVE);
 - boundary jerk: mean |jerk| of the commanded position over the steps whose jerk stencil spans
   a chunk switch, over the mean |jerk| elsewhere (1 = switches are as smooth as chunks);
 - EE deviation: mean distance between the hand's path and the zero-delay path of the same seed
@@ -34,6 +36,7 @@ METHODS = ("rtc:identity", "rtc:vjp", "crossfade")  # chunk_method[:rtc_jacobian
 # Jerk at step k is the third difference of commands k-2..k+1: the ones whose stencil holds both
 # the old chunk's last command (s - 1) and the new one's first (s) are k = s - 1, s, s + 1.
 _AT_SWITCH = (-1, 0, 1)
+STOPPED_RATE = 0.01  # a timeline rate below this stands still
 
 
 @dataclass
@@ -142,6 +145,13 @@ def mean_rate(trace: Trace) -> float:
     return float(np.mean(trace.rates[trace.switches[0] :]))
 
 
+def stopped_share(trace: Trace) -> float:
+    """Steps from the first chunk on at which the timeline stood still (NaN if none came)."""
+    if not trace.switches:
+        return float("nan")
+    return float(np.mean(np.array(trace.rates[trace.switches[0] + 1 :]) < STOPPED_RATE))
+
+
 def hand_deviation(trace: Trace, reference: Trace) -> float:
     """Mean distance (m) between the two hand paths over their common steps."""
     steps = min(len(trace.hand), len(reference.hand))
@@ -160,6 +170,7 @@ class SweepRow:
     delay_s: float
     success: list[bool]
     active: list[float]
+    stopped: list[float]
     jerk_ratio: list[float]
     deviation: list[float]
     mean_rate: list[float]  # timeline rate averaged over the steps after the first chunk
@@ -198,6 +209,7 @@ def sweep(
                     fraction * span_s,
                     [t.success for t in traces],
                     [active_share(t) for t in traces],
+                    [stopped_share(t) for t in traces],
                     [boundary_jerk_ratio(t) for t in traces],
                     [hand_deviation(t, zero[key]) for t, key in zip(traces, episodes, strict=True)],
                     [mean_rate(t) for t in traces],

@@ -206,7 +206,8 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
     ParamSpec(
         "output_timeout_s",
         0.5,
-        "hold when no fresh action chunk has arrived for this long, s",
+        "hold when no fresh action chunk has arrived for this long (or for twice the usual "
+        "inference latency, when that is longer), s",
         low=0.01,
         high=10.0,
     ),

@@ -37,7 +37,7 @@ from daptq_ros.bags.robot_msgs import (
     twist_stamped_msg,
 )
 from daptq_ros.bags.state import EE_STATE
-from daptq_ros.control.chunks import ChunkScheduler
+from daptq_ros.control.chunks import ChunkScheduler, ChunkState
 from daptq_ros.control.commands import TargetBuilder, checked_chunk
 from daptq_ros.control.limits import AxisLimits
 from daptq_ros.control.replan import Replanner
@@ -248,6 +248,10 @@ class PolicyNodeCore:
             self.replanner.hold(result, now)
         for result in self.replanner.released(now):
             self._accept(result, now, out)
+        # A chunk is overdue after output_timeout_s, or after twice the usual latency when
+        # inference is slower than that: a slow model is not a dead one.
+        timeout = max(float(self.params["output_timeout_s"]), 2 * self.replanner.latency())
+        self.outputs.set_timeout("action_chunk", timeout)
         reasons = self.hold_reasons(now)
         if reasons:
             self.safety.hold("; ".join(reasons))
@@ -554,8 +558,11 @@ class PolicyNodeCore:
         self, tau: float, gained: float, safety: SafetyFilter
     ) -> tuple[NDArray[np.float64] | None, float | None]:
         """The target at timeline time tau, `gained` timeline seconds after the last command
-        (None when there is no action)."""
+        (None when there is no action). Stopped at the end of the chunks (a late chunk), the
+        arm stands at their last row: it waits in place instead of re-blending afterwards."""
         action = self.scheduler.sample(tau)
+        if action is None and self.scheduler.state(tau) is ChunkState.PAST_END:
+            action, gained = self.scheduler.last_action(), 0.0
         reference = safety.last_command
         if action is None or self._builder is None or reference is None:
             return None, None
