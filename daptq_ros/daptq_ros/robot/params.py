@@ -169,8 +169,9 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
     ParamSpec(
         "control_hz",
         0.0,
-        "policy inference rate, Hz (0 = replan at half the model's chunk horizon, as daptq eval "
-        "does: 20 Hz for the embedded models' 8 x 12.5 ms chunks)",
+        "most often the policy is asked for a chunk, Hz, never while one is in flight (0 = "
+        "replan at half the model's chunk horizon, as daptq eval does: 20 Hz for the embedded "
+        "models' 8 x 12.5 ms chunks)",
         low=0.0,
         high=100.0,
     ),

@@ -2,9 +2,10 @@
 
 The rclpy node (nodes/policy_node.py) only forwards callbacks, timers, services and parameter
 changes here and publishes what comes back. Threads: subscription callbacks store the newest
-message; `control_tick` (at control_hz) submits the newest observation to the inference
-worker; `command_tick` (at command_hz) is the only place that produces commands, always
-through the safety filter. Parameter changes are validated by `check_parameter` (the
+message; `control_tick` (asked every command period) submits the newest observation to the
+inference worker when the replanner says a chunk is due (control/replan.py); `command_tick`
+(at command_hz) is the only place that produces commands, always through the safety filter,
+on the replanner's timeline. Parameter changes are validated by `check_parameter` (the
 set-parameters callback; it never acts) and applied at the next command tick, which works
 on Humble, where post-set callbacks do not exist.
 """
