@@ -141,16 +141,14 @@ def euler_flow(
     Jacobian is "identity" if a "vjp" guide met a model without a backward pass.
     """
     step = -1.0 / steps
-    x, used = noise, set()
+    x, jacobian = noise, "" if guide is None else guide.jacobian
     for k in range(steps):
         t = 1.0 + k * step
         if guide is None:
             v = velocity_at(x, t)
-        else:
+        else:  # after one refused backward pass, the remaining steps run J = I at once
             v, jacobian = guided_velocity(
-                lambda point, t=t: velocity_at(point, t), x, t, guide, guide.jacobian
+                lambda point, t=t: velocity_at(point, t), x, t, guide, jacobian
             )
-            used.add(jacobian)
         x = x + step * v
-    method = "" if guide is None else "rtc (" + ("identity" if "identity" in used else "vjp") + ")"
-    return x, method
+    return x, "" if guide is None else f"rtc ({jacobian})"
