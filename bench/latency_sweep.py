@@ -26,6 +26,7 @@ from daptq_ros.drift.stats import success_rate
 from daptq_ros.evidence.latency_sweep import DELAYS, METHODS, sweep
 from daptq_ros.robot.params import defaults
 from daptq_ros.robot.policy_builder import default_policy_builder
+from daptq_ros.robot.probe import probe
 
 TASKS = ("reach", "push", "drawer-open", "button-press-topdown")
 
@@ -65,8 +66,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     params = {**defaults("policy_node"), "model": args.model, "num_threads": args.threads}
     policy = default_policy_builder(params)("fp32")
-    chunk = policy.predict(np.zeros((96, 192, 3), np.uint8), "probe", np.zeros(policy.state_dim))
-    span = len(chunk.actions) * chunk.dt
+    timing, error = probe(policy, params)  # the node's start-up probe: the model's own size
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    span = timing.span
     episodes = [(task, args.seed + k) for task in args.tasks for k in range(args.episodes)]
     rows = sweep(
         policy,
@@ -83,7 +87,7 @@ def main() -> int:
         return 0
     cpu = platform.processor() or platform.machine()
     print(
-        f"chunk {len(chunk.actions)} x {chunk.dt * 1e3:.1f} ms = {span:.3f} s; {cpu}; "
+        f"chunk {timing.horizon} x {timing.dt * 1e3:.1f} ms = {span:.3f} s; {cpu}; "
         f"{len(episodes)} episodes per cell, overrun {args.overrun}"
     )
     print(
