@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,6 +21,7 @@ from daptq_ros.bags.convert import (
     time_to_sec,
 )
 from daptq_ros.bags.reader import BagMessage, BagReader
+from daptq_ros.bags.tf_buffer import TfBuffer, frame_id
 from daptq_ros.bags.typestore import Distro
 from daptq_ros.errors import BagError
 
@@ -174,173 +175,55 @@ class _PoseCollector:
         return PoseTrajectory(stamps, np.stack(self.positions), np.stack(self.quats))
 
 
-class _Transform(NamedTuple):
-    """A rigid transform parent <- child: translation [3] and unit quaternion xyzw [4]."""
-
-    translation: NDArray[np.float64]
-    rotation: NDArray[np.float64]
-
-
-IDENTITY = _Transform(np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]))
-
-
-def _quat_multiply(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The Hamilton product a * b of quaternions xyzw (rotation b, then a)."""
-    (ax, ay, az, aw), (bx, by, bz, bw) = a, b
-    return np.array(
-        [
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-            aw * bw - ax * bx - ay * by - az * bz,
-        ]
-    )
-
-
-def _rotate(q: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Vector v rotated by the unit quaternion q (xyzw)."""
-    t = 2.0 * np.cross(q[:3], v)
-    return v + q[3] * t + np.cross(q[:3], t)
-
-
-def _compose(a: _Transform, b: _Transform) -> _Transform:
-    """a * b: frame c in frame a, given b (c in b) and a (b in a)."""
-    return _Transform(
-        a.translation + _rotate(a.rotation, b.translation), _quat_multiply(a.rotation, b.rotation)
-    )
-
-
-def _invert(a: _Transform) -> _Transform:
-    """The inverse transform child <- parent."""
-    conjugate = a.rotation * np.array([-1.0, -1.0, -1.0, 1.0])
-    return _Transform(-_rotate(conjugate, a.translation), conjugate)
-
-
-def _frame_id(name: str) -> str:
-    """A tf frame name as tf2 compares it: without a leading slash."""
-    return name.lstrip("/")
-
-
-class _TfTree:
-    """The latest transform of every tf edge; a frame has one parent, so edges key on the child."""
-
-    def __init__(self) -> None:
-        self.edges: dict[str, tuple[str, _Transform]] = {}  # child -> (parent, parent <- child)
-        self.frames: set[str] = set()
-
-    def set(self, parent: str, child: str, transform: _Transform) -> None:
-        self.edges[child] = (parent, transform)
-        self.frames |= {parent, child}
-
-    def _ancestors(self, frame: str) -> dict[str, _Transform]:
-        """`frame` and its ancestors, nearest first, each with the transform ancestor <- frame."""
-        found = {frame: IDENTITY}
-        while frame in self.edges:
-            parent, edge = self.edges[frame]
-            if parent in found:  # a loop in the recorded tree: stop where it closes
-                break
-            found[parent] = _compose(edge, found[frame])
-            frame = parent
-        return found
-
-    def lookup(self, base: str, tool: str) -> tuple[_Transform, set[str]] | None:
-        """base <- tool and the child frames of the edges on the way; None if not connected."""
-        up_from_tool, up_from_base = self._ancestors(tool), self._ancestors(base)
-        common = next((frame for frame in up_from_base if frame in up_from_tool), None)
-        if common is None:
-            return None
-        below = [frame for chain in (up_from_tool, up_from_base) for frame in _until(chain, common)]
-        return _compose(_invert(up_from_base[common]), up_from_tool[common]), set(below)
-
-
-def _until(chain: dict[str, _Transform], stop: str) -> list[str]:
-    """The frames of `chain` (nearest first) before `stop`."""
-    frames = list(chain)
-    return frames[: frames.index(stop)]
-
-
 class _TfCollector:
-    """Composes tf2_msgs/TFMessage transforms into the pose of a tool frame in a base frame.
+    """The pose of a tool frame in a base frame, from /tf (and /tf_static) through a TfBuffer.
 
-    Each transform updates its edge of the tree (the latest one wins, as when tf2 is asked for
-    the latest transform). After every message that updated an edge between base and tool, the
-    chain is composed; its stamp is the newest header stamp among those updated edges (or the
-    record time). Of samples with equal stamps the last one is kept; samples are sorted by
-    stamp. Static transforms (from /tf_static) are added first, with `add_static`.
+    Every transform goes into the buffer; at the end the chain is looked up, as tf2 would, at
+    the header stamps of its busiest moving edge: each edge interpolated at that stamp, stamps
+    some edge does not cover dropped. Static transforms come first, with `add_static`.
     """
 
     def __init__(self, bag: Path, topic: str, use_header: bool, chain: TfChain) -> None:
-        self.bag, self.topic, self.use_header = bag, topic, use_header
-        self.base, self.tool = (_frame_id(frame) for frame in chain)
-        self.tree = _TfTree()
+        if not use_header:
+            raise BagError(
+                f"{bag}: {topic}: a tf chain is looked up at the transforms' header stamps, as "
+                "tf2 does; drop --stamp-source bag (stamp_source='bag') for a tf chain"
+            )
+        self.bag, self.topic = bag, topic
+        self.base, self.tool = (frame_id(frame) for frame in chain)
+        self.buffer = TfBuffer(f"{bag}: {topic}")
         self.static_topic: str | None = None
-        self.stamps: list[float] = []
-        self.positions: list[NDArray[np.float64]] = []
-        self.quats: list[NDArray[np.float64]] = []
 
     def add_static(self, message: BagMessage) -> None:
         """Add the (time-independent) transforms of a /tf_static message."""
         self.static_topic = message.topic
-        self._update(message)
+        self.buffer.where = f"{self.bag}: {self.topic} and {message.topic}"
+        self._add(message, static=True)
 
     def add(self, message: BagMessage) -> None:
-        updated = self._update(message)
-        found = self.tree.lookup(self.base, self.tool)
-        if found is None or not (on_chain := updated.keys() & found[1]):
-            return
-        pose = found[0]
-        header = max(updated[child] for child in on_chain)
-        self.stamps.append(header if self.use_header else message.stamp_ns / 1e9)
-        self.positions.append(pose.translation)
-        self.quats.append(pose.rotation if pose.rotation[3] >= 0 else -pose.rotation)
+        self._add(message, static=False)
 
-    def _update(self, message: BagMessage) -> dict[str, float]:
-        """Put a message's transforms into the tree; returns each updated child's header stamp."""
-        updated = {}
+    def _add(self, message: BagMessage, static: bool) -> None:
         for transform in message.msg.transforms:
-            parent = _frame_id(transform.header.frame_id)
-            child = _frame_id(transform.child_frame_id)
             sample = _transform_stamped_to_numpy(transform)
-            norm = float(np.linalg.norm(sample.quat_xyzw))
-            if not norm > 0:
-                raise BagError(
-                    f"{self.bag}: {message.topic} at {message.stamp_ns} ns: the transform "
-                    f"{parent} -> {child} has a zero quaternion; fix the publisher"
-                )
-            self.tree.set(parent, child, _Transform(sample.position, sample.quat_xyzw / norm))
-            updated[child] = sample.stamp
-        return updated
+            self.buffer.add(
+                transform.header.frame_id,
+                transform.child_frame_id,
+                sample.stamp,
+                sample.position,
+                sample.quat_xyzw,
+                static,
+            )
 
     def result(self) -> PoseTrajectory:
-        if not self.stamps:
-            raise self._unconnected()
-        stamps = _stamps(self.bag, self.topic, self.stamps, self.use_header)
-        keep = _last_per_stamp(stamps)
-        return PoseTrajectory(
-            stamps[keep], np.stack(self.positions)[keep], np.stack(self.quats)[keep]
-        )
-
-    def _unconnected(self) -> BagError:
-        """The error for a chain no message connected, naming the frames that were seen."""
-        topics = self.topic + (f" and {self.static_topic}" if self.static_topic else "")
-        if missing := [f for f in (self.base, self.tool) if f not in self.tree.frames]:
-            why = f"no transform names the frame {' or '.join(missing)}"
-        elif self.tree.lookup(self.base, self.tool) is not None:
-            why = f"only static transforms join {self.base} to {self.tool}, so it never moves"
-        else:
-            why = f"no chain of transforms joins {self.base} to {self.tool}"
-        seen = ", ".join(sorted(self.tree.frames)) or "none"
-        return BagError(
-            f"{self.bag}: {topics}: {why}; the frames seen are: {seen}; pass --tf-chain BASE "
-            "TOOL (tf_chain=(BASE, TOOL)) with frames the recorded tf tree connects"
-        )
-
-
-def _last_per_stamp(stamps: NDArray[np.float64]) -> NDArray[np.intp]:
-    """Indices that sort samples by stamp, keeping the last recorded of any equal stamps."""
-    order = np.argsort(stamps, kind="stable")
-    ordered = stamps[order]
-    return order[np.append(ordered[1:] != ordered[:-1], True)]
+        poses = self.buffer.lookup(self.base, self.tool)
+        if len(poses.stamps) == 0:
+            raise BagError(
+                f"{self.buffer.where}: the transforms joining {self.base} to {self.tool} never "
+                "cover the same time; record them over the same span"
+            )
+        stamps = _stamps(self.bag, self.topic, list(poses.stamps), True)
+        return PoseTrajectory(stamps, poses.positions, poses.quats)
 
 
 def read_trajectory(
@@ -381,6 +264,45 @@ def read_trajectory(
         return Trajectory(
             reader.path, joints.result(), poses.result() if poses is not None else None
         )
+
+
+@dataclass(frozen=True)
+class PoseSource:
+    """Where one side's poses are: a pose topic, or /tf (`topic`) followed along `tf_chain`."""
+
+    topic: str
+    tf_chain: TfChain | None = None
+
+    def describe(self) -> str:
+        chain = f" ({' -> '.join(self.tf_chain)})" if self.tf_chain else ""
+        return f"{self.topic}{chain}"
+
+
+def read_poses(
+    path: str | Path,
+    sources: dict[str, PoseSource],
+    *,
+    stamp_source: StampSource = "header",
+    distro: Distro = "humble",
+) -> dict[str, PoseTrajectory]:
+    """The poses of each named source, from one pass over the bag (no joint states needed).
+
+    Stamps are kept as recorded, duplicates and order included (the time association decides
+    what to do with them).
+    """
+    with BagReader(path, distro=distro) as reader:
+        use_header = stamp_source == "header"
+        collectors = {
+            name: _pose_collector(reader, source.topic, use_header, source.tf_chain)
+            for name, source in sources.items()
+        }
+        by_topic: dict[str, list[_PoseCollector | _TfCollector]] = {}
+        for name, source in sources.items():
+            by_topic.setdefault(source.topic, []).append(collectors[name])
+        for message in reader.messages(list(by_topic)):
+            for collector in by_topic[message.topic]:
+                collector.add(message)
+        return {name: collector.result() for name, collector in collectors.items()}
 
 
 def _pose_collector(

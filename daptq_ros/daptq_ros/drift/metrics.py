@@ -549,17 +549,29 @@ def rpe(
     q_ref: np.ndarray,
     pairs: np.ndarray,
 ) -> tuple[float, float]:
-    """RPE (translation RMSE m, rotation RMSE deg) over index pairs (i, j), as in evo.
+    """RPE (translation RMSE m, rotation RMSE deg) over index pairs (i, j), as in evo."""
+    translation, rotation = rpe_errors(p_run, q_run, p_ref, q_ref, pairs)
+    return _rmse(translation), _rmse(rotation)
+
+
+def rpe_errors(
+    p_run: np.ndarray,
+    q_run: np.ndarray,
+    p_ref: np.ndarray,
+    q_ref: np.ndarray,
+    pairs: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per index pair (i, j): RPE translation error (m) and rotation error (deg), as in evo.
 
     E = (Q_i^-1 Q_j)^-1 (P_i^-1 P_j) with Q the reference poses and P the run's; translation
-    error ||trans(E)||, rotation error the angle of rot(E) in degrees; RMSE over the pairs.
+    error ||trans(E)||, rotation error the angle of rot(E).
     """
     i, j = pairs[:, 0], pairs[:, 1]
     ref_rel, ref_step = _relative(p_ref, Rotation.from_quat(q_ref), i, j)
     run_rel, run_step = _relative(p_run, Rotation.from_quat(q_run), i, j)
     error_translation = ref_rel.inv().apply(run_step - ref_step)
     error_rotation = (ref_rel.inv() * run_rel).magnitude()
-    return _rmse(np.linalg.norm(error_translation, axis=1)), math.degrees(_rmse(error_rotation))
+    return np.linalg.norm(error_translation, axis=1), np.degrees(error_rotation)
 
 
 def _relative(
