@@ -118,7 +118,11 @@ def test_real_ros2_bag_without_joint_states(tmp_path: Path, capsys: pytest.Captu
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert err.startswith(f"daptq drift: error: {bag}: has no topic /joint_states")
+    # Without joint states the poses are compared; the bag has none, and the error says so.
+    assert err.startswith(
+        f"daptq drift: error: {bag}: has no topic /ee_pose; its pose topics are: none"
+    )
+    assert "--run-topic" in err
 
 
 def test_bad_dtw_window_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

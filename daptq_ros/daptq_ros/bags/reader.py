@@ -118,6 +118,11 @@ def bag_dir(path: str | Path) -> Path:
             "(it holds metadata.yaml)"
         )
     if bag.is_file():
+        if _is_ros1_bag(bag):
+            raise BagError(
+                f"{bag}: a ROS 1 bag; convert it to rosbag2 first: rosbags-convert --src {bag} "
+                f"--dst {bag.with_suffix('')}_ros2 (pip install rosbags), then pass that folder"
+            )
         if bag.suffix not in STORAGE_SUFFIXES:
             raise BagError(
                 f"{bag}: not a rosbag2 storage file (expected {' or '.join(STORAGE_SUFFIXES)}); "
@@ -133,6 +138,12 @@ def bag_dir(path: str | Path) -> Path:
     return bag
 
 
+def _is_ros1_bag(path: Path) -> bool:
+    """A ROS 1 bag starts with the line '#ROSBAG V2.0'."""
+    with path.open("rb") as file:
+        return file.read(13) == b"#ROSBAG V2.0\n"
+
+
 def find_bag_dirs(path: str | Path) -> list[Path]:
     """The bag at `path` (folder or storage file), or every bag folder below the folder `path`.
 
@@ -142,6 +153,8 @@ def find_bag_dirs(path: str | Path) -> list[Path]:
     if root.is_file() or (root / "metadata.yaml").is_file() or not root.is_dir():
         return [bag_dir(root)]  # bag_dir names the problem when `path` is not a bag
     folders = sorted(p.parent for p in root.rglob("metadata.yaml"))
+    if not folders and (ros1 := [p for p in sorted(root.glob("*.bag")) if _is_ros1_bag(p)]):
+        bag_dir(ros1[0])  # names the converter
     if not folders:
         raise BagError(
             f"{root}: neither a rosbag2 folder (no metadata.yaml) nor a folder holding any; "

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from daptq_ros.drift.analysis import Sources
+    from daptq_ros.drift.metrics import PoseErrorSettings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,9 +34,63 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--reference",
-        required=True,
         metavar="BAG_OR_DIR",
-        help="the reference episodes: a bag folder or a folder of bag folders",
+        help="the reference episodes: a bag folder or a folder of bag folders (default, with "
+        "--reference-topic or --reference-tf-chain: each run bag itself)",
+    )
+    parser.add_argument(
+        "--run-topic",
+        metavar="TOPIC",
+        help="compare poses only (no joint states needed): the run's pose topic, "
+        "geometry_msgs/PoseStamped, PoseWithCovarianceStamped or TransformStamped, "
+        "nav_msgs/Odometry, or /tf with --run-tf-chain (default: --ee-topic)",
+    )
+    parser.add_argument(
+        "--reference-topic",
+        metavar="TOPIC",
+        help="compare poses only: the reference's pose topic, e.g. a localisation or "
+        "motion-capture topic in the run's own bag (default: --ee-topic)",
+    )
+    for side in ("run", "reference"):
+        parser.add_argument(
+            f"--{side}-tf-chain",
+            nargs=2,
+            metavar=("BASE", "TOOL"),
+            help=f"compare poses only: the {side}'s pose is frame TOOL in frame BASE, looked up "
+            "in /tf (and /tf_static) as tf2 does, each transform interpolated at the stamps of "
+            "the chain's busiest moving transform",
+        )
+    parser.add_argument(
+        "--association",
+        choices=("nearest", "interpolate"),
+        default="nearest",
+        help="pose-only: how run and reference poses are paired in time: nearest = the "
+        "nearest stamp within --t-max-diff, unpaired poses dropped (evo's default); interpolate "
+        "= the denser stream interpolated at the paired stamps, never across --max-gap "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--t-max-diff",
+        type=float,
+        default=0.01,
+        metavar="S",
+        help="pose-only: the most two paired stamps may differ (evo's default) (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--offset",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="pose-only: seconds added to the run's stamps before pairing (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-gap",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="pose-only: an interval longer than this between two poses of a stream is a gap: "
+        "counted in the report, never interpolated across (default: %(default)s)",
     )
     parser.add_argument(
         "--urdf",
@@ -155,6 +210,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.dtw_window > 0:
         raise DriftError(f"--dtw-window {args.dtw_window}: need a number of seconds > 0")
     pose_settings = PoseErrorSettings(args.align, args.delta, args.delta_unit)
+    if poses_only(args):
+        return _run_poses(args, pose_settings)
+    if args.reference is None:
+        raise DriftError(
+            "--reference: pass the reference episodes, or --reference-topic TOPIC to compare "
+            "with another pose stream of the run's own bags"
+        )
     analysis = analyze(
         args.run,
         args.reference,
@@ -166,6 +228,73 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda jobs: tqdm(jobs, desc="episodes", unit="ep", disable=None),
     )
     files = write_report(analysis, args.out)
+    if args.json:
+        print(files[1].read_text(), end="")
+    else:
+        print(summary_table(analysis))
+        print(f"\nreport: {files[0]}")
+    return 0
+
+
+def poses_only(args: argparse.Namespace) -> bool:
+    """Compare pose streams alone: a side's source was named, or the bags hold no joint states.
+
+    Joint states are needed only for forward kinematics (--urdf).
+    """
+    from daptq_ros.drift.analysis import find_bags
+
+    if args.run_topic or args.reference_topic or args.run_tf_chain or args.reference_tf_chain:
+        return True
+    if args.urdf is not None or args.locked_joints:
+        return False
+    first = find_bags(args.run[0])[0]
+    return all(topic.name != args.joint_topic for topic in first.info.topics)
+
+
+def _run_poses(args: argparse.Namespace, pose_settings: PoseErrorSettings) -> int:
+    """`daptq drift` on pose streams: evo's association, APE and RPE, the pose report."""
+    from tqdm import tqdm
+
+    from daptq_ros.bags.trajectory import PoseSource
+    from daptq_ros.drift.association import AssociationSettings
+    from daptq_ros.drift.pose_drift import analyze_poses
+    from daptq_ros.errors import DriftError
+    from daptq_ros.evidence.pose_report import summary_table, write_pose_report
+
+    if args.urdf is not None or args.locked_joints:
+        raise DriftError(
+            "--urdf and --locked-joints compute poses from joint states; drop them to compare "
+            "pose streams (--run-topic, --reference-topic, --*-tf-chain)"
+        )
+    default_chain = tuple(args.tf_chain) if args.tf_chain else None
+    sources = []
+    for topic, chain in (
+        (args.run_topic, args.run_tf_chain),
+        (args.reference_topic, args.reference_tf_chain),
+    ):
+        chain = tuple(chain) if chain else default_chain
+        sources.append(
+            PoseSource(topic or args.ee_topic or ("/tf" if chain else "/ee_pose"), chain)
+        )
+    if args.reference is None and sources[0] == sources[1]:
+        raise DriftError(
+            f"run and reference are both {sources[0].describe()} of the same bags; pass "
+            "--reference BAG_OR_DIR, or --reference-topic (or --reference-tf-chain) for the "
+            "reference's stream"
+        )
+    association = AssociationSettings(args.association, args.t_max_diff, args.offset, args.max_gap)
+    analysis = analyze_poses(
+        args.run,
+        args.reference,
+        sources[0],
+        sources[1],
+        association=association,
+        settings=pose_settings,
+        time_base=args.time_base,
+        stamp_source=args.stamp_source,
+        progress=lambda jobs: tqdm(jobs, desc="bags", unit="bag", disable=None),
+    )
+    files = write_pose_report(analysis, args.out)
     if args.json:
         print(files[1].read_text(), end="")
     else:
