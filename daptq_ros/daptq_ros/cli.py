@@ -22,32 +22,37 @@ for _noisy in ("torchao", "torch.utils._pytree"):
 
 from daptq_ros.errors import DaptqError  # noqa: E402
 
-# Subcommand modules under daptq_ros.commands, in the order `daptq --help` lists them.
-COMMAND_MODULES = (
-    "demo",
-    "quant_demo",
-    "bench",
-    "bags",
-    "drift",
-    "collect",
-    "train",
-    "eval",
-    "quantize",
-    "report",
-    "import_model",
-)
+# Subcommands and their modules under daptq_ros.commands, in the order `daptq --help` lists them.
+COMMANDS = {
+    "demo": "demo",
+    "quant-demo": "quant_demo",
+    "bench": "bench",
+    "bags": "bags",
+    "drift": "drift",
+    "collect": "collect",
+    "train": "train",
+    "eval": "eval",
+    "quantize": "quantize",
+    "report": "report",
+    "import": "import_model",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered, or only `command`'s.
+
+    Registering one subcommand imports only its module: `daptq drift` does not load torch.
+    """
     parser = argparse.ArgumentParser(
         prog="daptq",
         description="Drift-aware post-training quantization (DA-PTQ) of VLA policies for "
         "ROS 2 arms: quantize, evaluate, benchmark and analyse drift.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"daptq_ros.commands.{name}")
+    for name, module_name in COMMANDS.items():
+        if command in COMMANDS and name != command:
+            continue
+        module = importlib.import_module(f"daptq_ros.commands.{module_name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
     return parser
@@ -56,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and exit with status 2, Ctrl-C
     exits with 130."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except DaptqError as error:

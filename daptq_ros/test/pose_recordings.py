@@ -1,10 +1,10 @@
 """Recordings with what real ones have, for pose-only drift (test helper, not a test).
 
 - `mobile_base`: a base driving for two minutes. /odom (nav_msgs/Odometry, 50 Hz, 10 % of the
-  messages lost) drifts (wheel scale and yaw bias); /localization (PoseStamped, ~1 Hz, stamps jittered off the odometry
-  grid) has gaps of several seconds (one of 9.3 s) and one duplicated stamp. /tf carries
-  odom -> base_link at 50 Hz and map -> odom at 1 Hz stamped 1 s in the future, as localisation
-  stacks publish it; /tf_static carries base_link -> laser.
+  messages lost) drifts (wheel scale and yaw bias); /localization (PoseStamped, ~1 Hz, stamps
+  jittered off the odometry grid) has gaps of several seconds (one of 10 s) and one duplicated
+  stamp. /tf carries odom -> base_link at 50 Hz and map -> odom at 1 Hz stamped 1 s in the
+  future, as localisation stacks publish it; /tf_static carries base_link -> laser.
 - `mocap_slam`: a hand-held camera. /mocap (PoseStamped, 100 Hz) with dropouts of up to 12 s;
   /slam (PoseStamped, 30 Hz) in its own frame: rotated, shifted, scaled by 0.9 and drifting.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import require_ros2_bags
 
-from daptq_ros.cli import COMMAND_MODULES, main
+from daptq_ros.cli import COMMANDS, main
 from daptq_ros.commands import bags
 
 
@@ -60,7 +60,7 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_registered_in_cli_with_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert "bags" in COMMAND_MODULES
+    assert "bags" in COMMANDS
     assert main(["bags", "info", "/nonexistent/bag"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("daptq bags: error: /nonexistent/bag: no such file") and "\n" not in err

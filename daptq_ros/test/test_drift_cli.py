@@ -11,7 +11,7 @@ import pytest
 from conftest import require_ros2_bags
 from drift_episodes import write_episode
 
-from daptq_ros.cli import COMMAND_MODULES, main
+from daptq_ros.cli import COMMANDS, main
 from daptq_ros.commands import drift
 from daptq_ros.drift.analysis import META_BIT_CONFIG
 
@@ -146,7 +146,7 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]):
     assert "--time-base {auto,absolute,start}" in out and "--align {none,se3,sim3}" in out
     assert "--delta N" in out and "--delta-unit {frames,m}" in out
     assert "daptq.bit_config" in out and "daptq.episode" in out
-    assert "drift" in COMMAND_MODULES
+    assert "drift" in COMMANDS
 
 
 def _zero_header_copy(source: Path, target: Path) -> None:

@@ -202,10 +202,8 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: numpy, scipy and matplotlib would slow down every `daptq --help`.
     from tqdm import tqdm
 
-    from daptq_ros.drift.analysis import analyze
     from daptq_ros.drift.metrics import PoseErrorSettings
     from daptq_ros.errors import DriftError
-    from daptq_ros.evidence.drift_report import summary_table, write_report
 
     if not args.dtw_window > 0:
         raise DriftError(f"--dtw-window {args.dtw_window}: need a number of seconds > 0")
@@ -217,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
             "--reference: pass the reference episodes, or --reference-topic TOPIC to compare "
             "with another pose stream of the run's own bags"
         )
+    from daptq_ros.drift.analysis import analyze
+    from daptq_ros.evidence.drift_report import summary_table, write_report
+
     analysis = analyze(
         args.run,
         args.reference,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -38,6 +37,8 @@ def summarize(values: Sequence[float]) -> Summary:
     mean = float(x.mean())
     if len(x) < 2:
         return Summary(mean, None, None, len(x))
+    from scipy import stats  # 1 s to import: only when an interval is computed
+
     half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     return Summary(mean, mean - half, mean + half, len(x))
 
