@@ -214,3 +214,27 @@ def test_ros1_bag_names_the_converter(tmp_path, capsys):
     assert "a ROS 1 bag" in err and "rosbags-convert --src" in err
     assert main(["drift", "--run", str(tmp_path), "--reference-topic", "/x", "--out", "o"]) == 2
     assert "a ROS 1 bag" in capsys.readouterr().err
+
+
+def test_arm_report_draws_the_aligned_run_and_one_unit_per_quantity(tmp_path, capsys):
+    """An arm episode 5 cm off its reference: with --align se3 the plotted run lies on it."""
+    from drift_episodes import write_episode
+
+    from daptq_ros.drift.analysis import analyze
+    from daptq_ros.evidence.drift_report import aligned
+
+    write_episode(tmp_path / "run", offset=(0.05, 0.0, 0.0))
+    write_episode(tmp_path / "ref")
+    analysis = analyze([tmp_path / "run"], tmp_path / "ref")
+    (result,) = analysis.episodes
+    gap = result.pair.exec_positions - result.pair.ref_positions
+    assert np.linalg.norm(gap, axis=1).mean() == pytest.approx(0.05, abs=1e-6)
+    moved = aligned(result, "se3").pair
+    assert np.abs(moved.exec_positions - moved.ref_positions).max() < 1e-6
+    out = tmp_path / "out"
+    argv = ["drift", "--run", str(tmp_path / "run"), "--reference", str(tmp_path / "ref")]
+    assert main([*argv, "--align", "se3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "RPE m" in printed and "(n=1)" not in printed
+    report = (out / "report.md").read_text()
+    assert "| rad |" not in report and "(n=1)" not in report

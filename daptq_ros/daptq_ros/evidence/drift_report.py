@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,13 @@ from daptq_ros.drift.analysis import (
     EpisodeResult,
     TimeAlignment,
 )
-from daptq_ros.drift.metrics import AlignedPair, cumulative_drift, position_deviation
+from daptq_ros.drift.metrics import (
+    AlignedPair,
+    apply_similarity,
+    cumulative_drift,
+    position_deviation,
+    umeyama,
+)
 from daptq_ros.drift.stats import Summary
 
 # What each scalar metric is called in the report, and its unit.
@@ -26,7 +33,7 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "ee_position_rmse": ("end-effector position RMSE", "m"),
     "ee_position_max_error": ("end-effector position max error", "m"),
     "ee_position_final_error": ("end-effector position final error", "m"),
-    "ee_rotation_rmse": ("end-effector rotation RMSE", "rad"),
+    "ee_rotation_rmse": ("end-effector rotation RMSE", "deg"),
     "cumulative_drift": ("cumulative drift ∫ deviation dt", "m·s"),
     "drift_growth_rate": ("drift growth rate (slope of deviation)", "m/s"),
     "dtw_distance": ("DTW distance per step", "m or rad"),
@@ -38,6 +45,8 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "rpe_translation_rmse": ("RPE translation RMSE (evo)", "m"),
     "rpe_rotation_rmse": ("RPE rotation RMSE (evo)", "deg"),
 }
+# Metrics computed in one unit and shown in another, so that one quantity has one unit (deg).
+DISPLAY_SCALE = {"ee_rotation_rmse": 180.0 / np.pi}
 JOINT_LABELS = {"joint_rms_error": "RMS", "joint_max_error": "max", "joint_final_error": "final"}
 
 # What each metric measures, for the legend of report.md.
@@ -45,7 +54,7 @@ LEGEND = (
     "**end-effector position RMSE / max / final error** (m): distance between the run's and "
     "the reference's end-effector positions at the same instants (the reference interpolated "
     "at the run's stamps, never aligned): root mean square, largest, and at the last sample.",
-    "**end-effector rotation RMSE** (rad): root mean square of the angle of R_ref^T R_run at "
+    "**end-effector rotation RMSE** (deg): root mean square of the angle of R_ref^T R_run at "
     "the same instants.",
     "**APE translation / rotation RMSE** (m / deg): evo's absolute pose error, the RMSE of "
     "‖t_ref − t_run‖ and of the angle of R_ref^T R_run over the time-associated poses after "
@@ -101,8 +110,12 @@ def write_report(analysis: Analysis, out: str | Path) -> list[Path]:
 
 
 def write_plots(analysis: Analysis, folder: Path) -> list[Path]:
-    """Draw every plot the data supports (no paths without poses) into `folder`."""
-    results = analysis.episodes
+    """Draw every plot the data supports (no paths without poses) into `folder`.
+
+    With a pose alignment (--align se3/sim3), paths and deviations are the aligned run's, as
+    APE measured them.
+    """
+    results = [aligned(r, analysis.pose_settings.alignment) for r in analysis.episodes]
     drawn = []
     for name, draw in (
         ("ee_paths.png", lambda fig: plot_ee_paths(fig, results)),
@@ -115,6 +128,17 @@ def write_plots(analysis: Analysis, folder: Path) -> list[Path]:
             FigureCanvasAgg(fig).print_png(folder / name)
             drawn.append(folder / name)
     return drawn
+
+
+def aligned(result: EpisodeResult, alignment: str) -> EpisodeResult:
+    """The result with its run poses moved by the Umeyama alignment APE used (none: as is)."""
+    pair = result.pair
+    if alignment == "none" or pair.exec_positions is None or pair.ref_positions is None:
+        return result
+    similarity = umeyama(pair.exec_positions, pair.ref_positions, alignment == "sim3")
+    positions, quats = apply_similarity(similarity, pair.exec_positions, pair.exec_quaternions)
+    moved = replace(pair, exec_positions=positions, exec_quaternions=quats)
+    return replace(result, pair=moved)
 
 
 def deviation(pair: AlignedPair) -> tuple[np.ndarray, str]:
@@ -225,12 +249,26 @@ def _joints(analysis: Analysis) -> list[str]:
     return [j for j in per_config[0] if all(j in c for c in per_config)] if per_config else []
 
 
+def shown(key: str, summary: Summary | None) -> Summary | None:
+    """The summary in the unit the report shows `key` in (DISPLAY_SCALE)."""
+    factor = DISPLAY_SCALE.get(key.split("/", 1)[0])
+    if summary is None or factor is None:
+        return summary
+    low, high = summary.ci_low, summary.ci_high
+    return Summary(
+        summary.mean * factor,
+        None if low is None else low * factor,
+        None if high is None else high * factor,
+        summary.n,
+    )
+
+
 def format_summary(summary: Summary | None) -> str:
-    """'mean ± half-width' of the 95 % CI ('mean (n=1)' without one; '–' when missing)."""
+    """'mean ± half-width' of the 95 % CI, the plain mean without one, '–' when missing."""
     if summary is None:
         return "–"
     if summary.half_width is None:
-        return f"{summary.mean:.4g} (n={summary.n})"
+        return f"{summary.mean:.4g}"
     return f"{summary.mean:.4g} ± {summary.half_width:.2g}"
 
 
@@ -244,12 +282,15 @@ def summary_table(analysis: Analysis) -> str:
         ("DTW dist", "dtw_distance"),
         ("APE m", "ape_translation_rmse"),
         ("APE deg", "ape_rotation_rmse"),
+        ("RPE m", "rpe_translation_rmse"),
+        ("RPE deg", "rpe_rotation_rmse"),
     ]
     rows = [["config", "n", *(title for title, _ in columns)]]
     for config in analysis.configs:
         summary = analysis.summaries[config]
         n = sum(r.config == config for r in analysis.episodes)
-        rows.append([config, str(n), *(format_summary(summary.get(key)) for _, key in columns)])
+        cells = (format_summary(shown(key, summary.get(key))) for _, key in columns)
+        rows.append([config, str(n), *cells])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
@@ -336,7 +377,7 @@ def _config_section(analysis: Analysis, config: str) -> str:
         "|---|---|---|---|---|",
     ]
     for key in SCALAR_METRICS:
-        if (s := summary.get(key)) is not None:
+        if (s := shown(key, summary.get(key))) is not None:
             label, unit = METRIC_LABELS[key]
             ci = "–" if s.ci_low is None else f"[{s.ci_low:.4g}, {s.ci_high:.4g}]"
             lines.append(f"| {label} | {unit} | {format_summary(s)} | {ci} | {s.n} |")
@@ -370,7 +411,9 @@ def _episode_table(results: Sequence[EpisodeResult]) -> str:
     ]
     for r in results:
         m = r.metrics.to_dict()
-        cells = " | ".join("–" if m[k] is None else f"{m[k]:.4g}" for k in keys)
+        cells = " | ".join(
+            "–" if m[k] is None else f"{m[k] * DISPLAY_SCALE.get(k, 1.0):.4g}" for k in keys
+        )
         worst = "–" if not r.metrics.joint_rms_error else f"{max(r.metrics.joint_rms_error):.4g}"
         lines.append(
             f"| {r.config} | `{r.run.bag.name}` | `{r.reference.bag.name}` | {r.paired_by} "
