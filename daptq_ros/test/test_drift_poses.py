@@ -158,9 +158,15 @@ def test_tf_chain_looks_each_edge_up_in_time_and_never_reorders(recordings):
 
 
 def test_cli_report_without_joint_states(recordings, tmp_path, capsys):
+    """The README's two pose-only commands."""
+    odom = ["--run-topic", "/odom", "--reference-topic", "/localization", "--align", "se3"]
+    argv = ["drift", "--run", str(recordings["base"]), *odom, "--out", str(tmp_path / "odom")]
+    assert main(argv) == 0
+    assert (tmp_path / "odom" / "errors_over_time.png").is_file()
     out = tmp_path / "report"
     argv = ["drift", "--run", str(recordings["base"]), "--run-tf-chain", "map", "base_link"]
-    argv += ["--reference-topic", "/localization", "--align", "se3", "--out", str(out)]
+    argv += ["--reference-topic", "/localization", "--out", str(out)]
+    capsys.readouterr()
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "RPE m" in printed and "APE deg" in printed and str(out / "report.md") in printed

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
-from rosbags.interfaces import ConnectionExtRosbag2
-from rosbags.rosbag2 import Reader
+from rosbags.interfaces import ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat
+from rosbags.rosbag2 import Reader, storage_mcap
 from rosbags.rosbag2.reader import DirectoryReader
 
 from daptq_ros.bags.typestore import Distro, can_decode, embedded_types, make_typestore
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
 
+# The MCAP schema encodings rosbags reads; others (Jazzy's 'unknown') count as no definition.
+_MCAP_SCHEMA_ENCODINGS = ("ros2msg", "ros2idl", "omgidl", "")
 SERIALIZATION_FORMAT = "cdr"  # rosbag2's default; the only one rosbags (and so we) can decode
 
 log = logging.getLogger(__name__)
@@ -187,7 +190,8 @@ class BagReader:
         # rosbags lets low-level errors (struct, unicode, sqlite, overflow) escape on damaged
         # files; whatever these calls raise is about the file, so it becomes one BagError.
         try:
-            reader.open()
+            with _unknown_schemas_as_undefined():
+                reader.open()
         except Exception as error:
             raise self._damaged(error) from error
         self._reader = reader
@@ -202,14 +206,13 @@ class BagReader:
         self._skipped = {
             c.topic: unparsable[c.msgtype] for c in reader.connections if c.msgtype in unparsable
         }
-        for topic, why in sorted(self._skipped.items()):
-            msgtype = reader.topics[topic].msgtype or "(several types)"
+        if self._skipped:  # one line; the parser's own text is in `daptq bags info --json`
             log.warning(
-                "%s: skipping topic %s (%s): %s; the other topics read normally",
+                "%s: skipping %d topic(s) whose embedded definition does not parse (%s); the "
+                "other topics read normally",
                 self.path,
-                topic,
-                msgtype,
-                why,
+                len(self._skipped),
+                ", ".join(sorted(self._skipped)),
             )
 
     def close(self) -> None:
@@ -335,6 +338,29 @@ class BagReader:
             f"{self.path}: the bag is damaged or truncated and cannot be read ({detail}); "
             "re-record it, or " + _reindex_hint(self.path)
         )
+
+
+@contextmanager
+def _unknown_schemas_as_undefined() -> Iterator[None]:
+    """Let rosbags open an MCAP whose schema encoding it does not know, as a missing definition.
+
+    ROS 2 Jazzy records service-event topics (`ros2 bag record --all-services`) with the schema
+    encoding 'unknown' (ros2/rosbag2#2365); rosbags 0.11 then refuses the whole file. Such a
+    topic reads as one without an embedded definition: decodable when the distro knows its type,
+    else skipped and named, while every other topic reads.
+    """
+    original = storage_mcap.get_msgdef
+
+    def tolerant(schema: Any) -> MessageDefinition:
+        if schema is not None and schema.encoding not in _MCAP_SCHEMA_ENCODINGS:
+            return MessageDefinition(MessageDefinitionFormat.NONE, "")
+        return original(schema)
+
+    storage_mcap.get_msgdef = tolerant
+    try:
+        yield
+    finally:
+        storage_mcap.get_msgdef = original
 
 
 def _reindex_hint(path: Path) -> str:
