@@ -100,6 +100,20 @@ def test_the_rtc_prefix_is_the_held_chunks_rows_from_the_observation_on() -> Non
     assert replanner(rtc=False).submit(0.1, 0.1) is None
 
 
+def test_rows_past_the_held_chunks_end_are_its_last_row() -> None:
+    """The timeline stops at the end (hold, or a late chunk): the arm stands at the last row."""
+    plan = replanner(latency=0.15)  # inference outlasts the 10-row chunk's rest
+    plan.scheduler.add(chunk(), 0.0, DT, 0.0)
+    last = plan.scheduler.last_action()
+    prefix = plan.submit(0.16, 0.16)  # observed at row 8: rows 8, 9, then the arm waits at 9
+    assert prefix is not None and prefix.delay == math.ceil(0.15 / DT)
+    np.testing.assert_array_equal(prefix.actions[:2], chunk()[8:])
+    np.testing.assert_array_equal(prefix.actions[2:], np.repeat(last[None], prefix.delay - 2, 0))
+    beyond = plan.submit(5.0, 5.0)  # long after the end: every frozen row is the last one
+    assert beyond is not None
+    np.testing.assert_array_equal(beyond.actions, np.repeat(last[None], beyond.delay, 0))
+
+
 def test_injected_latency_holds_results_until_it_has_passed() -> None:
     plan = replanner()
     plan.inject_s = 0.3

@@ -17,8 +17,9 @@ from drift_episodes import write_episode
 from scipy.spatial.transform import Rotation
 
 from daptq_ros.cli import main
-from daptq_ros.drift import metrics
-from daptq_ros.drift.metrics import PoseErrorSettings, Trajectory, compute_metrics
+from daptq_ros.drift import metrics, pose_errors
+from daptq_ros.drift.metrics import Trajectory, compute_metrics
+from daptq_ros.drift.pose_errors import PoseErrorSettings
 from daptq_ros.errors import DriftError
 
 OFFSET = 0.02  # m
@@ -50,11 +51,11 @@ def test_umeyama_recovers_a_known_similarity():
     rotation = Rotation.from_rotvec([0.3, -0.5, 1.1]).as_matrix()
     translation = np.array([0.4, -1.0, 2.0])
     target = 1.7 * source @ rotation.T + translation
-    found = metrics.umeyama(source, target, with_scale=True)
+    found = pose_errors.umeyama(source, target, with_scale=True)
     np.testing.assert_allclose(found.rotation, rotation, atol=1e-12)
     np.testing.assert_allclose(found.translation, translation, atol=1e-12)
     assert found.scale == pytest.approx(1.7)
-    rigid = metrics.umeyama(source, source @ rotation.T + translation, with_scale=False)
+    rigid = pose_errors.umeyama(source, source @ rotation.T + translation, with_scale=False)
     np.testing.assert_allclose(rigid.rotation, rotation, atol=1e-12)
     assert rigid.scale == 1.0
 
@@ -62,7 +63,7 @@ def test_umeyama_recovers_a_known_similarity():
 def test_umeyama_refuses_points_on_a_line():
     line = np.outer(np.arange(10.0), [1.0, 2.0, 3.0])
     with pytest.raises(DriftError, match=r"lie on a line or at a point.*--align none"):
-        metrics.umeyama(line, line + 1.0, with_scale=False)
+        pose_errors.umeyama(line, line + 1.0, with_scale=False)
 
 
 # --- APE ----------------------------------------------------------------------------------
@@ -128,13 +129,13 @@ def straight(step: float, n: int = 101) -> np.ndarray:
 
 def test_rpe_pairs_in_frames_and_metres_as_evo_picks_them():
     run = straight(0.011)
-    frames = metrics.rpe_index_pairs(run, 5, "frames")
+    frames = pose_errors.rpe_index_pairs(run, 5, "frames")
     assert frames.tolist() == [[i, i + 5] for i in range(0, 100, 5)]
     # Sample 0, then where the path since the last mark reaches 0.1 m: every 10 steps of
     # 0.011 m (evo 1.38's filter_pairs_by_path).
-    metres = metrics.rpe_index_pairs(run, 0.1, "m")
+    metres = pose_errors.rpe_index_pairs(run, 0.1, "m")
     assert metres.tolist() == [[i, i + 10] for i in range(0, 100, 10)]
-    assert metrics.rpe_index_pairs(run, 2.0, "m").shape == (0, 2)
+    assert pose_errors.rpe_index_pairs(run, 2.0, "m").shape == (0, 2)
 
 
 def test_rpe_of_a_run_that_stretches_its_steps():

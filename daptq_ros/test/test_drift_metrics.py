@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from daptq_ros.drift import metrics
+from daptq_ros.drift import metrics, pose_errors
 from daptq_ros.drift.metrics import Trajectory, compute_metrics
 from daptq_ros.errors import DaptqError, DriftError
 
@@ -138,7 +138,7 @@ def test_joint_errors_by_hand():
 def test_position_errors_by_hand():
     # d = ||(3, 4, 0)|| = 5 then 0: rmse = sqrt(25/2), max 5, final 0.
     p_exec = np.array([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0]])
-    rmse, worst, final = metrics.position_errors(p_exec, np.zeros((2, 3)))
+    rmse, worst, final = pose_errors.position_errors(p_exec, np.zeros((2, 3)))
     assert rmse == pytest.approx(math.sqrt(12.5))
     assert (worst, final) == (pytest.approx(5.0), pytest.approx(0.0))
 
@@ -147,13 +147,13 @@ def test_rotation_rmse_by_hand():
     # 0.3 rad about x and 0.4 rad about y against identity: sqrt((0.09 + 0.16) / 2).
     quat_exec = Rotation.from_rotvec([[0.3, 0, 0], [0, 0.4, 0]]).as_quat()
     quat_ref = np.array([[0.0, 0, 0, 1], [0.0, 0, 0, 1]])
-    np.testing.assert_allclose(metrics.rotation_angles(quat_exec, quat_ref), [0.3, 0.4])
-    assert metrics.rotation_rmse(quat_exec, quat_ref) == pytest.approx(math.sqrt(0.125))
+    np.testing.assert_allclose(pose_errors.rotation_angles(quat_exec, quat_ref), [0.3, 0.4])
+    assert pose_errors.rotation_rmse(quat_exec, quat_ref) == pytest.approx(math.sqrt(0.125))
 
 
 def test_rotation_angle_ignores_the_quaternion_sign():
     q = Rotation.from_rotvec([0.2, 0, 0]).as_quat()
-    assert metrics.rotation_angles(-q[None], q[None])[0] == pytest.approx(0.0, abs=1e-7)
+    assert pose_errors.rotation_angles(-q[None], q[None])[0] == pytest.approx(0.0, abs=1e-7)
 
 
 # --- drift ----------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from scipy.spatial.transform import Rotation, Slerp
 from daptq_ros.bags.trajectory import PoseSource, read_poses
 from daptq_ros.cli import main
 from daptq_ros.drift.association import AssociationSettings, PoseStream, associate
-from daptq_ros.drift.metrics import PoseErrorSettings
 from daptq_ros.drift.pose_drift import analyze_poses
+from daptq_ros.drift.pose_errors import PoseErrorSettings
 
 evo_sync = pytest.importorskip("evo.core.sync")
 from evo import main_ape, main_rpe  # noqa: E402

@@ -212,7 +212,7 @@ class BagReader:
                 "other topics read normally",
                 self.path,
                 len(self._skipped),
-                ", ".join(sorted(self._skipped)),
+                ", ".join(f"{t} ({reader.topics[t].msgtype})" for t in sorted(self._skipped)),
             )
 
     def close(self) -> None:

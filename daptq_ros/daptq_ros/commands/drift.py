@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from daptq_ros.drift.analysis import Sources
-    from daptq_ros.drift.metrics import PoseErrorSettings
+    from daptq_ros.drift.pose_errors import PoseErrorSettings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: numpy, scipy and matplotlib would slow down every `daptq --help`.
     from tqdm import tqdm
 
-    from daptq_ros.drift.metrics import PoseErrorSettings
+    from daptq_ros.drift.pose_errors import PoseErrorSettings
     from daptq_ros.errors import DriftError
 
     if not args.dtw_window > 0:

@@ -161,16 +161,23 @@ class Replanner:
         return self.prefix(stamp)
 
     def prefix(self, stamp: float) -> Prefix | None:
-        """The held chunk's rows on a new chunk's grid from `stamp`, and the frozen rows."""
+        """The held chunk's rows on a new chunk's grid from `stamp`, and the frozen rows.
+
+        The timeline never passes the end of the chunks held: rows past it are the last row,
+        where the arm stands until the new chunk arrives.
+        """
         dt = self.scheduler.newest_dt
-        if dt is None:
+        last = self.scheduler.last_action()
+        if dt is None or last is None:
             return None
         start = self.timeline.at(stamp)
+        delay = max(math.ceil(self.delay() / dt - _ROW_SLACK), 0)
         rows = self.scheduler.planned(start, dt)
         if rows is None:
-            return None
-        delay = math.ceil(self.delay() / dt - _ROW_SLACK)
-        return Prefix(rows, min(max(delay, 0), len(rows)))
+            rows = last[None]
+        if len(rows) < delay:
+            rows = np.vstack([rows, np.repeat(rows[-1:], delay - len(rows), axis=0)])
+        return Prefix(rows, delay)
 
     def delay(self) -> float:
         """Median of the recent delays, in timeline seconds (observation to use)."""

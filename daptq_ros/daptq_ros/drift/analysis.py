@@ -33,7 +33,6 @@ from daptq_ros.bags.episode import (
 from daptq_ros.bags.trajectory import StampSource, TfChain
 from daptq_ros.drift.metrics import (
     AlignedPair,
-    PoseErrorSettings,
     Trajectory,
     TrajectoryMetrics,
     align,
@@ -42,6 +41,7 @@ from daptq_ros.drift.metrics import (
     interpolate_linear,
     interpolate_rotations,
 )
+from daptq_ros.drift.pose_errors import PoseErrorSettings
 from daptq_ros.drift.stats import Summary, summarize
 from daptq_ros.errors import BagError, DaptqError, DriftError
 

@@ -17,7 +17,7 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import ArrayLike
 
-from daptq_ros.drift import metrics
+from daptq_ros.drift import metrics, pose_errors
 from daptq_ros.drift.metrics import Trajectory
 from daptq_ros.errors import ConfigError, DriftError
 
@@ -499,9 +499,9 @@ class DriftMonitor:
         )
         if len(stamps) == 0:
             return out
-        d = metrics.position_deviation(executed[:, :3], reference[:, :3])
+        d = pose_errors.position_deviation(executed[:, :3], reference[:, :3])
         out.update(
-            zip(keys, metrics.position_errors(executed[:, :3], reference[:, :3]), strict=True)
+            zip(keys, pose_errors.position_errors(executed[:, :3], reference[:, :3]), strict=True)
         )
         out["cumulative_drift"] = float(metrics.cumulative_drift(stamps, d)[-1])
         out["drift_growth_rate"] = metrics.drift_growth_rate(stamps, d)
@@ -510,7 +510,7 @@ class DriftMonitor:
         )
         has_rotation = np.isfinite(reference[:, 3])
         if has_rotation.any():
-            rot = metrics.rotation_rmse(executed[has_rotation, 3:], reference[has_rotation, 3:])
+            rot = pose_errors.rotation_rmse(executed[has_rotation, 3:], reference[has_rotation, 3:])
             out["ee_rotation_rmse"] = rot
             _grade(verdicts, rot, "ee_rotation_rmse", "ee rotation rmse", self.config)
         self._truncation(self._poses, "pose", verdicts)

@@ -26,10 +26,10 @@ from daptq_ros.drift.association import (
     PoseStream,
     associate,
 )
-from daptq_ros.drift.metrics import (
+from daptq_ros.drift.metrics import path_length
+from daptq_ros.drift.pose_errors import (
     PoseErrorSettings,
     apply_similarity,
-    path_length,
     rotation_angles,
     rpe_errors,
     rpe_index_pairs,

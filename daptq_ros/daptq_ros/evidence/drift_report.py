@@ -19,13 +19,8 @@ from daptq_ros.drift.analysis import (
     EpisodeResult,
     TimeAlignment,
 )
-from daptq_ros.drift.metrics import (
-    AlignedPair,
-    apply_similarity,
-    cumulative_drift,
-    position_deviation,
-    umeyama,
-)
+from daptq_ros.drift.metrics import AlignedPair, cumulative_drift
+from daptq_ros.drift.pose_errors import apply_similarity, position_deviation, umeyama
 from daptq_ros.drift.stats import Summary
 
 # What each scalar metric is called in the report, and its unit.

@@ -179,7 +179,7 @@ class DeviationBand:
 
 def deviation_samples(results: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """(time grid, deviation [episodes, grid] in m, NaN once an episode has ended)."""
-    from daptq_ros.drift.metrics import position_deviation
+    from daptq_ros.drift.pose_errors import position_deviation
 
     tracks = []
     for result in results:

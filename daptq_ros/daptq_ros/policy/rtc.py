@@ -94,12 +94,13 @@ def guided_velocity(
 ) -> tuple[torch.Tensor, str]:
     """The guided velocity at (x, t) and the Jacobian used ("vjp" falls back to "identity").
 
-    x is [B, H, D_model]; the guide covers the first D dims of the first P rows.
+    x is [B, H, D_model]; the guide covers the first D dims of the first P rows (at most H).
     """
     horizon, dim = x.shape[1], guide.target.shape[1]
+    rows = min(guide.target.shape[0], horizon)
     weights = guide.weights(horizon).to(x)
     target = torch.zeros_like(x)
-    target[:, : guide.target.shape[0], :dim] = guide.target.to(x)
+    target[:, :rows, :dim] = guide.target[:rows].to(x)
     mask = torch.zeros_like(x)
     mask[:, :, :dim] = weights[None, :, None]
     scale = guidance_scale(t, guide.beta)
