@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import yaml
 
+from daptq_ros.control.commands import COMMAND_INTERFACES
 from daptq_ros.drift.monitor import MonitorConfig
 from daptq_ros.errors import ControlError
+from daptq_ros.robot.param_spec import ParamSpec
 from daptq_ros.robot.params import (
-    COMMAND_INTERFACES,
     NODE_PARAMS,
     ROS_BUILTIN,
-    ParamSpec,
     check_overrides,
     defaults,
     load_node_yaml,

@@ -19,7 +19,7 @@ from rclpy.qos import (
 )
 
 from daptq_ros.errors import DaptqError
-from daptq_ros.robot.params import ParamSpec
+from daptq_ros.robot.param_spec import ParamSpec
 
 # Camera frames: only the newest matters (depth 1, best effort, as sensor drivers publish).
 CAMERA_QOS = QoSProfile(

@@ -11,366 +11,35 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 import yaml
 
-from daptq_ros.control.commands import COMMAND_INTERFACES
 from daptq_ros.drift.monitor import MonitorConfig
 from daptq_ros.errors import ControlError
+from daptq_ros.robot.param_spec import (
+    ACTION_SCALE,
+    EE_POSE_TOPIC,
+    JOINT_STATES_TOPIC,
+    ROBOT,
+    URDF_PATH,
+    ParamSpec,
+)
+from daptq_ros.robot.policy_params import POLICY_NODE
 from daptq_ros.sim.tasks import TASKS
-
-ParamValue = bool | int | float | str | tuple[str, ...]
-
-_TYPE_WORDS = {
-    bool: "a bool (true or false)",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    tuple: "a non-empty list of strings",
-}
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: its default (which fixes its type), description and allowed values."""
-
-    name: str
-    default: ParamValue
-    description: str
-    read_only: bool = True  # static: changing it at run time is rejected with a reason
-    choices: tuple[str, ...] = ()  # allowed strings (empty = any)
-    low: float | None = None  # numeric range, inclusive
-    high: float | None = None
-
-    def __post_init__(self) -> None:
-        if (problem := self.check(self.default)) is not None:
-            raise ControlError(f"bad declaration of a parameter's default: {problem}")
-
-    @property
-    def value_type(self) -> type:
-        """The Python type of the parameter's values: bool, int, float or str."""
-        return type(self.default)
-
-    @property
-    def allowed(self) -> str:
-        """What the parameter accepts, in words (for messages and additional_constraints)."""
-        if self.choices:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        words = _TYPE_WORDS[self.value_type]
-        if self.low is not None and self.high is not None:
-            return f"{words} from {_number(self.low)} to {_number(self.high)}"
-        if self.low is not None:
-            return f"{words} >= {_number(self.low)}"
-        if self.high is not None:
-            return f"{words} <= {_number(self.high)}"
-        return words
-
-    def check(self, value: object) -> str | None:
-        """None if `value` is valid, else a one-line reason naming the parameter and the value."""
-        kind = self.value_type
-        if kind is tuple:
-            strings = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-            if not strings or not value:
-                return f"{self.name}: {value!r} is not allowed; need {self.allowed}"
-            return None
-        if not (type(value) is kind or (kind is float and type(value) is int)):
-            got = type(value).__name__
-            return f"{self.name}: {value!r} ({got}) has the wrong type; need {self.allowed}"
-        if self.choices and value not in self.choices:
-            return f"{self.name}: {value!r} is not allowed; need {self.allowed}"
-        if isinstance(value, int | float) and kind is not bool:
-            if not math.isfinite(value):
-                return f"{self.name}: {value!r} is not finite; need {self.allowed}"
-            if (self.low is not None and value < self.low) or (
-                self.high is not None and value > self.high
-            ):
-                return f"{self.name}: {value!r} is out of range; need {self.allowed}"
-        return None
-
-
-def _number(x: float) -> str:
-    return str(x) if isinstance(x, int) else f"{x:g}"
-
 
 SIM_TASKS = tuple(TASKS)
 # What the simulated arm takes: Cartesian commands (MetaWorld moves the Sawyer's hand by mocap)
 # or joint trajectories (executed in the SimEnv's joint_position control, through the hand).
 SIM_COMMAND_INTERFACES = ("pose", "twist", "joint_trajectory")
 
-# Parameters more than one node declares, declared once.
-_ROBOT = ParamSpec("robot", "sawyer_sim", "robot preset name of config/robots/ or a YAML file path")
-_URDF_PATH = ParamSpec(
-    "urdf_path", "", "URDF file that overrides the robot preset's URDF ('' = preset)"
-)
-_JOINT_STATES_TOPIC = ParamSpec(
-    "joint_states_topic", "/joint_states", "sensor_msgs/JointState topic of the arm"
-)
-_EE_POSE_TOPIC = ParamSpec(
-    "ee_pose_topic", "/ee_pose", "geometry_msgs/PoseStamped topic of the end effector"
-)
-
-_ACTION_SCALE = ParamSpec(
-    "action_scale",
-    0.01,
-    "metres per unit of an ee_delta action (MetaWorld's scale)",
-    low=1e-4,
-    high=1.0,
-)
-
-POLICY_NODE: tuple[ParamSpec, ...] = (
-    ParamSpec(
-        "model",
-        "default",
-        "model directory to load, or 'default' for the embedded default model",
-    ),
-    ParamSpec(
-        "bit_config",
-        "fp32",
-        "quantization bit configuration: a preset name of config/bits/ or a YAML file path; "
-        "a change swaps the model between control steps once the new one is built",
-        read_only=False,
-    ),
-    ParamSpec(
-        "allow_swap_while_enabled",
-        False,
-        "accept bit_config changes while the policy drives the arm (else they are rejected)",
-        read_only=False,
-    ),
-    _ROBOT,
-    _URDF_PATH,
-    ParamSpec(
-        "command_interface",
-        "pose",
-        "how commands reach the arm controller",
-        choices=COMMAND_INTERFACES,
-    ),
-    ParamSpec(
-        "command_topic",
-        "",
-        "topic of the arm commands ('' = the robot preset's topic for command_interface)",
-    ),
-    ParamSpec(
-        "image_topics",
-        ("/camera/image_raw",),
-        "sensor_msgs/Image topics of the cameras, in the model's view order; their newest "
-        "frames are tiled side by side",
-    ),
-    ParamSpec(
-        "use_compressed",
-        False,
-        "subscribe to <image topic>/compressed (sensor_msgs/CompressedImage) instead",
-    ),
-    ParamSpec("instruction_topic", "/instruction", "std_msgs/String topic of the instruction"),
-    _JOINT_STATES_TOPIC,
-    _EE_POSE_TOPIC,
-    ParamSpec(
-        "control_hz",
-        0.0,
-        "most often the policy is asked for a chunk, Hz, never while one is in flight (0 = "
-        "replan at half the model's chunk horizon, as daptq eval does: 20 Hz for the embedded "
-        "models' 8 x 12.5 ms chunks)",
-        low=0.0,
-        high=100.0,
-    ),
-    ParamSpec("command_hz", 50.0, "rate of commands sent to the arm, Hz", low=1.0, high=1000.0),
-    ParamSpec(
-        "dry_run",
-        True,
-        "compute and publish on ~/debug/* only; nothing is sent to the arm",
-        read_only=False,
-    ),
-    ParamSpec(
-        "image_timeout_s",
-        0.5,
-        "hold when the newest image is older than this, s",
-        low=0.01,
-        high=10.0,
-    ),
-    ParamSpec(
-        "joint_states_timeout_s",
-        0.2,
-        "hold when the newest joint state is older than this, s",
-        low=0.01,
-        high=10.0,
-    ),
-    ParamSpec(
-        "instruction_timeout_s",
-        0.0,
-        "hold when the newest instruction is older than this, s "
-        "(0 = it only has to have been received once)",
-        low=0.0,
-        high=3600.0,
-    ),
-    ParamSpec(
-        "output_timeout_s",
-        0.5,
-        "hold when no fresh action chunk has arrived for this long (or for twice the usual "
-        "inference latency, when that is longer), s",
-        low=0.01,
-        high=10.0,
-    ),
-    ParamSpec(
-        "clock_timeout_s",
-        0.5,
-        "disable when the node clock (/clock under use_sim_time) has not advanced for this "
-        "long in wall time while enabled, s",
-        low=0.05,
-        high=10.0,
-    ),
-    ParamSpec(
-        "chunk_crossfade_s",
-        0.025,
-        "blend the previous chunk's actions into a new chunk's over this long, s (0 = switch "
-        "at once)",
-        low=0.0,
-        high=1.0,
-    ),
-    ParamSpec(
-        "chunk_method",
-        "crossfade",
-        "how a new chunk joins the one executing: crossfade, or rtc (real-time chunking: the "
-        "policy continues the actions that run while it computes, then the crossfade; "
-        "flow-matching families), or auto (rtc where the family allows it)",
-        choices=("auto", "rtc", "crossfade"),
-    ),
-    ParamSpec(
-        "rtc_jacobian",
-        "identity",
-        "RTC guidance Jacobian: identity (no backward pass; any runtime) or vjp (the paper's "
-        "backward pass through the model; torch only, twice the cost)",
-        choices=("identity", "vjp"),
-    ),
-    ParamSpec(
-        "overrun",
-        "slow",
-        "when inference outlasts the chunk held: slow the timeline so the chunk lasts until the "
-        "next arrives (time scaling), or hold at its end",
-        choices=("slow", "hold"),
-    ),
-    ParamSpec(
-        "min_timeline_rate",
-        0.2,
-        "slowest timeline rate of overrun slow (below it the arm holds at the chunk's end)",
-        low=0.0,
-        high=1.0,
-    ),
-    ParamSpec(
-        "inject_latency_s",
-        0.0,
-        "test axis: hold each chunk until this long (node time) after its observation was "
-        "submitted, s",
-        read_only=False,
-        low=0.0,
-        high=10.0,
-    ),
-    ParamSpec(
-        "inject_latency_jitter_s",
-        0.0,
-        "test axis: add a uniform random delay of up to this long to inject_latency_s, s",
-        read_only=False,
-        low=0.0,
-        high=10.0,
-    ),
-    ParamSpec(
-        "chunk_merge",
-        "latest",
-        "how overlapping action chunks combine: the latest wins, or an exponential ensemble",
-        choices=("latest", "ensemble"),
-    ),
-    ParamSpec(
-        "ensemble_decay",
-        0.1,
-        "weight decay of older chunks in the ensemble, exp(-decay * age_index)",
-        low=0.0,
-        high=10.0,
-    ),
-    ParamSpec(
-        "position_margin",
-        0.05,
-        "keep joint targets this far inside the position limits, rad (m for prismatic joints)",
-        low=0.0,
-        high=1.0,
-    ),
-    ParamSpec(
-        "velocity_scale",
-        0.5,
-        "fraction of the robot's joint and Cartesian velocity limits that commands may use",
-        read_only=False,
-        low=0.01,
-        high=1.0,
-    ),
-    ParamSpec(
-        "acceleration_scale",
-        0.5,
-        "fraction of the robot's acceleration limits that commands may use",
-        read_only=False,
-        low=0.01,
-        high=1.0,
-    ),
-    ParamSpec(
-        "deviation_threshold",
-        0.25,
-        "hold when a target is farther than this from the measured joints, rad",
-        low=0.001,
-        high=10.0,
-    ),
-    ParamSpec(
-        "blend_time_s",
-        1.0,
-        "time to blend from the measured state into the policy's commands after enabling, s",
-        low=0.0,
-        high=30.0,
-    ),
-    _ACTION_SCALE,
-    ParamSpec("num_threads", 2, "CPU threads for inference", low=1, high=64),
-    ParamSpec("device", "cpu", "inference device", choices=("cpu", "cuda")),
-    ParamSpec(
-        "whole_model_bf16",
-        False,
-        "run the whole deployed model in bfloat16, not only its Linear layers (faster at "
-        "deployment scale on CPUs with bf16 units; see docs/performance.md)",
-    ),
-    ParamSpec(
-        "kernel_choice",
-        "auto",
-        "how each quantized layer's kernel is picked at load, by timing the candidates on this "
-        "CPU (cached): auto = packed low-bit weights unless slower than bf16, packed = always "
-        "packed (least memory), fastest = fastest whatever the memory",
-        choices=("auto", "packed", "fastest"),
-    ),
-    ParamSpec(
-        "runtime",
-        "torch",
-        "inference runtime: torch (this package's kernels) or openvino (the OpenVINO model that "
-        "`daptq quantize --runtime openvino` exported; bit_config may then name another "
-        "exported directory to swap to); without an exported model the node runs torch and "
-        "warns on /diagnostics",
-        choices=("torch", "openvino"),
-    ),
-    ParamSpec(
-        "flow_steps",
-        0,
-        "denoising steps of the action head (0 = the model's default)",
-        low=0,
-        high=100,
-    ),
-    ParamSpec("base_frame", "", "frame_id of published poses and twists ('' = the robot preset's)"),
-    ParamSpec(
-        "instruction",
-        "",
-        "instruction used until one arrives on instruction_topic ('' = wait for the topic)",
-    ),
-)
-
 _MONITOR = MonitorConfig()
 DRIFT_MONITOR: tuple[ParamSpec, ...] = (
-    _ROBOT,
-    _URDF_PATH,
-    _JOINT_STATES_TOPIC,
-    _EE_POSE_TOPIC,
+    ROBOT,
+    URDF_PATH,
+    JOINT_STATES_TOPIC,
+    EE_POSE_TOPIC,
     ParamSpec(
         "reference_bag",
         "",
@@ -494,8 +163,8 @@ SIM_BRIDGE: tuple[ParamSpec, ...] = (
         high=80.0,
     ),
     ParamSpec("camera_topic", "/camera/image_raw", "sensor_msgs/Image topic the camera goes to"),
-    _JOINT_STATES_TOPIC,
-    _EE_POSE_TOPIC,
+    JOINT_STATES_TOPIC,
+    EE_POSE_TOPIC,
     ParamSpec(
         "command_interface",
         "pose",
@@ -516,7 +185,7 @@ SIM_BRIDGE: tuple[ParamSpec, ...] = (
         low=0,
         high=100000,
     ),
-    _ACTION_SCALE,
+    ACTION_SCALE,
 )
 
 NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
