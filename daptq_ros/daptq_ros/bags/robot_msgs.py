@@ -26,6 +26,7 @@ from daptq_ros.errors import BagError
 
 ACTION_CHUNK = "daptq_ros_interfaces/msg/ActionChunk"
 POLICY_STATUS = "daptq_ros_interfaces/msg/PolicyStatus"
+SHADOW_DIVERGENCE = "daptq_ros_interfaces/msg/ShadowDivergence"
 DIAGNOSTIC_LEVELS = {"OK": 0, "WARN": 1, "ERROR": 2, "STALE": 3}
 
 
@@ -183,3 +184,8 @@ def _text(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def shadow_divergence_msg(types: TypeSource, stamp_ns: int, fields: Mapping[str, Any]) -> Any:
+    """daptq_ros_interfaces/ShadowDivergence from a mapping of its field names to values."""
+    return message_class(types, SHADOW_DIVERGENCE)(header=header(types, stamp_ns), **fields)

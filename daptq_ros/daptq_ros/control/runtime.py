@@ -80,8 +80,13 @@ class InferenceWorker:
     """One background thread running `policy.predict` on the newest submitted observation."""
 
     def __init__(
-        self, policy: ChunkPolicy, label: str, clock: Callable[[], float] = time.monotonic
+        self,
+        policy: ChunkPolicy,
+        label: str,
+        clock: Callable[[], float] = time.monotonic,
+        on_start: Callable[[], None] | None = None,
     ):
+        """`on_start` runs first on the worker thread (e.g. to lower its priority)."""
         self.label = label
         self.generation = 0
         self.counters = {"submitted": 0, "dropped": 0, "completed": 0, "failed": 0}
@@ -98,6 +103,7 @@ class InferenceWorker:
         self._ready_policy: ChunkPolicy | None = None
         self._closed = False
         self._lock = threading.Condition()
+        self._on_start = on_start
         self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
         self._thread.start()
 
@@ -187,6 +193,8 @@ class InferenceWorker:
             self.last_swap_s = time.monotonic() - started
 
     def _serve(self) -> None:
+        if self._on_start is not None:
+            self._on_start()
         while True:
             with self._lock:
                 while self._pending is None and not self._closed:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from daptq_ros_interfaces.msg import ActionChunk, PolicyStatus
+from daptq_ros_interfaces.msg import ActionChunk, PolicyStatus, ShadowDivergence
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
@@ -42,6 +42,7 @@ from daptq_ros.nodes.common import (
 )
 from daptq_ros.robot import policy_core
 from daptq_ros.robot.params import NODE_PARAMS
+from daptq_ros.robot.shadow import SHADOW
 
 COMMAND_TYPES = {
     "joint_trajectory": JointTrajectory,
@@ -132,6 +133,7 @@ class PolicyNode(Node):
             policy_core.ACTION_CHUNK: self.create_publisher(
                 ActionChunk, policy_core.ACTION_CHUNK, COMMAND_QOS
             ),
+            SHADOW: self.create_publisher(ShadowDivergence, SHADOW, RELIABLE_QOS),
         }
         self.status = self.create_publisher(PolicyStatus, "~/status", LATCHED_QOS)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

@@ -117,6 +117,10 @@ class ArmState:
             return self.state.describe_missing(names)
         return ""
 
+    def joint_positions(self) -> NDArray[np.float64] | None:
+        """The arm's joints in the preset's order; None until a joint state names them all."""
+        return self._preset_joints()
+
     def _preset_joints(self) -> NDArray[np.float64] | None:
         """The preset's joints, in its order; None until a joint state names them all."""
         if self.joints is None:

@@ -21,6 +21,7 @@ from daptq_ros.bags.writer import BagWriter
 from daptq_ros.errors import ControlError
 from daptq_ros.robot import policy_core, sim_bridge_core
 from daptq_ros.robot.policy_core import PolicyNodeCore
+from daptq_ros.robot.shadow import SHADOW
 from daptq_ros.robot.sim_bridge_core import SimBridgeCore
 
 INFERENCE_TIMEOUT_S = 60.0
@@ -38,6 +39,7 @@ POLICY_TOPICS = {
     policy_core.GRIPPER: "/policy_node/gripper",
     policy_core.DEBUG_GRIPPER: "/policy_node/debug/gripper",
     policy_core.ACTION_CHUNK: "/policy_node/action_chunk",
+    SHADOW: "/policy_node/shadow",
 }
 STATUS_TOPIC = "/policy_node/status"
 

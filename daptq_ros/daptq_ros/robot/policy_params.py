@@ -249,6 +249,21 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         low=0,
         high=100,
     ),
+    ParamSpec(
+        "shadow_bit_config",
+        "",
+        "drift guard: a higher-precision copy of the model (a bit config, e.g. fp32, bf16 or "
+        "w8a8) run at the lowest CPU priority on the observations of every shadow_every-th "
+        "chunk, never delaying a command; its divergence from the deployed chunk is published "
+        "on ~/shadow and /diagnostics ('' = no shadow)",
+    ),
+    ParamSpec(
+        "shadow_every",
+        4,
+        "run the shadow on every this-many-th accepted chunk (skipped while it is busy)",
+        low=1,
+        high=1000,
+    ),
     ParamSpec("base_frame", "", "frame_id of published poses and twists ('' = the robot preset's)"),
     ParamSpec(
         "instruction",
