@@ -21,7 +21,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from daptq_ros.robot.params import COMMAND_INTERFACES, load_node_yaml
+from daptq_ros.control.commands import COMMAND_INTERFACES
+from daptq_ros.robot.params import load_node_yaml
 from daptq_ros.robot.recording import ros2_bag_problem
 
 SHARE = Path(get_package_share_directory("daptq_ros"))

@@ -1,0 +1,81 @@
+"""The drift guard's shadow on the live graph: ~/shadow and /diagnostics while the arm moves.
+
+`ros2 launch daptq_ros bringup.launch.py robot:=sawyer_sim dry_run:=false` with a params file
+that runs a W8A8 shadow of the embedded FP32 model on every second chunk drives a fake arm
+played by the test. ShadowDivergence messages must arrive on /policy_node/shadow with a
+divergence above zero (the shadow is quantized) and the shadow's values on /diagnostics, while
+the arm keeps moving. Skipped without ROS 2 (CI sets DAPTQ_REQUIRE_ROS=1: never skips there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from ros_graph import (
+    SAWYER_JOINTS,
+    FakeArm,
+    Launch,
+    Probe,
+    diagnostic,
+    enabled_and_moving,
+    latest,
+    require_ros,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+HOME = (0.0, 0.6, 0.2)
+NODE_STATUS = "daptq policy_node"
+
+
+def test_a_quantized_shadow_reports_its_divergence_while_the_arm_moves(tmp_path):
+    require_ros()
+    from daptq_ros_interfaces.msg import PolicyStatus, ShadowDivergence
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import String
+
+    from daptq_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
+    from daptq_ros.robot.params import load_node_yaml
+    from daptq_ros.share import share_path
+
+    params = load_node_yaml(share_path("config", "policy_node.yaml"), "policy_node")
+    params.update(shadow_bit_config="w8a8", shadow_every=2, blend_time_s=0.1)
+    params_file = tmp_path / "policy_node.yaml"
+    params_file.write_text(yaml.safe_dump({"policy_node": {"ros__parameters": params}}))
+    probe = Probe()
+    fake = FakeArm(probe, SAWYER_JOINTS, np.zeros(9), pose=HOME)
+    status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)
+    shadow = probe.record(ShadowDivergence, "/policy_node/shadow", RELIABLE_QOS)
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+    probe.publisher(String, "/instruction", LATCHED_QOS).publish(String(data="reach the goal"))
+    args = {
+        "robot": "sawyer_sim",
+        "dry_run": "false",
+        "blend_time_s": "0.1",
+        "params_file": str(params_file),
+    }
+    launch = Launch("bringup.launch.py", args, tmp_path / "launch.log")
+    try:
+        wait_for(lambda: latest(status), 120, "the policy node's status\n" + launch.tail())
+        enabled_and_moving(probe, status)
+        reports = wait_for(lambda: len(shadow) >= 3 and list(shadow), 60, "three ~/shadow reports")
+        for _, report in reports:
+            assert (report.bit_config, report.shadow_bit_config) == ("fp32", "w8a8")
+            assert report.rows == 8 and report.has_hand_divergence
+            assert 0.0 < report.chunk_rmse < 0.5 and report.hand_max_divergence >= 0.0
+
+        def shadow_values() -> dict[str, str] | None:
+            entry = diagnostic(diagnostics, NODE_STATUS)
+            values = {} if entry is None else {v.key: v.value for v in entry.values}
+            return values if "shadow_chunk_rmse" in values else None
+
+        values = wait_for(shadow_values, 20, "the shadow's values on /diagnostics")
+        assert values["shadow_bit_config"] == "w8a8" and int(values["shadow_compared"]) >= 1
+        wait_for(lambda: len(fake.commands) > 100, 30, "the arm commanded on, with the shadow")
+        s = latest(status)
+        assert s.enabled and not s.fault and s.safety_status in ("active", "blending")
+    finally:
+        launch.stop()
+        probe.close()
