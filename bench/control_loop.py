@@ -60,6 +60,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--command-hz", type=float, default=50.0, help="command rate")
     parser.add_argument("--camera-hz", type=float, default=30.0, help="synthetic camera rate")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for inference")
+    parser.add_argument(
+        "--shadow",
+        default="",
+        metavar="BITS",
+        help="run the drift guard's shadow at this bit config (e.g. fp32, w8a8) beside each model",
+    )
+    parser.add_argument("--shadow-every", type=int, default=4, help="shadow on every N-th chunk")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser.parse_args()
 
@@ -101,8 +108,11 @@ def run(model: str, args: argparse.Namespace, scratch: Path) -> dict:
         "command_hz": args.command_hz,
         "num_threads": args.threads,
         "instruction": "push the puck to the goal",
+        "shadow_bit_config": args.shadow,
+        "shadow_every": args.shadow_every,
     }
     core = PolicyNodeCore(params, TYPES)
+    rss_mb = resident_mb()
     rgb = np.random.default_rng(0).integers(0, 255, (96, 192, 3), dtype=np.uint8)
     lock = threading.Lock()  # the executor of the rclpy node serialises callbacks the same way
     ticks: list[float] = []
@@ -149,6 +159,7 @@ def run(model: str, args: argparse.Namespace, scratch: Path) -> dict:
         thread.join()
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     status = core.status_fields(time.monotonic())
+    shadow = dict(core.shadow.counters) if core.shadow is not None else {}
     core.close()
     jitter = np.abs(np.diff(ticks) - 1.0 / args.command_hz) * 1000
     return {
@@ -161,7 +172,20 @@ def run(model: str, args: argparse.Namespace, scratch: Path) -> dict:
         "image_to_command_ms_p50": float(np.median(latencies)) * 1000 if latencies else None,
         "dropped_frames": status["dropped_frames"],
         "cpu_cores_used": cpu / wall,
+        "rss_mb": rss_mb,
+        "shadow": shadow,
     }
+
+
+def resident_mb() -> float:
+    """This process's resident memory (MB, Linux; NaN elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def main() -> None:
