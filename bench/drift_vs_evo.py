@@ -23,7 +23,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -132,8 +131,10 @@ def main() -> None:
                 getattr(pose_recordings, writer)(work / name)
                 jobs.append((name, work / name, run, reference))
         rows = [measure(*job, args.repeats, work) for job in jobs]
+    from daptq_ros.quant.kernel_choice import cpu_model  # imports torch: after the timings
+
     if args.json:
-        print(json.dumps({"cpu": cpu_name(), "rows": rows}))
+        print(json.dumps({"cpu": cpu_model(), "rows": rows}))
         return
     print(f"{'recording':<12} {'daptq s':>8} {'evo s':>7} {'ratio':>6} {'daptq CLI s':>12} "
           f"{'evo CLI s':>10} {'ratio':>6}  APE / RPE m daptq | evo")  # fmt: skip
@@ -147,19 +148,8 @@ def main() -> None:
             f"{r['cli_ratio']:>6.2f}  {numbers}"
         )
     print(
-        f"CPU: {cpu_name()}; ratio = daptq / evo (below 1: daptq is faster); best of {args.repeats}"
+        f"CPU: {cpu_model()}; ratio = daptq / evo (below 1: daptq faster); best of {args.repeats}"
     )
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

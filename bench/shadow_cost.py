@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from daptq_ros.quant.kernel_choice import cpu_model
+
 HERE = Path(__file__).resolve().parent
 METRICS = ("command_hz", "inference_hz", "cpu_cores_used", "rss_mb")
 
@@ -74,7 +76,7 @@ def main() -> None:
             }
         )
     if args.json:
-        print(json.dumps({"cpu": cpu_name(), "rows": table}, indent=2))
+        print(json.dumps({"cpu": cpu_model(), "rows": table}, indent=2))
         return
     print(f"{'shadow':<8} {'cmd Hz':>7} {'x':>5} {'infer Hz':>8} {'x':>5} {'CPU':>5} {'x':>5} "
           f"{'RSS MB':>7} {'x':>5} {'compared':>8} {'skipped':>7}")  # fmt: skip
@@ -87,22 +89,9 @@ def main() -> None:
             f"{r['skipped_busy']:>7}"
         )
     print(
-        f"CPU: {cpu_name()}; medians of {args.rounds} runs of {args.seconds:g} s, x = against no "
+        f"CPU: {cpu_model()}; medians of {args.rounds} runs of {args.seconds:g} s, x = against no "
         f"shadow; shadow on every {args.shadow_every}th chunk at nice 19"
     )
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

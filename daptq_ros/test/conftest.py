@@ -18,6 +18,9 @@ os.environ.setdefault(
 )
 
 
+from robot_rig import rig  # noqa: E402, F401 (the fixture, for the robot tests)
+
+
 @pytest.fixture
 def daptq_logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
     """caplog that sees the daptq_ros loggers: once ROS 2's `launch` is imported (the launch

@@ -92,6 +92,19 @@ class Launch:
         return self.process.returncode
 
 
+def policy_params_file(folder: Path, **overrides: Any) -> Path:
+    """The installed policy_node.yaml with `overrides`, written as bringup's params_file."""
+    import yaml
+
+    from daptq_ros.robot.params import load_node_yaml
+    from daptq_ros.share import share_path
+
+    params = load_node_yaml(share_path("config", "policy_node.yaml"), "policy_node")
+    path = folder / "policy_node.yaml"
+    path.write_text(yaml.safe_dump({"policy_node": {"ros__parameters": {**params, **overrides}}}))
+    return path
+
+
 def ros2(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run a `ros2 ...` command line (e.g. the README's), output captured."""
     return subprocess.run(

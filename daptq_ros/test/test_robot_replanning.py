@@ -6,14 +6,13 @@ import math
 
 import numpy as np
 import pytest
-import test_robot_policy_core
 from robot_fakes import Chunk, ConstantPolicy
-from test_robot_policy_core import PERIOD, Rig, assert_within_limits
+from robot_rig import PERIOD, Rig
+from test_robot_policy_core import assert_within_limits
 
 from daptq_ros.control.replan import RATE_SLEW
 
 DT = 0.0125  # the fakes' row time
-rig = test_robot_policy_core.rig  # the node rig fixture, shared with those tests
 
 
 class GuidedPolicy(ConstantPolicy):

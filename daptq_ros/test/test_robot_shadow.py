@@ -13,26 +13,13 @@ import time
 import numpy as np
 import pytest
 from robot_fakes import ConstantPolicy, image
-from test_robot_policy_core import Rig
+from robot_rig import Rig
 
 from daptq_ros.control.runtime import Observation
 from daptq_ros.robot import policy_core
 from daptq_ros.robot.shadow import SHADOW, ShadowReference
 
 ACTION_SCALE = 0.01  # the node's default action_scale
-
-
-@pytest.fixture
-def rig():
-    made: list[Rig] = []
-
-    def make(**kwargs) -> Rig:
-        made.append(Rig(**kwargs))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.core.close()
 
 
 def run_until(rig: Rig, condition, timeout: float = 20.0) -> None:

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 from ros_graph import (
     SAWYER_JOINTS,
     FakeArm,
@@ -23,6 +22,7 @@ from ros_graph import (
     diagnostic,
     enabled_and_moving,
     latest,
+    policy_params_file,
     require_ros,
     ros2,
     since,
@@ -43,13 +43,8 @@ def test_rtc_runs_and_inference_longer_than_a_chunk_slows_the_arm_without_a_jump
     from std_msgs.msg import String
 
     from daptq_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
-    from daptq_ros.robot.params import load_node_yaml
-    from daptq_ros.share import share_path
 
-    params = load_node_yaml(share_path("config", "policy_node.yaml"), "policy_node")
-    params.update(chunk_method="rtc", blend_time_s=0.1)
-    params_file = tmp_path / "policy_node.yaml"
-    params_file.write_text(yaml.safe_dump({"policy_node": {"ros__parameters": params}}))
+    params_file = policy_params_file(tmp_path, chunk_method="rtc", blend_time_s=0.1)
     probe = Probe()
     fake = FakeArm(probe, SAWYER_JOINTS, np.zeros(9), pose=HOME)
     status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)

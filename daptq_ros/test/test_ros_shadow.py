@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 from ros_graph import (
     SAWYER_JOINTS,
     FakeArm,
@@ -20,6 +19,7 @@ from ros_graph import (
     diagnostic,
     enabled_and_moving,
     latest,
+    policy_params_file,
     require_ros,
     wait_for,
 )
@@ -37,13 +37,10 @@ def test_a_quantized_shadow_reports_its_divergence_while_the_arm_moves(tmp_path)
     from std_msgs.msg import String
 
     from daptq_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS
-    from daptq_ros.robot.params import load_node_yaml
-    from daptq_ros.share import share_path
 
-    params = load_node_yaml(share_path("config", "policy_node.yaml"), "policy_node")
-    params.update(shadow_bit_config="w8a8", shadow_every=2, blend_time_s=0.1)
-    params_file = tmp_path / "policy_node.yaml"
-    params_file.write_text(yaml.safe_dump({"policy_node": {"ros__parameters": params}}))
+    params_file = policy_params_file(
+        tmp_path, shadow_bit_config="w8a8", shadow_every=2, blend_time_s=0.1
+    )
     probe = Probe()
     fake = FakeArm(probe, SAWYER_JOINTS, np.zeros(9), pose=HOME)
     status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -228,13 +229,7 @@ def run(args: argparse.Namespace) -> int:
         # disable=None: no bar when stderr is not a terminal (logs, CI, --json pipes).
         progress=lambda jobs: tqdm(jobs, desc="episodes", unit="ep", disable=None),
     )
-    files = write_report(analysis, args.out)
-    if args.json:
-        print(files[1].read_text(), end="")
-    else:
-        print(summary_table(analysis))
-        print(f"\nreport: {files[0]}")
-    return 0
+    return _print(write_report(analysis, args.out), summary_table(analysis), args.json)
 
 
 def poses_only(args: argparse.Namespace) -> bool:
@@ -295,11 +290,15 @@ def _run_poses(args: argparse.Namespace, pose_settings: PoseErrorSettings) -> in
         stamp_source=args.stamp_source,
         progress=lambda jobs: tqdm(jobs, desc="bags", unit="bag", disable=None),
     )
-    files = write_pose_report(analysis, args.out)
-    if args.json:
+    return _print(write_pose_report(analysis, args.out), summary_table(analysis), args.json)
+
+
+def _print(files: list[Path], table: str, as_json: bool) -> int:
+    """metrics.json (files[1]) with --json, else the summary table and where report.md is."""
+    if as_json:
         print(files[1].read_text(), end="")
     else:
-        print(summary_table(analysis))
+        print(table)
         print(f"\nreport: {files[0]}")
     return 0
 
