@@ -270,3 +270,49 @@ def test_robot_description_sets_the_kinematics():
     core.arm = None
     core.on_robot_description(TYPES["std_msgs/msg/String"](data=arm_urdf("panda").read_text()))
     assert core.arm is not None and core.arm.joint_names == PANDA
+
+
+def shadow_msg(stamp: float, hand: float | None, bits: str = "w4a16"):
+    from daptq_ros.bags.robot_msgs import shadow_divergence_msg
+
+    fields = {
+        "bit_config": bits,
+        "shadow_bit_config": "fp32",
+        "rows": 8,
+        "chunk_rmse": 0.1,
+        "has_hand_divergence": hand is not None,
+        "hand_max_divergence": hand or 0.0,
+        "hand_final_divergence": (hand or 0.0) / 2,
+        "shadow_latency": 0.05,
+    }
+    return shadow_divergence_msg(TYPES, sec_to_ns(stamp), fields)
+
+
+def test_without_a_recording_the_shadow_is_the_reference():
+    core = DriftMonitorCore({}, TYPES)
+    assert core.status(0.0)[0] is Level.STALE
+    reports = []
+    for k in range(31):  # 3 s of shadow reports at 10 Hz: small, then large divergences
+        t = 100.0 + 0.1 * k
+        reports.append(core.on_shadow(shadow_msg(t, 0.004 if t < 101.0 else 0.08)))
+    reports = [r for r in reports if r is not None]
+    assert len(reports) == 3  # windows of 1 s, each closed by the first report after it
+    quiet, loud, _ = reports
+    assert quiet.ee_position_rmse == pytest.approx(0.004) and quiet.level == Level.OK
+    assert quiet.ee_position_max_error == pytest.approx(0.004)
+    assert loud.ee_position_rmse == pytest.approx(0.08) and loud.level == Level.ERROR
+    assert loud.ee_position_final_error == pytest.approx(0.04)
+    assert list(loud.joint_names) == [] and loud.samples == 10
+    level, reason = core.status(103.0)
+    assert level is Level.ERROR and "shadow hand divergence RMS" in reason
+    values = {v.key: v.value for v in core.diagnostics_msg(103.0).status[0].values}
+    assert values["reference"] == "shadow"
+    assert core.on_shadow(shadow_msg(104.0, None)) is None  # no hand divergence: dropped
+    assert core.shadow.dropped == 1
+
+
+def test_a_recorded_reference_wins_over_the_shadow():
+    core = DriftMonitorCore({}, TYPES)
+    core.on_reference(reference_msg())
+    assert all(core.on_shadow(shadow_msg(0.1 * k, 0.08)) is None for k in range(30))
+    assert not core.shadow._stamps

@@ -3,8 +3,9 @@
 `ros2 launch daptq_ros bringup.launch.py robot:=sawyer_sim dry_run:=false` with a params file
 that runs a W8A8 shadow of the embedded FP32 model on every second chunk drives a fake arm
 played by the test. ShadowDivergence messages must arrive on /policy_node/shadow with a
-divergence above zero (the shadow is quantized) and the shadow's values on /diagnostics, while
-the arm keeps moving. Skipped without ROS 2 (CI sets DAPTQ_REQUIRE_ROS=1: never skips there).
+divergence above zero (the shadow is quantized), the shadow's values on /diagnostics, and the
+drift monitor, given no reference recording, must report drift against the shadow, while the
+arm keeps moving. Skipped without ROS 2 (CI sets DAPTQ_REQUIRE_ROS=1: never skips there).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ NODE_STATUS = "daptq policy_node"
 
 def test_a_quantized_shadow_reports_its_divergence_while_the_arm_moves(tmp_path):
     require_ros()
-    from daptq_ros_interfaces.msg import PolicyStatus, ShadowDivergence
+    from daptq_ros_interfaces.msg import DriftReport, PolicyStatus, ShadowDivergence
     from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import String
 
@@ -46,6 +47,7 @@ def test_a_quantized_shadow_reports_its_divergence_while_the_arm_moves(tmp_path)
     status = probe.record(PolicyStatus, "/policy_node/status", LATCHED_QOS)
     shadow = probe.record(ShadowDivergence, "/policy_node/shadow", RELIABLE_QOS)
     diagnostics = probe.record(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+    drift = probe.record(DriftReport, "/drift/report", RELIABLE_QOS)
     probe.publisher(String, "/instruction", LATCHED_QOS).publish(String(data="reach the goal"))
     args = {
         "robot": "sawyer_sim",
@@ -70,6 +72,12 @@ def test_a_quantized_shadow_reports_its_divergence_while_the_arm_moves(tmp_path)
 
         values = wait_for(shadow_values, 20, "the shadow's values on /diagnostics")
         assert values["shadow_bit_config"] == "w8a8" and int(values["shadow_compared"]) >= 1
+        # No reference recording: the drift monitor measures against the shadow.
+        (_, report), *_ = wait_for(lambda: list(drift), 30, "a DriftReport from the shadow")
+        assert report.ee_position_rmse > 0.0 and report.bit_config == "fp32"
+        monitor = diagnostic(diagnostics, "daptq drift_monitor")
+        values = {v.key: v.value for v in monitor.values}
+        assert values["reference"] == "shadow" and "no reference" not in monitor.message
         wait_for(lambda: len(fake.commands) > 100, 30, "the arm commanded on, with the shadow")
         s = latest(status)
         assert s.enabled and not s.fault and s.safety_status in ("active", "blending")

@@ -477,7 +477,7 @@ class DriftMonitor:
         names = self._reference.joint_names
         rms, worst, final = metrics.joint_errors(executed, reference)
         j = int(np.argmax(rms))
-        _grade(verdicts, float(rms[j]), "joint_rms", f"joint '{names[j]}' rms error", self.config)
+        grade(verdicts, float(rms[j]), "joint_rms", f"joint '{names[j]}' rms error", self.config)
         self._truncation(self._joints, "joint", verdicts)
         return {
             "joint_names": names,
@@ -505,14 +505,14 @@ class DriftMonitor:
         )
         out["cumulative_drift"] = float(metrics.cumulative_drift(stamps, d)[-1])
         out["drift_growth_rate"] = metrics.drift_growth_rate(stamps, d)
-        _grade(
+        grade(
             verdicts, out["ee_position_rmse"], "ee_position_rmse", "ee position rmse", self.config
         )
         has_rotation = np.isfinite(reference[:, 3])
         if has_rotation.any():
             rot = pose_errors.rotation_rmse(executed[has_rotation, 3:], reference[has_rotation, 3:])
             out["ee_rotation_rmse"] = rot
-            _grade(verdicts, rot, "ee_rotation_rmse", "ee rotation rmse", self.config)
+            grade(verdicts, rot, "ee_rotation_rmse", "ee rotation rmse", self.config)
         self._truncation(self._poses, "pose", verdicts)
         return out
 
@@ -551,7 +551,7 @@ class DriftMonitor:
         return out
 
 
-def _grade(
+def grade(
     verdicts: list[tuple[Level, str]], value: float, key: str, what: str, cfg: MonitorConfig
 ) -> None:
     """Append ERROR / WARN when `value` exceeds the config's `key`_error / `key`_warn."""

@@ -5,7 +5,7 @@ All logic is in daptq_ros.robot.drift_core.DriftMonitorCore.
 
 from __future__ import annotations
 
-from daptq_ros_interfaces.msg import DriftReport, EpisodeInfo, PolicyStatus
+from daptq_ros_interfaces.msg import DriftReport, EpisodeInfo, PolicyStatus, ShadowDivergence
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
@@ -16,7 +16,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from daptq_ros.nodes.common import LATCHED_QOS, SENSOR_QOS, declare, now_s, spin
+from daptq_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, declare, now_s, spin
 from daptq_ros.robot import drift_core
 from daptq_ros.robot.params import NODE_PARAMS
 
@@ -49,6 +49,13 @@ class DriftMonitorNode(Node):
         self.create_subscription(
             PolicyStatus, params["bit_config_topic"], self.core.on_policy_status, LATCHED_QOS
         )
+        if params["shadow_topic"]:
+            self.create_subscription(
+                ShadowDivergence,
+                params["shadow_topic"],
+                self._feed(self.core.on_shadow),
+                RELIABLE_QOS,
+            )
         if params["episode_topic"]:
             self.create_subscription(
                 EpisodeInfo, params["episode_topic"], self.core.on_episode, EPISODE_QOS

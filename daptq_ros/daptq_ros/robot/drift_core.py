@@ -1,8 +1,10 @@
 """The drift monitor node without rclpy: joint states / poses against a reference -> DriftReport.
 
 The reference comes from a bag (e.g. the full-precision run of the same task) or from a
-trajectory_msgs/JointTrajectory on a topic. An episode (sample stamps from 0 against the
-reference) starts with the first sample after the reference is set, after `restart` (the
+trajectory_msgs/JointTrajectory on a topic; without either, the policy node's shadow (a
+higher-precision copy of its model, ShadowDivergence on shadow_topic) is the reference, its
+divergences grouped into windows (drift/shadow_windows.py). An episode (sample stamps from 0
+against the reference) starts with the first sample after the reference is set, after `restart` (the
 node's ~/restart service), after the policy node is enabled again (PolicyStatus.enabled false
 -> true) or after an EpisodeInfo (the simulator ended an episode). Each closed window becomes a
 DriftReport; a window at ERROR can ask the policy node for an e-stop (parameter
@@ -36,6 +38,7 @@ from daptq_ros.drift.analysis import BagEntry, Sources, load_episode
 from daptq_ros.drift.kinematics import Kinematics
 from daptq_ros.drift.metrics import Trajectory
 from daptq_ros.drift.monitor import DriftMonitor, DriftWindow, Level, MonitorConfig
+from daptq_ros.drift.shadow_windows import ShadowWindows
 from daptq_ros.errors import ControlError, DaptqError, DriftError
 from daptq_ros.robot.arm import ArmModel, arm_model
 from daptq_ros.robot.params import check_overrides, defaults
@@ -64,6 +67,8 @@ class DriftMonitorCore:
         self.types = types
         config = {k: v for k, v in self.params.items() if k in MONITOR_FIELDS}
         self.monitor = DriftMonitor(MonitorConfig(**config))
+        self.shadow = ShadowWindows(self.monitor.config)
+        self._shadow_seen = False
         self.robot = load_robot(str(self.params["robot"]))
         # With the arm's kinematics, joint states also give end-effector poses (by FK) when no
         # pose topic is published, so the report has Cartesian drift too.
@@ -139,6 +144,21 @@ class DriftMonitorCore:
             self.monitor.update_pose(sample.stamp, sample.position, sample.quat_xyzw)
         )
 
+    def on_shadow(self, msg: Any) -> Any | None:
+        """A ShadowDivergence: with no recorded reference, the DriftReport of the window it
+        closed, else None (a recorded reference, when set, is the one compared against)."""
+        if self.has_reference:
+            return None
+        self._shadow_seen = True
+        self._last_sample = time_to_sec(msg.header.stamp)
+        has_hand = bool(msg.has_hand_divergence)
+        window = self.shadow.add(
+            self._last_sample,
+            float(msg.hand_max_divergence) if has_hand else None,
+            float(msg.hand_final_divergence) if has_hand else None,
+        )
+        return self._report(window)
+
     def wants_estop(self) -> bool:
         """True once per ERROR window when estop_on_error is set (the node calls the service)."""
         window = self.last_window
@@ -156,6 +176,11 @@ class DriftMonitorCore:
             "bit_config": self.bit_config,
             "active": self.monitor.active,
             "has_reference": self.has_reference,
+            "reference": "recorded"
+            if self.has_reference
+            else "shadow"
+            if self._shadow_seen
+            else "none",
         }
         if window is not None:
             values.update(
@@ -175,13 +200,14 @@ class DriftMonitorCore:
         return window.level, window.reason or "ok"
 
     def _reference_problem(self) -> str:
-        if self.has_reference:
+        if self.has_reference or self._shadow_seen:
             return ""
         return (
             "no reference trajectory to compare against: set the reference_bag parameter to a "
             "recorded rosbag2 run (e.g. an episode bag under RUN_DIR/<task>/ of `daptq eval "
             "--out RUN_DIR`), or publish a trajectory_msgs/JointTrajectory on "
-            f"{self.params['reference_topic']} (parameter reference_topic)"
+            f"{self.params['reference_topic']} (parameter reference_topic), or run the policy "
+            "node with a shadow (its shadow_bit_config parameter)"
         )
 
     def _input_problem(self, now: float) -> str:

@@ -51,6 +51,12 @@ DRIFT_MONITOR: tuple[ParamSpec, ...] = (
         "trajectory_msgs/JointTrajectory topic of the reference, when no reference_bag",
     ),
     ParamSpec(
+        "shadow_topic",
+        "/policy_node/shadow",
+        "daptq_ros_interfaces/ShadowDivergence topic of the policy node's shadow: the reference "
+        "when there is no recorded one ('' = none)",
+    ),
+    ParamSpec(
         "episode_topic",
         "/sim_bridge/episode",
         "EpisodeInfo topic published when an episode ends: the next sample starts a new "
