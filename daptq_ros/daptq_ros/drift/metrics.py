@@ -21,10 +21,14 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from daptq_ros.drift.pose_errors import (
     PoseErrorSettings,
-    pose_errors,
+    ape,
+    apply_similarity,
     position_deviation,
     position_errors,
     rotation_rmse,
+    rpe,
+    rpe_index_pairs,
+    umeyama,
 )
 from daptq_ros.errors import DriftError
 
@@ -380,6 +384,42 @@ def jerk_rms(stamps: np.ndarray, values: np.ndarray) -> float | None:
         return None
     j = jerk(stamps, values)
     return float(np.sqrt(np.mean(np.sum(j * j, axis=1))))
+
+
+# The TrajectoryMetrics fields that `pose_errors` fills.
+POSE_ERROR_FIELDS = (
+    "ape_translation_rmse",
+    "ape_rotation_rmse",
+    "rpe_translation_rmse",
+    "rpe_rotation_rmse",
+    "rpe_pairs",
+    "pose_alignment",
+    "pose_alignment_scale",
+)
+
+
+def pose_errors(pair: AlignedPair, settings: PoseErrorSettings) -> dict[str, object]:
+    """APE and RPE fields of TrajectoryMetrics for an aligned pair (None without poses)."""
+    out: dict[str, object] = dict.fromkeys(POSE_ERROR_FIELDS)
+    if pair.exec_positions is None or pair.ref_positions is None:
+        return out
+    p_run, q_run = pair.exec_positions, pair.exec_quaternions
+    p_ref, q_ref = pair.ref_positions, pair.ref_quaternions
+    out["pose_alignment"] = settings.alignment
+    if settings.alignment != "none":
+        similarity = umeyama(p_run, p_ref, with_scale=settings.alignment == "sim3")
+        p_run, q_run = apply_similarity(similarity, p_run, q_run)
+        out["pose_alignment_scale"] = similarity.scale
+    out["ape_translation_rmse"], out["ape_rotation_rmse"] = ape(p_run, q_run, p_ref, q_ref)
+    if q_run is None or q_ref is None:
+        return out
+    pairs = rpe_index_pairs(p_run, settings.delta, settings.delta_unit)
+    out["rpe_pairs"] = len(pairs)
+    if len(pairs):
+        out["rpe_translation_rmse"], out["rpe_rotation_rmse"] = rpe(
+            p_run, q_run, p_ref, q_ref, pairs
+        )
+    return out
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from daptq_ros.errors import DriftError
-
-if TYPE_CHECKING:
-    from daptq_ros.drift.metrics import AlignedPair
 
 
 def position_deviation(p_exec: np.ndarray, p_ref: np.ndarray) -> np.ndarray:
@@ -225,39 +222,3 @@ def _relative(
     """Poses j in the frames of poses i: rotation R_i^T R_j, translation R_i^T (p_j - p_i)."""
     inverse = rotations[i].inv()
     return inverse * rotations[j], inverse.apply(positions[j] - positions[i])
-
-
-# The TrajectoryMetrics fields that `pose_errors` fills.
-POSE_ERROR_FIELDS = (
-    "ape_translation_rmse",
-    "ape_rotation_rmse",
-    "rpe_translation_rmse",
-    "rpe_rotation_rmse",
-    "rpe_pairs",
-    "pose_alignment",
-    "pose_alignment_scale",
-)
-
-
-def pose_errors(pair: AlignedPair, settings: PoseErrorSettings) -> dict[str, object]:
-    """APE and RPE fields of TrajectoryMetrics for an aligned pair (None without poses)."""
-    out: dict[str, object] = dict.fromkeys(POSE_ERROR_FIELDS)
-    if pair.exec_positions is None or pair.ref_positions is None:
-        return out
-    p_run, q_run = pair.exec_positions, pair.exec_quaternions
-    p_ref, q_ref = pair.ref_positions, pair.ref_quaternions
-    out["pose_alignment"] = settings.alignment
-    if settings.alignment != "none":
-        similarity = umeyama(p_run, p_ref, with_scale=settings.alignment == "sim3")
-        p_run, q_run = apply_similarity(similarity, p_run, q_run)
-        out["pose_alignment_scale"] = similarity.scale
-    out["ape_translation_rmse"], out["ape_rotation_rmse"] = ape(p_run, q_run, p_ref, q_ref)
-    if q_run is None or q_ref is None:
-        return out
-    pairs = rpe_index_pairs(p_run, settings.delta, settings.delta_unit)
-    out["rpe_pairs"] = len(pairs)
-    if len(pairs):
-        out["rpe_translation_rmse"], out["rpe_rotation_rmse"] = rpe(
-            p_run, q_run, p_ref, q_ref, pairs
-        )
-    return out
