@@ -159,7 +159,7 @@ def run(model: str, args: argparse.Namespace, scratch: Path) -> dict:
         thread.join()
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     status = core.status_fields(time.monotonic())
-    shadow = dict(core.shadow.counters) if core.shadow is not None else {}
+    shadow = dict(core.guard.shadow.counters) if core.guard is not None else {}
     core.close()
     jitter = np.abs(np.diff(ticks) - 1.0 / args.command_hz) * 1000
     return {

@@ -70,7 +70,7 @@ def test_a_busy_shadow_is_skipped_and_never_holds_up_a_command(rig):
     r.run(8)
     r.enable()
     r.run(40)
-    counters = r.core.shadow.counters
+    counters = r.core.guard.shadow.counters
     assert counters["offered"] == 1  # taken once; it is still computing
     assert counters["skipped_busy"] >= 5  # every chunk since found it busy
     assert counters["compared"] == 0 and len(r.commands()) > 30
@@ -154,3 +154,46 @@ def test_the_real_model_and_its_full_precision_shadow_draw_the_same_noise():
             shadow.close()
     assert rmse["fp32"] == 0.0
     assert 0.0 < rmse["w8a8"] < 0.2
+
+
+def test_the_ladder_climbs_when_the_shadow_diverges_without_a_hold_or_a_jump(rig):
+    """On 'low' the hand diverges 8 mm from the shadow, on 'mid' 4 mm: up once, then it stays."""
+    from test_robot_policy_core import assert_within_limits
+
+    def unbuildable():
+        raise RuntimeError("no model for this rung")
+
+    builds = {
+        "high": unbuildable,
+        "low": lambda: ConstantPolicy(action=(0.5, 0.0, 0.0, -1.0)),
+        "mid": lambda: ConstantPolicy(action=(0.55, 0.0, 0.0, -1.0)),
+        "fp32": lambda: ConstantPolicy(action=(0.6, 0.0, 0.0, -1.0)),
+    }
+    r = rig(
+        builds=builds,
+        bit_config="low",
+        shadow_bit_config="fp32",
+        shadow_every=1,
+        precision_ladder=("low", "mid", "high"),
+        ladder_up_m=0.006,
+        ladder_down_m=0.002,
+        ladder_up_count=2,
+        ladder_down_count=5,
+    )
+    r.run(8)
+    r.enable()
+    run_until(r, lambda: r.core.bit_config == "mid")
+    switched, statuses = len(r.outputs), []
+    for _ in range(120):
+        r.tick()
+        statuses.append(r.core.safety.status.value)
+    chunks = [m for _, k, m in r.outputs[switched:] if k == policy_core.ACTION_CHUNK]
+    assert chunks and all(np.asarray(m.actions)[0] == 0.55 for m in chunks[1:])
+    assert r.core.bit_config == "mid" and r.core.status_msg(r.t).bit_config == "mid"
+    values = diagnostics_values(r)
+    assert values["ladder_rung"] == "mid" and values["ladder_switches"] == "1"
+    assert "low -> mid: 2 divergences above 0.006 m" in values["ladder_last_switch"]
+    assert "high: " in values["ladder_error"]  # a rung the builder cannot make is never used
+    # No hold at the switch: the arm kept following the policy, within the filter's limits.
+    assert set(statuses) <= {"active", "blending"}
+    assert_within_limits(r.core, r.commands())

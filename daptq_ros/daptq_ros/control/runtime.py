@@ -154,6 +154,12 @@ class InferenceWorker:
         threading.Thread(target=self._build, args=(build,), name="swap", daemon=True).start()
         return True
 
+    def use(self, policy: ChunkPolicy, label: str) -> None:
+        """Serve `policy` from the next inference on, without a hold: the chunk in flight, from
+        the old policy, is still delivered (a precision-ladder switch: same model, other bits)."""
+        with self._lock:
+            self._policy, self.label = policy, label
+
     def apply_swap(self) -> str | None:
         """Serve the built policy from now on; its label, or None when none is ready."""
         with self._lock:

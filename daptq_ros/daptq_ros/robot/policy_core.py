@@ -58,11 +58,11 @@ from daptq_ros.robot import policy_status
 from daptq_ros.robot.arm import ArmModel, arm_model
 from daptq_ros.robot.arm_state import ArmState
 from daptq_ros.robot.cameras import CameraFrames
+from daptq_ros.robot.drift_guard import build_guard
 from daptq_ros.robot.params import check_overrides, defaults, spec
 from daptq_ros.robot.policy_builder import default_policy_builder
 from daptq_ros.robot.presets import load_robot
 from daptq_ros.robot.probe import chunk_method, probe
-from daptq_ros.robot.shadow import build_shadow
 
 NODE = "policy_node"
 # Output keys; the rclpy node maps them to publishers (a leading ~ is the node's namespace).
@@ -118,7 +118,10 @@ class PolicyNodeCore:
         self.bit_config = str(getattr(first, "bit_config", "") or self.bit_config)
         # Latency is wall time: the node clock may be a simulator's, which runs at any rate.
         self.worker = InferenceWorker(first, self.bit_config)
-        self.shadow = build_shadow(p, self._build, self.arm, len(self.robot.joints.names))
+        joint_count = len(self.robot.joints.names)
+        self.guard = build_guard(
+            p, self._build, self.bit_config, self.worker, self.arm, joint_count, time.monotonic
+        )
         meta = getattr(getattr(first, "loaded", None), "meta", None)
         self.model_label = str(p["model"])
         self.family = str(getattr(meta, "family", ""))
@@ -239,8 +242,8 @@ class PolicyNodeCore:
             prefix = ChunkPrefix(plan.actions, plan.delay, str(self.params["rtc_jacobian"]))
         observation = Observation(image, self.instruction, state, stamp, prefix)
         self.worker.submit(observation)
-        if self.shadow is not None:
-            self.shadow.note(observation)
+        if self.guard is not None:
+            self.guard.note(observation)
         self.cameras.use()
         return True
 
@@ -254,8 +257,9 @@ class PolicyNodeCore:
             self.replanner.hold(result, now)
         for result in self.replanner.released(now):
             self._accept(result, now, out)
-        if self.shadow is not None:
-            out += self.shadow.messages(self.types, self.bit_config)
+        if self.guard is not None:  # a ladder switch changes the bit config serving
+            reports, self.bit_config = self.guard.tick(self.types, self.bit_config)
+            out += reports
         # A chunk is overdue after output_timeout_s, or after twice the usual latency when
         # inference is slower than that: a slow model is not a dead one.
         timeout = max(float(self.params["output_timeout_s"]), 2 * self.replanner.latency())
@@ -393,8 +397,8 @@ class PolicyNodeCore:
     def close(self) -> None:
         """Stop the inference workers."""
         self.worker.close()
-        if self.shadow is not None:
-            self.shadow.close()
+        if self.guard is not None:
+            self.guard.close()
 
     # ----- internals -----
     def _build_and_probe(self, bits: str) -> ChunkPolicy:
@@ -525,8 +529,8 @@ class PolicyNodeCore:
             return
         self.last_error = ""
         self.last_guidance = result.guidance
-        if self.shadow is not None:
-            self.shadow.offer(result.stamp, actions, result.space, self.arm_state.joint_positions())
+        if self.guard is not None:
+            self.guard.offer(result.stamp, actions, result.space, self.arm_state.joint_positions())
         self._chunk_dt = result.dt
         self.chunk_times.append(now)
         if added:

@@ -264,6 +264,42 @@ POLICY_NODE: tuple[ParamSpec, ...] = (
         low=1,
         high=1000,
     ),
+    ParamSpec(
+        "precision_ladder",
+        ("",),
+        "drift guard escalation: bit configs from the lowest precision to the highest, e.g. "
+        "[daptq_b3, w8a8, bf16]; bit_config must be one of them and shadow_bit_config must be "
+        "set; the node moves one rung up when the shadow's hand divergence stays above "
+        "ladder_up_m, down when it stays below ladder_down_m ([''] = off)",
+    ),
+    ParamSpec(
+        "ladder_up_m",
+        0.01,
+        "hand divergence from the shadow above which a comparison counts toward a rung up, m",
+        low=0.0,
+        high=1.0,
+    ),
+    ParamSpec(
+        "ladder_down_m",
+        0.003,
+        "hand divergence below which a comparison counts toward a rung down (below ladder_up_m), m",
+        low=0.0,
+        high=1.0,
+    ),
+    ParamSpec(
+        "ladder_up_count",
+        3,
+        "comparisons in a row above ladder_up_m that move one rung up",
+        low=1,
+        high=1000,
+    ),
+    ParamSpec(
+        "ladder_down_count",
+        10,
+        "comparisons in a row below ladder_down_m that move one rung down",
+        low=1,
+        high=1000,
+    ),
     ParamSpec("base_frame", "", "frame_id of published poses and twists ('' = the robot preset's)"),
     ParamSpec(
         "instruction",

@@ -14,7 +14,6 @@ import numpy as np
 from daptq_ros.bags.convert import sec_to_ns
 from daptq_ros.bags.robot_msgs import diagnostic_array_msg
 from daptq_ros.control.runtime import SwapState
-from daptq_ros.robot.shadow import divergence_fields
 
 
 def fields(core: Any, now: float) -> dict[str, Any]:
@@ -80,7 +79,7 @@ def diagnostics(core: Any, now: float, node: str) -> Any:
     values["runtime"] = str(getattr(core.worker.policy, "runtime", "torch"))
     values["runtime_warning"] = runtime_warning
     values["last_swap_s"] = round(_nan_to_zero(core.worker.last_swap_s), 3)
-    values.update(divergence_fields(core.shadow))
+    values.update(core.guard.fields() if core.guard is not None else {})
     status = (f"daptq {node}", level, message, values)
     return diagnostic_array_msg(core.types, sec_to_ns(now), [status], core.robot.name)
 

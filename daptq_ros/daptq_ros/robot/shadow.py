@@ -131,8 +131,10 @@ class ShadowReference:
             self.last = found[-1]
         return found
 
-    def messages(self, types: Any, bit_config: str) -> list[tuple[str, Any]]:
-        """poll()'s divergences as (SHADOW, ShadowDivergence message) outputs."""
+    def messages(
+        self, types: Any, bit_config: str, found: list[Divergence]
+    ) -> list[tuple[str, Any]]:
+        """Divergences (from poll()) as (SHADOW, ShadowDivergence message) outputs."""
         return [
             (
                 SHADOW,
@@ -142,7 +144,7 @@ class ShadowReference:
                     divergence_message_fields(d, bit_config, self.label),
                 ),
             )
-            for d in self.poll()
+            for d in found
         ]
 
     def close(self) -> None:
