@@ -244,3 +244,68 @@ def test_arm_report_draws_the_aligned_run_and_one_unit_per_quantity(tmp_path, ca
     assert "RPE m" in printed and "(n=1)" not in printed
     report = (out / "report.md").read_text()
     assert "| rad |" not in report and "(n=1)" not in report
+
+
+def test_the_report_gives_the_time_per_bit_config_and_the_drift_around_each_switch(tmp_path):
+    """A run whose ~/status switches w4a8 -> fp32 at 2 s, 20 mm off before and 5 mm after."""
+    from drift_episodes import DURATION, PANDA_JOINTS, T0_NS, ee_at, joints_at, write_episode
+
+    from daptq_ros.bags import BagWriter, joint_state_msg, pose_stamped_msg
+    from daptq_ros.bags.robot_msgs import policy_status_msg
+    from daptq_ros.drift.analysis import analyze
+
+    write_episode(tmp_path / "ref")
+    others = {  # the other fields of a PolicyStatus, as the node fills them
+        **dict.fromkeys(("model", "family", "instruction", "safety_status", "chunk_method"), ""),
+        **dict.fromkeys(("pending_bit_config", "fault"), ""),
+        **dict.fromkeys(("enabled", "dry_run", "estopped", "swap_in_progress"), False),
+        **dict.fromkeys(("inference_latency", "inference_hz", "command_hz", "timeline_rate"), 0.0),
+        **dict.fromkeys(("dropped_frames", "rejected_actions", "clipped_actions"), 0),
+        "hold_reasons": [],
+    }
+    t = np.arange(0.0, DURATION + 1e-9, 0.01)
+    q, (positions, quats) = joints_at(t), ee_at(t)
+    offset = np.where(t[:, None] < 2.0, [0.02, 0.0, 0.0], [0.005, 0.0, 0.0])
+    with BagWriter(tmp_path / "run") as writer:
+        for topic, msgtype in (
+            ("/joint_states", "sensor_msgs/msg/JointState"),
+            ("/ee_pose", "geometry_msgs/msg/PoseStamped"),
+            ("/policy_node/status", "daptq_ros_interfaces/msg/PolicyStatus"),
+        ):
+            writer.add_topic(topic, msgtype)
+        for i, seconds in enumerate(t):
+            stamp = T0_NS + round(seconds * 1e9)
+            writer.write(
+                "/joint_states", joint_state_msg(writer.types, stamp, PANDA_JOINTS, q[i]), stamp
+            )
+            pose = pose_stamped_msg(writer.types, stamp, positions[i] + offset[i], quats[i])
+            writer.write("/ee_pose", pose, stamp)
+            if i % 10 == 0:
+                bits = "w4a8" if seconds < 2.0 else "fp32"
+                status = policy_status_msg(writer.types, stamp, {**others, "bit_config": bits})
+                writer.write("/policy_node/status", status, stamp)
+    (result,) = analyze([tmp_path / "run"], tmp_path / "ref").episodes
+    assert result.rungs is not None
+    assert result.rungs.time_s == pytest.approx({"w4a8": 2.0, "fp32": 2.0}, abs=0.02)
+    (switch,) = result.rungs.switches
+    assert (switch["from"], switch["to"]) == ("w4a8", "fp32")
+    assert switch["at_s"] == pytest.approx(2.0, abs=0.01)
+    assert switch["deviation_before"] == pytest.approx(0.02, abs=1e-6)
+    assert switch["deviation_after"] == pytest.approx(0.005, abs=1e-6)
+    out = tmp_path / "report"
+    assert (
+        main(
+            [
+                "drift",
+                "--run",
+                str(tmp_path / "run"),
+                "--reference",
+                str(tmp_path / "ref"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    report = (out / "report.md").read_text()
+    assert "## Bit configuration over time" in report and "w4a8 -> fp32" in report

@@ -345,3 +345,17 @@ def _stamps(bag: Path, topic: str, stamps: list[float], use_header: bool) -> NDA
             "times instead"
         )
     return array
+
+
+POLICY_STATUS_TOPIC = "/policy_node/status"
+
+
+def read_bit_configs(path: str | Path, topic: str = POLICY_STATUS_TOPIC) -> list[tuple[float, str]]:
+    """(header stamp s, bit_config) of every PolicyStatus on `topic`; [] without that topic."""
+    with BagReader(path) as reader:
+        if all(t.name != topic for t in reader.info.topics):
+            return []
+        return [
+            (time_to_sec(m.msg.header.stamp), str(m.msg.bit_config))
+            for m in reader.messages([topic])
+        ]

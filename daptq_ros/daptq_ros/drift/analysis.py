@@ -30,7 +30,7 @@ from daptq_ros.bags.episode import (
     META_SEED,
     META_TASK,
 )
-from daptq_ros.bags.trajectory import StampSource, TfChain
+from daptq_ros.bags.trajectory import StampSource, TfChain, read_bit_configs
 from daptq_ros.drift.metrics import (
     AlignedPair,
     Trajectory,
@@ -42,6 +42,7 @@ from daptq_ros.drift.metrics import (
     interpolate_rotations,
 )
 from daptq_ros.drift.pose_errors import PoseErrorSettings
+from daptq_ros.drift.rungs import RungSummary, summarize_rungs
 from daptq_ros.drift.stats import Summary, summarize
 from daptq_ros.errors import BagError, DaptqError, DriftError
 
@@ -124,6 +125,7 @@ class Episode:
     ee_source: str  # "topic /ee_pose", "topic /tf (world -> tool0)", "fk tool0 (<urdf>)", "none"
     metadata: dict[str, str]
     origin: float = 0.0  # s: the recorded stamp (header or bag time) of the first sample
+    bit_configs: tuple[tuple[float, str], ...] = ()  # (recorded stamp, bit config) of ~/status
 
     @property
     def end(self) -> float:
@@ -166,6 +168,7 @@ class EpisodeResult:
     pair: AlignedPair
     metrics: TrajectoryMetrics
     time: TimeAlignment
+    rungs: RungSummary | None = None  # bit configs over time, when the run recorded ~/status
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record of this episode."""
@@ -179,6 +182,7 @@ class EpisodeResult:
             "time_base": self.time.to_dict(),
             "metadata": dict(self.run.metadata),
             "metrics": self.metrics.to_dict(),
+            "bit_configs": None if self.rungs is None else self.rungs.to_dict(),
         }
 
 
@@ -281,7 +285,8 @@ def load_episode(entry: BagEntry, sources: Sources) -> Episode:
             stamps - stamps[0], joints.positions[keep], joints.names, positions, quats
         )
     metadata = dict(entry.info.custom_data)
-    return Episode(entry.path, trajectory, ee_source, metadata, float(stamps[0]))
+    rungs = tuple(read_bit_configs(entry.path))
+    return Episode(entry.path, trajectory, ee_source, metadata, float(stamps[0]), rungs)
 
 
 def _resample_poses(
@@ -459,7 +464,22 @@ def score(
             dtw_window_s=dtw_window_s,
             pose_settings=pose_settings,
         )
-    return EpisodeResult(config, paired_by, run, reference, pair, metrics, time)
+    return EpisodeResult(
+        config, paired_by, run, reference, pair, metrics, time, rungs_of(run, pair, time)
+    )
+
+
+def rungs_of(run: Episode, pair: AlignedPair, time: TimeAlignment) -> RungSummary | None:
+    """The run's bit configs over time (its ~/status) and the drift around each switch."""
+    if not run.bit_configs:
+        return None
+    shift = time.start_offset_s if time.base == "absolute" else 0.0
+    stamps = run.origin + pair.stamps - shift  # back on the run's recorded clock
+    if pair.exec_positions is not None and pair.ref_positions is not None:
+        deviation = np.linalg.norm(pair.exec_positions - pair.ref_positions, axis=1)
+    else:
+        deviation = np.linalg.norm(pair.exec_joints - pair.ref_joints, axis=1)
+    return summarize_rungs(run.bit_configs, run.origin, run.end, stamps, deviation)
 
 
 def analyze(

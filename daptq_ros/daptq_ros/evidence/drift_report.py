@@ -297,6 +297,8 @@ def markdown(analysis: Analysis, plots: Sequence[str]) -> str:
     parts = [_overview(analysis), _legend()]
     parts += [_config_section(analysis, config) for config in analysis.configs]
     parts.append(_episode_table(analysis.episodes))
+    if any(r.rungs is not None and len(r.rungs.time_s) > 1 for r in analysis.episodes):
+        parts.append(_rung_section(analysis.episodes))
     parts.append("## Plots\n\n" + "\n\n".join(f"![{PLOTS[p]}]({p})" for p in plots))
     return "\n\n".join(parts) + "\n"
 
@@ -414,4 +416,34 @@ def _episode_table(results: Sequence[EpisodeResult]) -> str:
             f"| {r.config} | `{r.run.bag.name}` | `{r.reference.bag.name}` | {r.paired_by} "
             f"| {r.time.describe()} | {cells} | {worst} |"
         )
+    return "\n".join(lines)
+
+
+def _rung_section(results: Sequence[EpisodeResult]) -> str:
+    """Bit configs over time (the precision ladder's switches), from the runs' ~/status."""
+    lines = [
+        "## Bit configuration over time",
+        "",
+        "From each run's recorded ~/status: time on each bit config, and the mean deviation "
+        "from the reference in the second before and after each switch.",
+        "",
+        "| run bag | time per bit config (s) | switch (at s: from -> to) | deviation before | "
+        "deviation after |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.rungs is None:
+            continue
+        spent = ", ".join(f"{bits} {s:.1f}" for bits, s in r.rungs.time_s.items())
+        for k, switch in enumerate(r.rungs.switches or ({},)):
+            where = spent if k == 0 else ""
+            if not switch:
+                lines.append(f"| `{r.run.bag.name}` | {where} | – | – | – |")
+                continue
+            moved = f"{switch['at_s']:.1f}: {switch['from']} -> {switch['to']}"
+            before, after = (
+                "–" if switch[key] is None else f"{switch[key]:.4g}"
+                for key in ("deviation_before", "deviation_after")
+            )
+            lines.append(f"| `{r.run.bag.name}` | {where} | {moved} | {before} | {after} |")
     return "\n".join(lines)
