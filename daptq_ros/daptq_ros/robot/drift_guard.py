@@ -58,6 +58,12 @@ class Escalation:
         self._prebuild()
         return switch
 
+    @property
+    def building(self) -> bool:
+        """Whether a rung is being built."""
+        with self._lock:
+            return bool(self._building)
+
     def fields(self) -> dict[str, Any]:
         """The ladder's /diagnostics values."""
         spent = dict(self.time_on)
@@ -102,6 +108,12 @@ class DriftGuard:
 
     def __init__(self, shadow: ShadowReference, escalation: Escalation | None) -> None:
         self.shadow, self.escalation = shadow, escalation
+
+    @property
+    def busy(self) -> bool:
+        """Whether the shadow is computing or a rung is being built (lockstep waits for both)."""
+        building = self.escalation is not None and self.escalation.building
+        return self.shadow.worker.busy or building
 
     def note(self, observation: Observation) -> None:
         self.shadow.note(observation)

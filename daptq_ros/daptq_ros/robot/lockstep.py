@@ -3,8 +3,9 @@
 Messages go between the two cores exactly as the topics of sim.launch.py carry them, one sim
 step at a time, and every message can be written to a rosbag2 under its topic name, so the
 bag looks like `ros2 bag record` of the launched graph and `daptq drift` reads it unchanged.
-Lockstep (the worker's inference is awaited at each control tick) makes runs reproducible; the
-latency the node sees is then its injected latency (inject_latency_s), in sim time.
+Lockstep (the worker's inference, and the drift guard's shadow, are awaited at each tick) makes
+runs reproducible; the latency the node sees is then its injected latency (inject_latency_s), in
+sim time.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def run_lockstep(
             if recorder is not None:
                 topic = command_topic if key == policy_core.COMMAND else POLICY_TOPICS[key]
                 recorder.write(topic, msg, now)
+        _await_shadow(node)  # its comparison is ready at the next step, in sim time
         if recorder is not None and step % status_every == 0:
             recorder.write(STATUS_TOPIC, node.status_msg(now), now)
         if on_step is not None:
@@ -151,4 +153,16 @@ def _await_inference(node: PolicyNodeCore) -> None:
     while node.worker.busy:
         if time.monotonic() > deadline:
             raise ControlError(f"lockstep: inference took over {INFERENCE_TIMEOUT_S} s")
+        time.sleep(0.0005)
+
+
+def _await_shadow(node: PolicyNodeCore) -> None:
+    """Block until the drift guard's shadow has compared what it was offered and the ladder's
+    next rungs are built (lockstep)."""
+    if node.guard is None:
+        return
+    deadline = time.monotonic() + INFERENCE_TIMEOUT_S
+    while node.guard.busy:
+        if time.monotonic() > deadline:
+            raise ControlError(f"lockstep: the shadow took over {INFERENCE_TIMEOUT_S} s")
         time.sleep(0.0005)
