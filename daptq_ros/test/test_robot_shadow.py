@@ -194,6 +194,8 @@ def test_the_ladder_climbs_when_the_shadow_diverges_without_a_hold_or_a_jump(rig
     assert values["ladder_rung"] == "mid" and values["ladder_switches"] == "1"
     assert "low -> mid: 2 divergences above 0.006 m" in values["ladder_last_switch"]
     assert "high: " in values["ladder_error"]  # a rung the builder cannot make is never used
+    refused = r.core.check_parameter("bit_config", "low")
+    assert refused is not None and "precision ladder sets bit_config" in refused
     # No hold at the switch: the arm kept following the policy, within the filter's limits.
     assert set(statuses) <= {"active", "blending"}
     assert_within_limits(r.core, r.commands())

@@ -459,6 +459,8 @@ class PolicyNodeCore:
     def _check_swap(self, bits: str, enabled: bool) -> str | None:
         from daptq_ros.policy.quantize import FULL_PRECISION, check_runtime_bit_config
 
+        if self.guard is not None and self.guard.escalation is not None:
+            return "the precision ladder sets bit_config; clear precision_ladder to set it by hand"
         exported = self.params["runtime"] == "openvino" and Path(bits).is_dir()
         if bits != FULL_PRECISION and not exported:
             try:
