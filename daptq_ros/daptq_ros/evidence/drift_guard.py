@@ -23,7 +23,7 @@ import numpy as np
 
 from daptq_ros.bags.typestore import make_typestore
 from daptq_ros.evidence.latency_sweep import Trace, hand_deviation
-from daptq_ros.robot.lockstep import run_lockstep
+from daptq_ros.robot.lockstep import MessageSink, run_lockstep
 from daptq_ros.robot.policy_core import PolicyNodeCore
 from daptq_ros.robot.sim_bridge_core import SimBridgeCore
 
@@ -85,9 +85,15 @@ def cached_builder(load: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def run_episode(
-    build: Callable[[str], Any], params: dict[str, Any], task: str, seed: int, max_steps: int
+    build: Callable[[str], Any],
+    params: dict[str, Any],
+    task: str,
+    seed: int,
+    max_steps: int,
+    sink: MessageSink | None = None,
 ) -> GuardTrace:
-    """One lockstep episode with the node's `params` (a way of GuardSettings.params)."""
+    """One lockstep episode with the node's `params` (a way of GuardSettings.params); every
+    message of the graph also goes to `sink` when given."""
     types = make_typestore().types
     bridge = SimBridgeCore({"task": task, "seed": seed, "max_steps": max_steps}, types)
     node_params = {"dry_run": False, "command_hz": 1.0 / bridge.period, "num_threads": 1}
@@ -99,7 +105,7 @@ def run_episode(
         trace.rungs.append(node.bit_config)
 
     try:
-        trace.success = run_lockstep(bridge, node, max_steps, on_step=on_step).success
+        trace.success = run_lockstep(bridge, node, max_steps, sink, on_step=on_step).success
     finally:
         node.close()
         bridge.close()

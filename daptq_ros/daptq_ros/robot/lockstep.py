@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from daptq_ros.bags.convert import sec_to_ns
 from daptq_ros.bags.episode import episode_custom_data
@@ -55,6 +55,13 @@ class LockstepResult:
     chunks: int
 
 
+class MessageSink(Protocol):
+    """What run_lockstep hands every message to (a Recorder, or e.g. drift monitors)."""
+
+    def write(self, topic: str, msg: Any, now: float) -> None:
+        """Take `msg`, carried on `topic`, at time `now` (s)."""
+
+
 class Recorder:
     """Writes messages to a rosbag2 (MCAP) under their topics, adding each topic on first use."""
 
@@ -81,7 +88,7 @@ def run_lockstep(
     bridge: SimBridgeCore,
     node: PolicyNodeCore,
     steps: int,
-    recorder: Recorder | None = None,
+    recorder: MessageSink | None = None,
     enable: bool = True,
     on_step: Callable[[int, float], None] | None = None,
 ) -> LockstepResult:
