@@ -7,7 +7,7 @@ success with its 95 % Wilson interval, hand deviation from FP32 (mm, mean and 95
 average weight bits, the share of steps on each bit config; and, paired by seed, the ladder's
 drift against fixed low bits and its success against the fixed top rung.
 
-    python bench/drift_guard.py --ladder w3a8 w4a8 w8a8 --episodes 5
+    python bench/drift_guard.py --ladder w3a8 w4a8 w8a8 --episodes 6
 """
 
 import os
@@ -40,8 +40,10 @@ def parse_args() -> argparse.Namespace:
         "--ladder", nargs="+", default=["w3a8", "w4a8", "w8a8"], help="rungs, lowest bits first"
     )
     parser.add_argument("--shadow", default=FULL_PRECISION, help="the shadow's bit config")
-    parser.add_argument("--up-m", type=float, default=0.002, help="ladder_up_m, m")
-    parser.add_argument("--down-m", type=float, default=0.0005, help="ladder_down_m, m")
+    parser.add_argument("--up-m", type=float, default=0.005, help="ladder_up_m, m")
+    parser.add_argument("--down-m", type=float, default=0.0015, help="ladder_down_m, m")
+    parser.add_argument("--up-count", type=int, default=1, help="ladder_up_count")
+    parser.add_argument("--down-count", type=int, default=6, help="ladder_down_count")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="sim tasks")
     parser.add_argument("--episodes", type=int, default=3, help="seeds per task (from --seed)")
     parser.add_argument("--seed", type=int, default=100000, help="first seed")
@@ -63,7 +65,9 @@ def main() -> None:
             bits[config] = rtn_bits_of(torch_model, config)
         return bits[config]
 
-    settings = GuardSettings(tuple(args.ladder), args.shadow, args.up_m, args.down_m)
+    settings = GuardSettings(
+        tuple(args.ladder), args.shadow, args.up_m, args.down_m, args.up_count, args.down_count
+    )
     episodes = [(t, args.seed + k) for t in args.tasks for k in range(args.episodes)]
     rows = compare(
         build,
