@@ -96,11 +96,17 @@ def write_report(analysis: Analysis, out: str | Path) -> list[Path]:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     plots = write_plots(analysis, folder)
-    record = analysis.to_dict() | {"plots": [p.name for p in plots]}
+    names = [p.name for p in plots]
+    record = analysis.to_dict() | {"plots": names}
+    return write_files(folder, record, markdown(analysis, names), plots)
+
+
+def write_files(folder: Path, record: dict, report_md: str, plots: list[Path]) -> list[Path]:
+    """metrics.json (`record`) and report.md into `folder`; the report, the metrics, the plots."""
     metrics_json = folder / "metrics.json"
     metrics_json.write_text(json.dumps(record, indent=2) + "\n")
     report = folder / "report.md"
-    report.write_text(markdown(analysis, [p.name for p in plots]))
+    report.write_text(report_md)
     return [report, metrics_json, *plots]
 
 

@@ -9,7 +9,6 @@ Units: metres and degrees throughout.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from matplotlib.figure import Figure
 
 from daptq_ros.drift.pose_drift import PoseAnalysis, PoseComparison
 from daptq_ros.drift.stats import Summary
+from daptq_ros.evidence.drift_report import write_files
 
 ALIGNMENTS = {
     "none": "none: the run's poses as recorded (the frames are shared)",
@@ -50,12 +50,9 @@ def write_pose_report(analysis: PoseAnalysis, out: str | Path) -> list[Path]:
         draw(fig, analysis.comparisons)
         FigureCanvasAgg(fig).print_png(folder / name)
         plots.append(folder / name)
-    record = analysis.to_dict() | {"plots": [p.name for p in plots]}
-    metrics_json = folder / "metrics.json"
-    metrics_json.write_text(json.dumps(record, indent=2) + "\n")
-    report = folder / "report.md"
-    report.write_text(markdown(analysis, [p.name for p in plots]))
-    return [report, metrics_json, *plots]
+    names = [p.name for p in plots]
+    record = analysis.to_dict() | {"plots": names}
+    return write_files(folder, record, markdown(analysis, names), plots)
 
 
 def _time_axis(comparisons: Sequence[PoseComparison]) -> float:
