@@ -4,7 +4,9 @@ For every (task, seed), the FP32 run is recorded; each method then runs the same
 FP32 shadow, watched by two drift monitor cores: one against the recorded FP32 run, one with no
 reference (it reports against the shadow). Everything runs through the nodes' logic in lockstep
 (evidence/shadow_rank.py). Prints per method the drift by each monitor (mm, mean and 95 %
-interval over episodes) and its rank, then Spearman's rho over the methods.
+interval over episodes) and its rank, the percentiles of the shadow's hand divergence per chunk
+(what the precision ladder's ladder_up_m and ladder_down_m are chosen from), then Spearman's rho
+over the methods.
 
     python bench/shadow_rank.py --methods bf16 w8a8 w4a16 w4a8 w3a8 w2a8 --episodes 2
 """
@@ -80,11 +82,12 @@ def main() -> None:
     recorded_rank = rankdata([np.mean(m.recorded_m) for m in result.methods])
     shadow_rank = rankdata([np.mean(m.shadow_m) for m in result.methods])
     print(f"{'method':<8} {'recorded mm [95 % CI]':>24} {'rank':>5} {'shadow mm [95 % CI]':>24} "
-          f"{'rank':>5}")  # fmt: skip
+          f"{'rank':>5}  chunk divergence p10/p50/p90 mm")  # fmt: skip
     for m, r, s in zip(result.methods, recorded_rank, shadow_rank, strict=True):
+        p10, p50, p90 = np.percentile(np.array(m.chunk_divergence_m) * 1e3, [10, 50, 90])
         print(
             f"{m.method:<8} {interval_mm(m.recorded_m):>24} {r:>5g} "
-            f"{interval_mm(m.shadow_m):>24} {s:>5g}"
+            f"{interval_mm(m.shadow_m):>24} {s:>5g}  {p10:.2f}/{p50:.2f}/{p90:.2f}"
         )
     print(
         f"Spearman rho over {len(result.methods)} methods: {result.spearman:.2f} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from daptq_ros.evidence.shadow_rank import MonitorTap
@@ -21,11 +23,13 @@ class _Seen:
 def test_the_tap_routes_each_topic_to_the_monitor_handler_the_node_wires_it_to():
     seen = _Seen()
     tap = MonitorTap([seen])
-    for topic in ("/joint_states", "/ee_pose", "/policy_node/shadow", "/policy_node/status"):
+    shadow = SimpleNamespace(has_hand_divergence=True, hand_max_divergence=0.004)
+    for topic in ("/joint_states", "/ee_pose", "/policy_node/status"):
         tap.write(topic, object(), 0.0)
+    tap.write("/policy_node/shadow", shadow, 0.0)
     tap.write("/camera/image_raw", object(), 0.0)
-    assert seen.calls == ["on_joint_states", "on_ee_pose", "on_shadow", "on_policy_status"]
-    assert tap.rmse == [[]]
+    assert seen.calls == ["on_joint_states", "on_ee_pose", "on_policy_status", "on_shadow"]
+    assert tap.rmse == [[]] and tap.chunk_divergence == [0.004]
 
 
 @pytest.mark.sim
@@ -45,5 +49,5 @@ def test_fp32_drifts_by_neither_monitor_and_low_bits_by_both(tmp_path):
     reference = record_reference(build, "push", 100001, 200, tmp_path)
     same = watch_episode(build, "fp32", "fp32", "push", 100001, 200, reference)
     low = watch_episode(build, "w2a8", "fp32", "push", 100001, 200, reference)
-    assert same == (0.0, 0.0)
-    assert low[0] > 1e-3 and low[1] > 1e-3, low
+    assert same[:2] == (0.0, 0.0) and same[2] and max(same[2]) == 0.0
+    assert low[0] > 1e-3 and low[1] > 1e-3 and max(low[2]) > 1e-3, low

@@ -9,7 +9,9 @@ every message of that run:
 - shadow: no reference at all, so it reports against the policy node's shadow.
 
 An episode's drift by each monitor is the mean end-effector position RMSE of the windows it
-closed. Spearman's rank correlation over the methods (each the mean over the episodes) says
+closed. The per-chunk hand divergences the shadow reported are kept too: their percentiles per
+bit config are what the precision ladder's thresholds (ladder_up_m, ladder_down_m) are set
+from. Spearman's rank correlation over the methods (each the mean over the episodes) says
 whether the shadow orders the methods as the recording does.
 """
 
@@ -36,9 +38,12 @@ class MonitorTap:
     def __init__(self, monitors: Sequence[DriftMonitorCore]) -> None:
         self.monitors = list(monitors)
         self.rmse: list[list[float]] = [[] for _ in self.monitors]  # per monitor, per window
+        self.chunk_divergence: list[float] = []  # the shadow's hand divergence per chunk, m
 
     def write(self, topic: str, msg: Any, now: float) -> None:
         """One message of the graph, by its topic."""
+        if topic == POLICY_TOPICS[SHADOW] and msg.has_hand_divergence:
+            self.chunk_divergence.append(float(msg.hand_max_divergence))
         for monitor, rmse in zip(self.monitors, self.rmse, strict=True):
             report = self._feed(monitor, topic, msg)
             if report is not None and np.isfinite(report.ee_position_rmse):
@@ -59,11 +64,13 @@ class MonitorTap:
 
 @dataclass(frozen=True)
 class MethodDrift:
-    """One method's drift per episode (m), as each monitor measured it."""
+    """One method's drift per episode (m), as each monitor measured it, and the shadow's hand
+    divergence of every chunk it compared (m, all episodes)."""
 
     method: str
     recorded_m: list[float]
     shadow_m: list[float]
+    chunk_divergence_m: list[float]
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,9 @@ def watch_episode(
     seed: int,
     max_steps: int,
     reference: Path,
-) -> tuple[float, float]:
-    """Run `method` with a `shadow`; its drift (m) against `reference`, and against the shadow."""
+) -> tuple[float, float, list[float]]:
+    """Run `method` with a `shadow`: its drift (m) against `reference` and against the shadow,
+    and the shadow's hand divergence per chunk (m)."""
     types = make_typestore().types
     monitors = [DriftMonitorCore({"reference_bag": str(reference)}, types)]
     monitors.append(DriftMonitorCore({}, types))
@@ -110,7 +118,7 @@ def watch_episode(
             f"{method} on {task}/{seed}: a monitor closed no window in {max_steps} steps "
             f"(recorded {len(recorded)}, shadow {len(shadowed)}); run longer episodes"
         )
-    return float(np.mean(recorded)), float(np.mean(shadowed))
+    return float(np.mean(recorded)), float(np.mean(shadowed)), tap.chunk_divergence
 
 
 def rank_agreement(
@@ -132,7 +140,8 @@ def rank_agreement(
         pairs = [
             watch_episode(build, method, shadow, *e, max_steps, references[e]) for e in episodes
         ]
-        rows.append(MethodDrift(method, [p[0] for p in pairs], [p[1] for p in pairs]))
+        chunks = [d for p in pairs for d in p[2]]
+        rows.append(MethodDrift(method, [p[0] for p in pairs], [p[1] for p in pairs], chunks))
         if progress is not None:
             progress(
                 f"{method}: recorded {np.mean(rows[-1].recorded_m) * 1e3:.2f} mm, "
