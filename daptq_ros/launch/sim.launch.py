@@ -19,7 +19,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from daptq_ros.robot.params import SIM_COMMAND_INTERFACES, SIM_TASKS
+from daptq_ros.robot.params import SIM_BLEND_TIME_S, SIM_COMMAND_INTERFACES, SIM_TASKS
 
 SHARE = Path(get_package_share_directory("daptq_ros"))
 
@@ -78,7 +78,7 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "blend_time_s",
-                default_value="0.1",
+                default_value=str(SIM_BLEND_TIME_S),
                 description="s to blend into the policy after ~/enable (short: episodes last ~2 s)",
             ),
             DeclareLaunchArgument(

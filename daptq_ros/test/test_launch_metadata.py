@@ -125,6 +125,12 @@ def test_launch_argument_defaults_are_the_parameter_defaults(launch: ast.Module)
             assert ast.literal_eval(defaults[argument]) == expected, (node, name)
 
 
+def test_sim_launch_blends_as_the_lockstep_runs_assume() -> None:
+    sim = ast.parse((PACKAGE_ROOT / "launch" / "sim.launch.py").read_text())
+    # robot.params.sim_node_params, which the lockstep runs start from, holds the same constant.
+    assert ast.unparse(declared(sim)["blend_time_s"]) == "str(SIM_BLEND_TIME_S)"
+
+
 def test_params_files_leave_launch_set_parameters_alone(launch: ast.Module) -> None:
     # A value there would be silently overridden by the launch argument.
     for call in calls(launch, "Node"):

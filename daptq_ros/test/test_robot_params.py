@@ -18,9 +18,11 @@ from daptq_ros.robot.param_spec import ParamSpec
 from daptq_ros.robot.params import (
     NODE_PARAMS,
     ROS_BUILTIN,
+    SIM_BLEND_TIME_S,
     check_overrides,
     defaults,
     load_node_yaml,
+    sim_node_params,
     spec,
 )
 from daptq_ros.sim.tasks import TASKS
@@ -248,6 +250,17 @@ def test_shipped_params_files_set_only_declared_parameters_with_valid_values(pat
         assert set(nodes) <= set(NODE_PARAMS), f"{path.name} configures unknown node {key!r}"
         for name in nodes:
             assert load_node_yaml(path, name)
+
+
+def test_sim_node_params_are_the_shipped_file_with_the_sim_launchs_blend() -> None:
+    shipped = yaml.safe_load((CONFIG / "policy_node.yaml").read_text())
+    values = shipped["policy_node"]["ros__parameters"]
+    params = sim_node_params()
+    assert params.keys() == defaults("policy_node").keys()
+    assert all(params[name] == value for name, value in values.items() if name != "image_topics")
+    assert list(params["image_topics"]) == values["image_topics"]
+    # The node's own default blends for 1 s (a real arm); the sim's episodes last ~2 s.
+    assert params["blend_time_s"] == SIM_BLEND_TIME_S < defaults("policy_node")["blend_time_s"]
 
 
 # Robot presets

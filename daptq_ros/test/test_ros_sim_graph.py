@@ -2,14 +2,14 @@
 
 The README's commands start it, enable the policy and send the instruction; the simulated
 Sawyer then runs `daptq eval`'s held-out episodes through ROS topics and services. Its success
-is bounded by the node's own logic run without ROS, in lockstep with the simulator: from below
-by the 95 % interval at the inference latency the node measured (the median estimate, in sim
-time), from above by the interval at no latency. On a CPU where inference takes most of a
-chunk the arm slows (time scaling) and the tasks' step limits cut episodes short, so success
-through ROS may fall below `daptq eval`'s (which has no latency) but not below the lockstep at
-that latency. Through ROS it is in fact higher than the lockstep at the same measured latency
-and a like timeline rate (e.g. 10/20 against 0/20 at 75 ms, rate 0.44 against 0.41): why is
-open (issue 37); both rates are printed to find it. The same launch records the run
+is compared with the node's own logic run without ROS, in lockstep with the simulator,
+with the parameters sim.launch.py gives the node and the inference latency the node measured
+(its median estimate, in sim time): it must lie within the lockstep's 95 % interval. On a CPU
+where inference takes most of a chunk the arm slows (time scaling) and the tasks' step limits
+cut episodes short, so success through ROS may fall below `daptq eval`'s (which has no
+latency), but not away from the lockstep at that latency. (An earlier lockstep ran with the
+node's default 1 s blend after ~/enable instead of the launch's 0.1 s, half of a 150-step
+episode, and scored 0-4/20 where ROS scored 9-11/20.) The same launch records the run
 (record:=true) for `daptq drift`, feeds the drift monitor a reference bag, and ends with the
 bridge killed and restarted, which must leave the arm disabled. What is asserted holds on any
 CPU (success within the bounds, every episode ends with an outcome, every command within the
@@ -234,8 +234,8 @@ def latency_estimates(diagnostics: list, episodes: list[Episode]) -> list[float]
 def lockstep_traces(latency_s: float) -> list:
     """The same episodes through the node's logic without ROS, at `latency_s` of sim time.
 
-    The node's chunk method and overrun policy come from its params file, as launched; each
-    episode ends at its task's step limit, as the bridge's do (max_steps 0).
+    The node's parameters are sim.launch.py's (robot.params.sim_node_params), chunk method and
+    overrun policy included; each episode ends at its task's step limit, as the bridge's do.
     """
     import torch
 
@@ -337,11 +337,8 @@ def test_sim_graph_success_through_ros_within_the_lockstep_interval_at_its_laten
 
     live = sum(e.success for e in episodes)
     latency_s = float(np.median(latency_estimates(records["diagnostics"], episodes)))
-    slow_runs = lockstep_traces(latency_s)  # at the node's latency estimate
-    fast_runs = lockstep_traces(0.0)  # at no latency
-    slow, fast = [t.success for t in slow_runs], [t.success for t in fast_runs]
-    low = success_rate(sum(slow), len(slow)).ci_low
-    high = success_rate(sum(fast), len(fast)).ci_high
+    lockstep = lockstep_traces(latency_s)  # at the node's latency estimate
+    interval = success_rate(sum(t.success for t in lockstep), len(lockstep))
     states = {k for e in episodes for k in e.states}
     commands = [m for e in episodes for _, m in e.commands]
     command_sim_hz = np.median([rate_hz([stamp_s(m) for _, m in e.commands]) for e in episodes])
@@ -353,16 +350,14 @@ def test_sim_graph_success_through_ros_within_the_lockstep_interval_at_its_laten
         "episodes": len(episodes),
         "success_ros": live,
         "latency_estimate_s": round(latency_s, 4),
-        "success_lockstep_at_estimate": sum(slow),
-        "success_lockstep_no_latency": sum(fast),
-        "lockstep_bounds": [round(low, 3), round(high, 3)],
+        "success_lockstep": sum(t.success for t in lockstep),
+        "lockstep_interval": [round(interval.ci_low, 3), round(interval.ci_high, 3)],
         "timeline_rate_median_ros": timeline_rate(records["status"], episodes),
         "episode_steps_median_ros": float(np.median([e.steps for e in episodes])),
-        "episode_steps_median_lockstep": float(np.median([len(t.hand) for t in slow_runs])),
-        "timeline_rate_mean_lockstep": [
-            round(float(np.mean([r for t in runs for r in t.rates])), 3)
-            for runs in (slow_runs, fast_runs)
-        ],
+        "episode_steps_median_lockstep": float(np.median([len(t.hand) for t in lockstep])),
+        "timeline_rate_mean_lockstep": round(
+            float(np.mean([r for t in lockstep for r in t.rates])), 3
+        ),
         "launch_to_ready_s": round(ready_s, 2),
         "launch_to_moving_s": round(moving_s, 2),
         "state_fraction_median": {
@@ -383,7 +378,7 @@ def test_sim_graph_success_through_ros_within_the_lockstep_interval_at_its_laten
     with capsys.disabled():
         print(f"\nsim graph through ROS vs lockstep: {json.dumps(report)}")
     assert commands, "no arm commands were published"
-    assert low <= live / len(episodes) <= high, report
+    assert interval.ci_low <= live / len(episodes) <= interval.ci_high, report
     limits = command_limits()
     for e in episodes:
         where = f"{e.task} seed {e.seed}"
@@ -392,16 +387,10 @@ def test_sim_graph_success_through_ros_within_the_lockstep_interval_at_its_laten
 
 
 def node_params() -> dict:
-    """The policy node's parameters as sim.launch.py starts it (defaults, then its params file)."""
-    from ament_index_python.packages import get_package_share_directory
+    """The policy node's parameters as sim.launch.py starts it."""
+    from daptq_ros.robot.params import sim_node_params
 
-    from daptq_ros.robot.params import defaults, load_node_yaml
-
-    share = get_package_share_directory("daptq_ros")
-    return {
-        **defaults("policy_node"),
-        **load_node_yaml(f"{share}/config/policy_node.yaml", "policy_node"),
-    }
+    return sim_node_params()
 
 
 def command_limits():

@@ -23,7 +23,7 @@ import numpy as np
 
 from daptq_ros.bags.typestore import make_typestore
 from daptq_ros.evidence.latency_sweep import Trace, hand_deviation
-from daptq_ros.robot.lockstep import MessageSink, run_lockstep
+from daptq_ros.robot.lockstep import MessageSink, lockstep_node_params, run_lockstep
 from daptq_ros.robot.policy_core import PolicyNodeCore
 from daptq_ros.robot.sim_bridge_core import SimBridgeCore
 
@@ -96,8 +96,7 @@ def run_episode(
     message of the graph also goes to `sink` when given."""
     types = make_typestore().types
     bridge = SimBridgeCore({"task": task, "seed": seed, "max_steps": max_steps}, types)
-    node_params = {"dry_run": False, "command_hz": 1.0 / bridge.period, "num_threads": 1}
-    node = PolicyNodeCore({**node_params, **params}, types, build_policy=build)
+    node = PolicyNodeCore({**lockstep_node_params(bridge), **params}, types, build_policy=build)
     trace = GuardTrace()
 
     def on_step(step: int, now: float) -> None:

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from daptq_ros.bags.typestore import make_typestore
 from daptq_ros.control.safety import Status
-from daptq_ros.robot.lockstep import run_lockstep
+from daptq_ros.robot.lockstep import lockstep_node_params, run_lockstep
 from daptq_ros.robot.policy_core import PolicyNodeCore
 from daptq_ros.robot.sim_bridge_core import SimBridgeCore
 
@@ -71,9 +71,7 @@ def run_episode(
     types = make_typestore().types
     bridge = SimBridgeCore({"task": task, "seed": seed, "max_steps": max_steps}, types)
     params = {
-        "dry_run": False,
-        "command_hz": 1.0 / bridge.period,
-        "num_threads": threads,
+        **lockstep_node_params(bridge, threads),
         "chunk_method": method,
         "rtc_jacobian": jacobian or "identity",
         "overrun": overrun,

@@ -21,6 +21,7 @@ from daptq_ros.bags.episode import episode_custom_data
 from daptq_ros.bags.writer import BagWriter
 from daptq_ros.errors import ControlError
 from daptq_ros.robot import policy_core, sim_bridge_core
+from daptq_ros.robot.params import sim_node_params
 from daptq_ros.robot.policy_core import PolicyNodeCore
 from daptq_ros.robot.shadow import SHADOW
 from daptq_ros.robot.sim_bridge_core import SimBridgeCore
@@ -82,6 +83,18 @@ class Recorder:
         for key, value in metadata.items():
             self.bag.set_custom_data(key, value)
         self.bag.close()
+
+
+def lockstep_node_params(bridge: SimBridgeCore, threads: int = 1) -> dict[str, Any]:
+    """The policy node's parameters for a lockstep run beside `bridge`: as sim.launch.py starts
+    it (robot.params.sim_node_params), publishing, with a command every sim step (run_lockstep
+    ticks once per step) and `threads` torch threads."""
+    return {
+        **sim_node_params(),
+        "dry_run": False,
+        "command_hz": 1.0 / bridge.period,
+        "num_threads": threads,
+    }
 
 
 def run_lockstep(

@@ -27,12 +27,16 @@ from daptq_ros.robot.param_spec import (
     ParamSpec,
 )
 from daptq_ros.robot.policy_params import POLICY_NODE
+from daptq_ros.share import share_path
 from daptq_ros.sim.tasks import TASKS
 
 SIM_TASKS = tuple(TASKS)
 # What the simulated arm takes: Cartesian commands (MetaWorld moves the Sawyer's hand by mocap)
 # or joint trajectories (executed in the SimEnv's joint_position control, through the hand).
 SIM_COMMAND_INTERFACES = ("pose", "twist", "joint_trajectory")
+# sim.launch.py's blend into the policy after ~/enable, s: the tasks' episodes last ~2 s, so the
+# node's default (1 s, for a real arm) would spend half of each blending.
+SIM_BLEND_TIME_S = 0.1
 
 _MONITOR = MonitorConfig()
 DRIFT_MONITOR: tuple[ParamSpec, ...] = (
@@ -270,6 +274,18 @@ def load_node_yaml(path: str | Path, node: str) -> dict[str, object]:
     if reasons := _reasons(node, values, strict_double=True):
         raise ControlError(f"{path}: " + "; ".join(reasons))
     return values
+
+
+def sim_node_params() -> dict[str, object]:
+    """The policy node's parameters as sim.launch.py starts it: its declared defaults, the
+    shipped config/policy_node.yaml, and the sim launch's blend time (SIM_BLEND_TIME_S).
+
+    What the ROS-free lockstep runs (latency sweep, drift guard) start from, so that they
+    behave as the launched graph does.
+    """
+    node = "policy_node"
+    yaml_values = load_node_yaml(share_path("config", f"{node}.yaml"), node)
+    return {**defaults(node), **yaml_values, "blend_time_s": SIM_BLEND_TIME_S}
 
 
 def _reasons(node: str, values: Mapping[str, object], *, strict_double: bool) -> list[str]:
