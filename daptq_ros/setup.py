@@ -25,14 +25,14 @@ setup(
         (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),
         (f"share/{PACKAGE}/config/mappings", glob("config/mappings/*.yaml")),
         # the embedded models (model directories: safetensors, tokenizer, manifest): each
-        # family's default, in end-effector space, and pi0 in joint space
+        # family's default, in end-effector space, pi0 in joint space, pi0 with 50-row chunks
         *[
             (
                 f"share/{PACKAGE}/models/{model.name}",
                 sorted(str(f) for f in model.iterdir() if f.is_file()),
             )
-            for pattern in ("*_default", "*_joint")
-            for model in sorted(Path("models").glob(pattern))
+            for model in sorted(Path("models").iterdir())
+            if model.is_dir()
         ],
     ],
     # Runtime dependencies are pinned in the repository's requirements.txt (pip) and declared

@@ -116,12 +116,24 @@ def test_rows_past_the_held_chunks_end_are_its_last_row() -> None:
 
 def test_injected_latency_holds_results_until_it_has_passed() -> None:
     plan = replanner()
-    plan.inject_s = 0.3
+    plan.inject(0.3)
     plan.submit(1.0, 1.0)
     plan.hold("chunk", 1.01)
     assert plan.released(1.2) == []
     assert not plan.due(1.25, False, 0.1, TICK)  # a held result is still in flight
     assert plan.released(1.3) == ["chunk"]
+
+
+def test_an_injected_latency_above_the_estimates_becomes_them_at_once() -> None:
+    """A fresh node's estimates start from its (unpadded) probe: RTC would freeze too few rows."""
+    plan = replanner(latency=0.02)
+    plan.inject(0.3)
+    assert plan.latency() == plan.delay() == 0.3
+    plan.scheduler.add(chunk(), 1.0, DT, 1.0)
+    prefix = plan.submit(1.05, 1.05)
+    assert prefix is not None and prefix.delay == math.ceil(0.3 / DT)
+    plan.inject(0.1)  # below the estimates: they follow what is measured, as before
+    assert plan.latency() == plan.delay() == 0.3
 
 
 def test_bad_settings_are_refused() -> None:

@@ -11,6 +11,7 @@ from daptq_ros.evidence.latency_sweep import (
     boundary_jerk_ratio,
     hand_deviation,
     mean_rate,
+    method_label,
     run_episode,
 )
 
@@ -55,6 +56,14 @@ def test_hand_deviation_and_mean_rate() -> None:
     assert hand_deviation(a, b) == pytest.approx(0.005)
     a.rates = [0.0, 0.0, 1.0, 0.5] + [0.5] * 6
     assert mean_rate(a) == pytest.approx(np.mean(a.rates[2:]))
+
+
+def test_a_cell_is_labelled_by_the_rtc_method_of_any_guided_episode() -> None:
+    # An episode that ended on its first (unguided) chunk keeps the plain chunk method.
+    first_chunk_only, guided = Trace(method="rtc"), Trace(method="rtc (identity)")
+    assert method_label([first_chunk_only, guided], "rtc:identity") == "rtc (identity)"
+    assert method_label([first_chunk_only], "rtc:vjp") == "rtc"
+    assert method_label([Trace(method="crossfade")], "crossfade") == "crossfade"
 
 
 @pytest.mark.sim

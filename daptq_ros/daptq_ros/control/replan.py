@@ -187,6 +187,19 @@ class Replanner:
         """Median of the recent latencies, in node seconds (submission to arrival)."""
         return float(np.median(self._latencies))
 
+    def inject(self, latency_s: float, jitter_s: float = 0.0) -> None:
+        """Pad every inference to `latency_s` (+ up to `jitter_s`) of node time (a test axis).
+
+        Estimates below the padded latency rise to it at once: the next chunks take at least
+        that long, and a median over earlier, faster ones would freeze too few rows (a fresh
+        node's estimates start from its start-up probe, which is not padded).
+        """
+        self.inject_s, self.jitter_s = float(latency_s), float(jitter_s)
+        if self.inject_s > self.latency():
+            self._latencies = deque([self.inject_s], maxlen=DELAY_WINDOW)
+        if self.inject_s > self.delay():
+            self._delays = deque([self.inject_s], maxlen=DELAY_WINDOW)
+
     # ----- results -----
     def hold(self, result: Any, now: float) -> None:
         """Keep `result` until the injected latency since its submission has passed."""

@@ -90,15 +90,24 @@ def run_episode(
         if node.scheduler.counters["added"] > added[0]:
             added[0] = node.scheduler.counters["added"]
             trace.switches.append(step)
+            trace.method = node.last_guidance or trace.method
 
     try:
         result = run_lockstep(bridge, node, max_steps, on_step=on_step)
         trace.success = result.success
-        trace.method = node.last_guidance or node.chunk_method
+        # The RTC method of a guided chunk; an episode whose chunks were all unguided (e.g. it
+        # ended on its first) keeps the chunk method.
+        trace.method = trace.method or node.chunk_method
     finally:
         node.close()
         bridge.close()
     return trace
+
+
+def method_label(traces: list[Trace], method: str) -> str:
+    """The method that ran: the RTC method of any guided episode, else the chunk method."""
+    plain = method.partition(":")[0]
+    return next((t.method for t in traces if t.method != plain), plain)
 
 
 def active_share(trace: Trace) -> float:
@@ -202,7 +211,7 @@ def sweep(
                     progress(f"{method} delay {fraction:g}x {task}/{seed}: {trace.success}")
             rows.append(
                 SweepRow(
-                    traces[0].method if traces else method,
+                    method_label(traces, method),
                     fraction,
                     fraction * span_s,
                     [t.success for t in traces],

@@ -453,8 +453,9 @@ class PolicyNodeCore:
 
     def _set_injection(self) -> None:
         """The injected-latency test axis, from the parameters."""
-        self.replanner.inject_s = float(self.params["inject_latency_s"])
-        self.replanner.jitter_s = float(self.params["inject_latency_jitter_s"])
+        self.replanner.inject(
+            float(self.params["inject_latency_s"]), float(self.params["inject_latency_jitter_s"])
+        )
 
     def _check_swap(self, bits: str, enabled: bool) -> str | None:
         from daptq_ros.policy.quantize import FULL_PRECISION, check_runtime_bit_config
