@@ -52,6 +52,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def bound(value: float | None) -> float:
+    """An interval bound for printing: NaN when there is none (0.0 is a bound, not "none")."""
+    return float("nan") if value is None else value
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
@@ -98,9 +103,9 @@ def main() -> None:
     success = summarize(np.array(ladder.success, float) - np.array(top.success, float))
     print(
         f"paired by seed: ladder drift below fixed low {drift.mean:+.0%} "
-        f"[{drift.ci_low or float('nan'):+.0%}, {drift.ci_high or float('nan'):+.0%}]; "
+        f"[{bound(drift.ci_low):+.0%}, {bound(drift.ci_high):+.0%}]; "
         f"ladder success - fixed top {success.mean:+.0%} "
-        f"[{success.ci_low or float('nan'):+.0%}, {success.ci_high or float('nan'):+.0%}]"
+        f"[{bound(success.ci_low):+.0%}, {bound(success.ci_high):+.0%}]"
     )
     print(f"CPU: {cpu_model()}; {len(episodes)} episodes per way, lockstep (shadow awaited)")
 

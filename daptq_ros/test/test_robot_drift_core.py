@@ -182,6 +182,29 @@ def test_an_episode_boundary_restarts_the_episode_at_the_next_sample(boundary):
     assert max(max(r.joint_rms_error) for r in reports) < 1e-9
 
 
+def test_an_episode_shorter_than_a_window_is_reported_when_it_ends():
+    core = DriftMonitorCore({}, TYPES)
+    core.on_reference(reference_msg())
+    assert feed(core, 0.01, seconds=0.5) == []  # half a window: none closed
+    report = core.on_episode(episode_info())
+    assert report is not None and report.samples == 25
+    assert max(report.joint_rms_error) == pytest.approx(0.01)
+    assert core.on_episode(episode_info()) is None  # nothing since: nothing to report
+
+
+def test_a_shadow_fed_episode_shorter_than_a_window_is_reported_when_it_ends():
+    core = DriftMonitorCore({}, TYPES)
+    for k in range(4):  # 0.3 s of shadow reports
+        assert core.on_shadow(shadow_msg(100.0 + 0.1 * k, 0.02)) is None
+    report = core.on_episode(episode_info())
+    assert report is not None and report.samples == 4
+    assert report.ee_position_rmse == pytest.approx(0.02)
+    # The next episode's window starts at its first report, not at the last episode's.
+    reports = [core.on_shadow(shadow_msg(200.0 + 0.1 * k, 0.05)) for k in range(11)]
+    closed = [r for r in reports if r is not None]
+    assert len(closed) == 1 and closed[0].ee_position_rmse == pytest.approx(0.05)
+
+
 def test_a_policy_that_stays_enabled_does_not_restart_the_episode():
     core = DriftMonitorCore({}, TYPES)
     core.on_policy_status(policy_status(True))

@@ -47,6 +47,15 @@ class ShadowWindows:
         self._final.append(float(hand_final))
         return closed
 
+    def flush(self) -> DriftWindow | None:
+        """Close the partial window at its last report (the episode ended); None if empty. The
+        next report opens a new window."""
+        if not self._stamps:
+            return None
+        window = self._close(self._stamps[-1])
+        self._start = None
+        return window
+
     def _close(self, end: float) -> DriftWindow:
         largest = np.array(self._largest)
         rmse = float(np.sqrt(np.mean(largest**2)))

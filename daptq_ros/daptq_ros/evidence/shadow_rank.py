@@ -57,6 +57,8 @@ class MonitorTap:
             return monitor.on_ee_pose(msg)
         if topic == POLICY_TOPICS[SHADOW]:
             return monitor.on_shadow(msg)
+        if topic == monitor.params["episode_topic"]:
+            return monitor.on_episode(msg)  # the partial last window of a short episode
         if topic == STATUS_TOPIC:
             monitor.on_policy_status(msg)
         return None

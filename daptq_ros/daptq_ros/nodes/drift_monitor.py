@@ -58,7 +58,7 @@ class DriftMonitorNode(Node):
             )
         if params["episode_topic"]:
             self.create_subscription(
-                EpisodeInfo, params["episode_topic"], self.core.on_episode, EPISODE_QOS
+                EpisodeInfo, params["episode_topic"], self._feed(self.core.on_episode), EPISODE_QOS
             )
         if not params["urdf_path"]:
             self.create_subscription(

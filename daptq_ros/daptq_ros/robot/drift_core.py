@@ -118,9 +118,13 @@ class DriftMonitorCore:
             self.restart()
         self._policy_enabled = enabled
 
-    def on_episode(self, msg: Any) -> None:
-        """An EpisodeInfo (the simulator ended an episode): the next sample starts a new one."""
+    def on_episode(self, msg: Any) -> Any | None:
+        """An EpisodeInfo (the simulator ended an episode): the DriftReport of its last, partial
+        window (None when it held nothing), so that an episode shorter than a window is
+        reported too; the next sample starts a new episode."""
+        window = self.monitor.stop_episode() if self.has_reference else self.shadow.flush()
         self.restart()
+        return self._report(window)
 
     def on_joint_states(self, msg: Any) -> Any | None:
         """Feed a JointState; the DriftReport of the window it closed, else None."""
